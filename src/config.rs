@@ -1,0 +1,222 @@
+//! Settings: compiled-in `config/default.toml`, then `config/{TANDEM_ENV}.toml`, then
+//! `TANDEM__SECTION__KEY` environment variables; `DATABASE_URL` and `TANDEM_ADMIN_TOKEN` for
+//! secrets. Validated once at start.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::pipeline::{PipelineConfig, MAX_K};
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A value that must never be printed or logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// All settings of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Postgres.
+    pub database: DatabaseSettings,
+    /// Model loading.
+    pub model: ModelSettings,
+    /// Scoring pipeline.
+    pub pipeline: PipelineConfig,
+    /// Admin bearer token (from `TANDEM_ADMIN_TOKEN`); admin endpoints refuse all calls without it.
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port to bind (0 = any free port).
+    pub port: u16,
+    /// Per-request time limit.
+    pub request_timeout_ms: u64,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Largest query string.
+    pub max_query_bytes: usize,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Postgres settings; the URL comes from `DATABASE_URL`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL; `None` runs without a database.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout_ms: u64,
+    /// Whether `serve` applies migrations at start.
+    pub migrate_on_start: bool,
+}
+
+/// Model loading settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Version to load at start (default: newest ready).
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// First back-off between start-up load attempts.
+    pub retry_initial_ms: u64,
+    /// Longest back-off between start-up load attempts.
+    pub retry_max_ms: u64,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or parsed.
+    #[error("cannot read settings: {0}")]
+    Read(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads settings from the compiled-in defaults, `config_dir/{TANDEM_ENV}.toml` and the
+    /// environment, then validates them.
+    pub fn load(config_dir: &Path) -> Result<Self, SettingsError> {
+        let env = std::env::var("TANDEM_ENV").unwrap_or_else(|_| "local".to_string());
+        let mut settings: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(config_dir.join(format!("{env}.toml"))).required(false))
+            .add_source(
+                Environment::with_prefix("TANDEM")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                settings.database.url = Some(Secret::new(url));
+            }
+        }
+        settings.admin_token = std::env::var("TANDEM_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The compiled-in defaults alone (no files, no environment).
+    pub fn defaults() -> Result<Self, SettingsError> {
+        let settings: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key, message: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.server.request_timeout_ms == 0 {
+            return invalid("server.request_timeout_ms", "must be positive");
+        }
+        if self.server.max_body_bytes == 0 || self.server.max_query_bytes == 0 {
+            return invalid("server.max_body_bytes", "size limits must be positive");
+        }
+        if !(1..=MAX_K).contains(&self.pipeline.default_k) {
+            return invalid("pipeline.default_k", "must be between 1 and 50");
+        }
+        if self.pipeline.candidate_pool == 0 {
+            return invalid("pipeline.candidate_pool", "must be positive");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be positive");
+        }
+        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms {
+            return invalid("model.retry_max_ms", "back-off must be positive and max >= initial");
+        }
+        Ok(())
+    }
+
+    /// Per-request time limit.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_in_defaults_deserialize_and_validate() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.pipeline, PipelineConfig::default());
+        assert!(s.database.url.is_none() && s.admin_token.is_none());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = Settings::defaults().unwrap();
+        s.admin_token = Some(Secret::new("hunter2-very-secret"));
+        s.database.url = Some(Secret::new("postgres://u:pw@h/db"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("pw@"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut s = Settings::defaults().unwrap();
+        s.pipeline.default_k = 51;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::Invalid { key: "pipeline.default_k", .. })
+        ));
+    }
+}

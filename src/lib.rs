@@ -1,0 +1,13 @@
+//! Tandem: a cross-sell recommendation service. "What else belongs in this basket?"
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls in here.
+
+pub mod config;
+pub mod domain;
+pub mod metrics;
+pub mod model;
+pub mod offline;
+pub mod pipeline;
+pub mod reload;
+pub mod store;
+pub mod telemetry;

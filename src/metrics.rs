@@ -1,0 +1,181 @@
+//! Every metric the service exports, in one place: names carry the `tandem_` prefix and their
+//! unit. One registry per app (no global statics), so several apps can run in one process.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::model::Snapshot;
+
+/// Latency buckets from 50 µs to 5 s: the interesting range of a sub-millisecond service.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Model load durations, 10 ms to 5 min.
+const LOAD_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Outcome label values of `tandem_model_reloads_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum ReloadOutcome {
+    /// A new snapshot is serving.
+    Success,
+    /// Loading or validation failed; the old snapshot keeps serving.
+    Failure,
+    /// Another reload was running.
+    Conflict,
+}
+
+impl ReloadOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadOutcome::Success => "success",
+            ReloadOutcome::Failure => "failure",
+            ReloadOutcome::Conflict => "conflict",
+        }
+    }
+}
+
+/// The service's metrics and the registry that exports them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    model_version: IntGauge,
+    model_items: IntGauge,
+    model_pairs: IntGauge,
+    model_loaded_at: IntGauge,
+    model_reloads: IntCounterVec,
+    model_load_duration: Histogram,
+    unknown_cart_items: IntCounter,
+    popular_fallback_items: IntCounter,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let r = &registry;
+        Ok(Self {
+            http_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tandem_http_requests_total", "HTTP requests by matched route and status"),
+                    &["method", "route", "status"],
+                )?,
+            )?,
+            http_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tandem_http_request_duration_seconds",
+                        "HTTP request latency by matched route and status",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["method", "route", "status"],
+                )?,
+            )?,
+            model_version: register(
+                r,
+                IntGauge::new("tandem_model_version", "Model version being served (0 = none)")?,
+            )?,
+            model_items: register(
+                r,
+                IntGauge::new("tandem_model_items", "Items in the served model")?,
+            )?,
+            model_pairs: register(
+                r,
+                IntGauge::new("tandem_model_co_purchase_pairs", "Co-purchase entries in the served model")?,
+            )?,
+            model_loaded_at: register(
+                r,
+                IntGauge::new(
+                    "tandem_model_loaded_timestamp_seconds",
+                    "Unix time the served model was loaded",
+                )?,
+            )?,
+            model_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tandem_model_reloads_total", "Model loads and reloads by outcome"),
+                    &["outcome"],
+                )?,
+            )?,
+            model_load_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("tandem_model_load_duration_seconds", "Time to load and build a model version")
+                        .buckets(LOAD_BUCKETS.to_vec()),
+                )?,
+            )?,
+            unknown_cart_items: register(
+                r,
+                IntCounter::new(
+                    "tandem_recommendation_unknown_cart_items_total",
+                    "Cart items the served model does not know",
+                )?,
+            )?,
+            popular_fallback_items: register(
+                r,
+                IntCounter::new(
+                    "tandem_recommendation_popular_fallback_items_total",
+                    "Recommended items that came from the popularity fallback",
+                )?,
+            )?,
+            registry,
+        })
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: &str, elapsed: Duration) {
+        let labels = [method, route, status];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records that `snapshot` is now serving.
+    pub fn model_loaded(&self, snapshot: &Snapshot, load_time: Duration) {
+        self.model_version.set(snapshot.version().0);
+        self.model_items.set(snapshot.len() as i64);
+        self.model_pairs.set(snapshot.stats().pairs as i64);
+        self.model_loaded_at.set(chrono::Utc::now().timestamp());
+        self.model_load_duration.observe(load_time.as_secs_f64());
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, outcome: ReloadOutcome) {
+        self.model_reloads.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Counts what one recommendation response contained.
+    pub fn recommendation(&self, unknown_cart_items: usize, popular_fallback_items: usize) {
+        self.unknown_cart_items.inc_by(unknown_cart_items as u64);
+        self.popular_fallback_items.inc_by(popular_fallback_items as u64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

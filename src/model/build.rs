@@ -1,0 +1,398 @@
+//! Building a validated [`Snapshot`] from rows, one row at a time (pure: the caller does I/O).
+
+use ndarray::Array2;
+
+use super::columns::{Csr, Interner, StrColumn};
+use super::snapshot::{Catalogue, LoadStats, Snapshot, NO_CATEGORY};
+use super::ModelError;
+use crate::domain::{validate_id, ModelVersion};
+
+/// One item of a version, joined with its catalogue row when the catalogue has one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ItemRecord<'a> {
+    /// Item id.
+    pub id: &'a str,
+    /// Popularity from `item_stats` (non-negative, finite).
+    pub popularity: f32,
+    /// Catalogue title; `None` when the catalogue has no row for the item.
+    pub title: Option<&'a str>,
+    /// Catalogue category.
+    pub category: Option<&'a str>,
+    /// Unit price.
+    pub price: Option<f32>,
+    /// Whether it is in stock.
+    pub in_stock: bool,
+}
+
+/// Accumulates the rows of one version and checks each as it arrives.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    version: ModelVersion,
+    embedding_dim: usize,
+    items: Interner,
+    titles: StrColumn,
+    category: Vec<u32>,
+    categories: Interner,
+    price: Vec<f32>,
+    in_stock: Vec<bool>,
+    popularity: Vec<f32>,
+    items_without_catalogue: usize,
+    pairs: Vec<(u32, u32, f32)>,
+    embeddings: Vec<f32>,
+    has_embedding: Vec<bool>,
+}
+
+fn shown(id: &str) -> String {
+    id.chars().take(160).collect()
+}
+
+impl SnapshotBuilder {
+    /// A builder for `version`, whose embeddings have `embedding_dim` dimensions (0 = none).
+    pub fn new(version: ModelVersion, embedding_dim: usize, expected_items: usize) -> Self {
+        Self {
+            version,
+            embedding_dim,
+            items: Interner::with_capacity(expected_items),
+            titles: StrColumn::with_capacity(expected_items, expected_items * 24),
+            category: Vec::with_capacity(expected_items),
+            categories: Interner::with_capacity(64),
+            price: Vec::with_capacity(expected_items),
+            in_stock: Vec::with_capacity(expected_items),
+            popularity: Vec::with_capacity(expected_items),
+            items_without_catalogue: 0,
+            pairs: Vec::new(),
+            embeddings: Vec::new(),
+            has_embedding: Vec::new(),
+        }
+    }
+
+    /// Reserves room for `pairs` co-purchase rows.
+    pub fn reserve_pairs(&mut self, pairs: usize) {
+        self.pairs.reserve(pairs);
+    }
+
+    /// Adds an item of the version.
+    pub fn add_item(&mut self, item: ItemRecord<'_>) -> Result<(), ModelError> {
+        validate_id(item.id).map_err(|reason| ModelError::InvalidItemId {
+            id: shown(item.id),
+            reason,
+        })?;
+        if !item.popularity.is_finite() {
+            return Err(ModelError::NonFinite {
+                table: "item_stats",
+                field: "popularity",
+                id: shown(item.id),
+            });
+        }
+        if item.price.is_some_and(|p| !p.is_finite()) {
+            return Err(ModelError::NonFinite {
+                table: "items",
+                field: "price",
+                id: shown(item.id),
+            });
+        }
+        self.items
+            .insert(item.id)
+            .map_err(|_| ModelError::DuplicateItem(shown(item.id)))?;
+        match item.title {
+            Some(title) => {
+                self.titles.push(title);
+                self.in_stock.push(item.in_stock);
+            }
+            None => {
+                // Without a catalogue row the item cannot be shown or sold, but it still
+                // anchors recommendations when it is in a cart.
+                self.titles.push(item.id);
+                self.in_stock.push(false);
+                self.items_without_catalogue += 1;
+            }
+        }
+        self.category.push(
+            item.category
+                .map_or(NO_CATEGORY, |c| self.categories.intern(c)),
+        );
+        self.price.push(item.price.unwrap_or(f32::NAN));
+        self.popularity.push(item.popularity.max(0.0));
+        Ok(())
+    }
+
+    fn index(&self, table: &'static str, id: &str) -> Result<u32, ModelError> {
+        self.items.get(id).ok_or_else(|| ModelError::DanglingItem {
+            table,
+            id: shown(id),
+        })
+    }
+
+    /// Adds a co-purchase row: `other` is a neighbour of `item` with `score`.
+    pub fn add_pair(&mut self, item: &str, other: &str, score: f32) -> Result<(), ModelError> {
+        let from = self.index("co_purchase", item)?;
+        let to = self.index("co_purchase", other)?;
+        if from == to {
+            return Err(ModelError::SelfPair(shown(item)));
+        }
+        if !score.is_finite() {
+            return Err(ModelError::NonFinite {
+                table: "co_purchase",
+                field: "score",
+                id: shown(item),
+            });
+        }
+        self.pairs.push((from, to, score));
+        Ok(())
+    }
+
+    /// Adds an embedding given as little-endian f32 bytes.
+    pub fn add_embedding_bytes(&mut self, item: &str, bytes: &[u8]) -> Result<(), ModelError> {
+        let index = self.index("item_embeddings", item)? as usize;
+        let dim = self.embedding_dim;
+        if bytes.len() != dim * 4 || dim == 0 {
+            return Err(ModelError::EmbeddingLength {
+                id: shown(item),
+                bytes: bytes.len(),
+                expected: dim * 4,
+                dim,
+            });
+        }
+        let row = self.embedding_row(item, index)?;
+        for (value, chunk) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+            *value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        if row.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite {
+                table: "item_embeddings",
+                field: "embedding",
+                id: shown(item),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds an embedding given as floats.
+    pub fn add_embedding(&mut self, item: &str, values: &[f32]) -> Result<(), ModelError> {
+        let index = self.index("item_embeddings", item)? as usize;
+        let dim = self.embedding_dim;
+        if values.len() != dim || dim == 0 {
+            return Err(ModelError::EmbeddingLength {
+                id: shown(item),
+                bytes: values.len() * 4,
+                expected: dim * 4,
+                dim,
+            });
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite {
+                table: "item_embeddings",
+                field: "embedding",
+                id: shown(item),
+            });
+        }
+        self.embedding_row(item, index)?.copy_from_slice(values);
+        Ok(())
+    }
+
+    fn embedding_row(&mut self, item: &str, index: usize) -> Result<&mut [f32], ModelError> {
+        let dim = self.embedding_dim;
+        let needed = self.items.len();
+        if self.has_embedding.len() < needed {
+            self.has_embedding.resize(needed, false);
+            self.embeddings.resize(needed * dim, 0.0);
+        }
+        if std::mem::replace(&mut self.has_embedding[index], true) {
+            return Err(ModelError::DuplicateEmbedding(shown(item)));
+        }
+        Ok(&mut self.embeddings[index * dim..(index + 1) * dim])
+    }
+
+    /// Validates the whole and builds the immutable snapshot.
+    pub fn finish(mut self) -> Result<Snapshot, ModelError> {
+        let n = self.items.len();
+        if n == 0 {
+            return Err(ModelError::Empty);
+        }
+        if u32::try_from(self.pairs.len()).is_err() {
+            return Err(ModelError::TooManyPairs(self.pairs.len()));
+        }
+        let dim = self.embedding_dim;
+        self.embeddings.resize(n * dim, 0.0);
+        let items_with_embedding = self.has_embedding.iter().filter(|&&b| b).count();
+        for row in self.embeddings.chunks_exact_mut(dim.max(1)) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
+        let embeddings = Array2::from_shape_vec((n, dim), self.embeddings)
+            .map_err(|_| ModelError::Empty)?;
+        let co_purchase = Csr::from_triples(n, self.pairs);
+        let mut by_popularity: Vec<u32> = (0..n as u32).collect();
+        let popularity = self.popularity;
+        by_popularity.sort_by(|&a, &b| {
+            popularity[b as usize]
+                .total_cmp(&popularity[a as usize])
+                .then(a.cmp(&b))
+        });
+        self.items.shrink_to_fit();
+        self.categories.shrink_to_fit();
+        let catalogue = Catalogue {
+            titles: self.titles,
+            category: self.category,
+            categories: self.categories,
+            price: self.price,
+            in_stock: self.in_stock,
+        };
+        let heap_bytes = self.items.heap_bytes()
+            + catalogue.titles.heap_bytes()
+            + catalogue.categories.heap_bytes()
+            + n * (4 + 4 + 1 + 4 + 4)
+            + co_purchase.heap_bytes()
+            + embeddings.len() * 4;
+        let stats = LoadStats {
+            items: n,
+            pairs: co_purchase.len(),
+            embedding_dim: dim,
+            items_with_embedding,
+            items_without_catalogue: self.items_without_catalogue,
+            heap_bytes,
+        };
+        Ok(Snapshot {
+            version: self.version,
+            items: self.items,
+            catalogue,
+            co_purchase,
+            embeddings,
+            popularity,
+            by_popularity,
+            stats,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, popularity: f32) -> ItemRecord<'_> {
+        ItemRecord {
+            id,
+            popularity,
+            title: Some(id),
+            category: Some("bags"),
+            price: Some(1.5),
+            in_stock: true,
+        }
+    }
+
+    fn builder() -> SnapshotBuilder {
+        let mut b = SnapshotBuilder::new(ModelVersion(3), 2, 3);
+        for (id, pop) in [("a", 3.0), ("b", 1.0), ("c", 2.0)] {
+            b.add_item(item(id, pop)).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn a_valid_version_builds_a_snapshot_with_every_table() {
+        let mut b = builder();
+        b.add_pair("a", "b", 0.5).unwrap();
+        b.add_pair("a", "c", 0.9).unwrap();
+        b.add_embedding("a", &[3.0, 4.0]).unwrap();
+        b.add_embedding_bytes("b", &[0, 0, 128, 63, 0, 0, 0, 0]).unwrap();
+        let s = b.finish().unwrap();
+        assert_eq!(s.version(), ModelVersion(3));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.index_of("c"), Some(2));
+        assert_eq!(s.item_id(1), "b");
+        assert_eq!(s.co_purchase(0), (&[2, 1][..], &[0.9, 0.5][..]));
+        assert_eq!(s.embedding(0).to_vec(), vec![0.6, 0.8]);
+        assert_eq!(s.embedding(1).to_vec(), vec![1.0, 0.0]);
+        assert_eq!(s.embedding(2).to_vec(), vec![0.0, 0.0]);
+        assert_eq!(s.by_popularity(), &[0, 2, 1]);
+        assert_eq!(s.catalogue().category_name(s.catalogue().category(1)), Some("bags"));
+        assert_eq!(s.stats().pairs, 2);
+        assert_eq!(s.stats().items_with_embedding, 2);
+    }
+
+    #[test]
+    fn items_without_a_catalogue_row_are_kept_but_never_in_stock() {
+        let mut b = builder();
+        b.add_item(ItemRecord {
+            id: "ghost",
+            popularity: 9.0,
+            in_stock: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let s = b.finish().unwrap();
+        let ghost = s.index_of("ghost").unwrap();
+        assert!(!s.catalogue().in_stock(ghost));
+        assert_eq!(s.catalogue().title(ghost), "ghost");
+        assert!(s.catalogue().price(ghost).is_nan());
+        assert_eq!(s.stats().items_without_catalogue, 1);
+    }
+
+    #[test]
+    fn dangling_pairs_are_rejected_with_the_table_and_id() {
+        let err = builder().add_pair("a", "zz", 1.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "co_purchase refers to item \"zz\", which is not among the version's items"
+        );
+        assert!(matches!(
+            builder().add_embedding("nope", &[1.0, 0.0]),
+            Err(ModelError::DanglingItem { table: "item_embeddings", .. })
+        ));
+    }
+
+    #[test]
+    fn nan_and_infinite_values_are_rejected() {
+        assert!(matches!(
+            builder().add_pair("a", "b", f32::NAN),
+            Err(ModelError::NonFinite { field: "score", .. })
+        ));
+        assert!(matches!(
+            builder().add_embedding("a", &[f32::INFINITY, 0.0]),
+            Err(ModelError::NonFinite { field: "embedding", .. })
+        ));
+        assert!(matches!(
+            builder().add_embedding_bytes("a", &[0, 0, 192, 127, 0, 0, 0, 0]),
+            Err(ModelError::NonFinite { .. })
+        ));
+        let mut b = builder();
+        assert!(matches!(
+            b.add_item(item("d", f32::NAN)),
+            Err(ModelError::NonFinite { field: "popularity", .. })
+        ));
+    }
+
+    #[test]
+    fn embeddings_of_the_wrong_dimension_are_rejected() {
+        let err = builder().add_embedding_bytes("a", &[0; 12]).unwrap_err();
+        assert!(matches!(
+            err,
+            ModelError::EmbeddingLength { bytes: 12, expected: 8, dim: 2, .. }
+        ));
+        let mut none = SnapshotBuilder::new(ModelVersion(1), 0, 1);
+        none.add_item(item("a", 1.0)).unwrap();
+        assert!(none.add_embedding("a", &[]).is_err());
+    }
+
+    #[test]
+    fn duplicates_self_pairs_bad_ids_and_empty_versions_are_rejected() {
+        let mut b = builder();
+        assert!(matches!(b.add_item(item("a", 1.0)), Err(ModelError::DuplicateItem(_))));
+        assert!(matches!(b.add_pair("a", "a", 1.0), Err(ModelError::SelfPair(_))));
+        assert!(matches!(
+            b.add_item(item(&"x".repeat(129), 1.0)),
+            Err(ModelError::InvalidItemId { .. })
+        ));
+        b.add_embedding("a", &[1.0, 0.0]).unwrap();
+        assert!(matches!(
+            b.add_embedding("a", &[1.0, 0.0]),
+            Err(ModelError::DuplicateEmbedding(_))
+        ));
+        assert!(matches!(
+            SnapshotBuilder::new(ModelVersion(1), 0, 0).finish(),
+            Err(ModelError::Empty)
+        ));
+    }
+}

@@ -1,0 +1,267 @@
+//! Compact column types the snapshot is made of: string columns, an id interner and CSR rows.
+
+use foldhash::fast::RandomState;
+use hashbrown::hash_table::{Entry, HashTable};
+use std::hash::BuildHasher;
+
+/// Many strings in one buffer, addressed by position: one allocation instead of one per string.
+#[derive(Debug, Clone)]
+pub struct StrColumn {
+    bytes: String,
+    ends: Vec<u32>,
+}
+
+impl Default for StrColumn {
+    fn default() -> Self {
+        Self::with_capacity(0, 0)
+    }
+}
+
+impl StrColumn {
+    /// An empty column with room for `strings` strings of `bytes` bytes in total.
+    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
+        Self {
+            bytes: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Appends `s` and returns its position.
+    pub fn push(&mut self, s: &str) -> u32 {
+        self.bytes.push_str(s);
+        let position = self.ends.len() as u32;
+        self.ends.push(self.bytes.len() as u32);
+        position
+    }
+
+    /// The string at `position`; panics when out of range (positions come from this column).
+    pub fn get(&self, position: u32) -> &str {
+        let i = position as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// How many strings the column holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the column holds no strings.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * 4
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+/// Maps strings to dense `u32` positions and back; the strings are stored once.
+#[derive(Debug, Clone, Default)]
+pub struct Interner {
+    names: StrColumn,
+    table: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl Interner {
+    /// An empty interner with room for `n` names.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            names: StrColumn::with_capacity(n, n * 8),
+            table: HashTable::with_capacity(n),
+            hasher: RandomState::default(),
+        }
+    }
+
+    /// The position of `name`, if interned.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        self.table
+            .find(hash, |&i| self.names.get(i) == name)
+            .copied()
+    }
+
+    /// Interns `name`: `Ok(new position)`, or `Err(existing position)` when already present.
+    pub fn insert(&mut self, name: &str) -> Result<u32, u32> {
+        let hash = self.hasher.hash_one(name);
+        let (names, hasher) = (&self.names, &self.hasher);
+        match self.table.entry(
+            hash,
+            |&i| names.get(i) == name,
+            |&i| hasher.hash_one(names.get(i)),
+        ) {
+            Entry::Occupied(existing) => Err(*existing.get()),
+            Entry::Vacant(slot) => {
+                let position = self.names.push(name);
+                slot.insert(position);
+                Ok(position)
+            }
+        }
+    }
+
+    /// Interns `name`, returning its position whether new or not.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        self.insert(name).unwrap_or_else(|existing| existing)
+    }
+
+    /// The name at `position`.
+    #[inline]
+    pub fn name(&self, position: u32) -> &str {
+        self.names.get(position)
+    }
+
+    /// How many names are interned.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether nothing is interned.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Heap bytes held (approximate for the hash table).
+    pub fn heap_bytes(&self) -> usize {
+        self.names.heap_bytes() + self.table.capacity() * 5
+    }
+
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.names.shrink_to_fit();
+        let hasher = &self.hasher;
+        let names = &self.names;
+        self.table.shrink_to_fit(|&i| hasher.hash_one(names.get(i)));
+    }
+}
+
+/// Compressed sparse rows: for item `i`, `neighbours[offsets[i]..offsets[i + 1]]` with their
+/// `scores`, sorted by score, highest first.
+#[derive(Debug, Clone, Default)]
+pub struct Csr {
+    offsets: Vec<u32>,
+    neighbours: Vec<u32>,
+    scores: Vec<f32>,
+}
+
+impl Csr {
+    /// Builds rows for `rows` items from `(row, neighbour, score)` triples in any order.
+    pub fn from_triples(rows: usize, mut triples: Vec<(u32, u32, f32)>) -> Self {
+        // Counting sort by row keeps this linear; each short row is then sorted by score.
+        let mut offsets = vec![0u32; rows + 1];
+        for &(row, _, _) in &triples {
+            offsets[row as usize + 1] += 1;
+        }
+        for i in 0..rows {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut cursor: Vec<u32> = offsets[..rows].to_vec();
+        let mut neighbours = vec![0u32; triples.len()];
+        let mut scores = vec![0f32; triples.len()];
+        for (row, neighbour, score) in triples.drain(..) {
+            let slot = cursor[row as usize] as usize;
+            neighbours[slot] = neighbour;
+            scores[slot] = score;
+            cursor[row as usize] += 1;
+        }
+        drop(triples);
+        let mut row_buffer: Vec<(u32, f32)> = Vec::new();
+        for i in 0..rows {
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            row_buffer.clear();
+            row_buffer.extend(
+                neighbours[start..end]
+                    .iter()
+                    .copied()
+                    .zip(scores[start..end].iter().copied()),
+            );
+            row_buffer.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (k, (n, s)) in row_buffer.iter().enumerate() {
+                neighbours[start + k] = *n;
+                scores[start + k] = *s;
+            }
+        }
+        Self {
+            offsets,
+            neighbours,
+            scores,
+        }
+    }
+
+    /// The neighbours of `row` and their scores, best first.
+    #[inline]
+    pub fn row(&self, row: u32) -> (&[u32], &[f32]) {
+        let i = row as usize;
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&start), Some(&end)) => (
+                &self.neighbours[start as usize..end as usize],
+                &self.scores[start as usize..end as usize],
+            ),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Number of stored (item, neighbour) entries.
+    pub fn len(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// Whether no entries are stored.
+    pub fn is_empty(&self) -> bool {
+        self.neighbours.is_empty()
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        (self.offsets.capacity() + self.neighbours.capacity() + self.scores.capacity()) * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_returns_the_same_position_for_the_same_name() {
+        let mut interner = Interner::with_capacity(2);
+        assert_eq!(interner.insert("a"), Ok(0));
+        assert_eq!(interner.insert("bb"), Ok(1));
+        assert_eq!(interner.insert("a"), Err(0));
+        assert_eq!(interner.get("bb"), Some(1));
+        assert_eq!(interner.get("c"), None);
+        assert_eq!(interner.name(1), "bb");
+        for i in 0..1000 {
+            interner.intern(&format!("item-{i}"));
+        }
+        interner.shrink_to_fit();
+        assert_eq!(interner.get("item-999"), Some(1001));
+    }
+
+    #[test]
+    fn str_column_keeps_empty_strings_apart() {
+        let mut column = StrColumn::default();
+        column.push("");
+        column.push("x");
+        column.push("");
+        assert_eq!(
+            (column.get(0), column.get(1), column.get(2)),
+            ("", "x", "")
+        );
+    }
+
+    #[test]
+    fn csr_rows_are_sorted_by_score_descending() {
+        let csr = Csr::from_triples(3, vec![(0, 1, 0.2), (2, 0, 1.0), (0, 2, 0.9)]);
+        assert_eq!(csr.row(0), (&[2, 1][..], &[0.9, 0.2][..]));
+        assert_eq!(csr.row(1), (&[][..], &[][..]));
+        assert_eq!(csr.row(2), (&[0][..], &[1.0][..]));
+        assert_eq!(csr.row(7), (&[][..], &[][..]));
+        assert_eq!(csr.len(), 3);
+    }
+}

@@ -1,0 +1,154 @@
+//! The immutable model snapshot a request reads: interned items, catalogue columns,
+//! co-purchase rows, embeddings and popularity, all indexed by dense item index.
+
+use ndarray::{Array2, ArrayView1};
+use serde::Serialize;
+
+use super::columns::{Csr, Interner, StrColumn};
+use crate::domain::{ItemIndex, ModelVersion};
+
+/// Category index meaning "no category".
+pub const NO_CATEGORY: u32 = u32::MAX;
+
+/// Catalogue columns by item index.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub(super) titles: StrColumn,
+    pub(super) category: Vec<u32>,
+    pub(super) categories: Interner,
+    pub(super) price: Vec<f32>,
+    pub(super) in_stock: Vec<bool>,
+}
+
+impl Catalogue {
+    /// Display title (the id when the catalogue has no row for the item).
+    #[inline]
+    pub fn title(&self, item: ItemIndex) -> &str {
+        self.titles.get(item)
+    }
+
+    /// Category index, or [`NO_CATEGORY`].
+    #[inline]
+    pub fn category(&self, item: ItemIndex) -> u32 {
+        self.category[item as usize]
+    }
+
+    /// Index of a category name, if any item has it.
+    pub fn category_index(&self, name: &str) -> Option<u32> {
+        self.categories.get(name)
+    }
+
+    /// Name of a category index.
+    pub fn category_name(&self, category: u32) -> Option<&str> {
+        (category != NO_CATEGORY).then(|| self.categories.name(category))
+    }
+
+    /// Unit price; NaN when unknown.
+    #[inline]
+    pub fn price(&self, item: ItemIndex) -> f32 {
+        self.price[item as usize]
+    }
+
+    /// Whether the item can be sold now (false when the catalogue does not know it).
+    #[inline]
+    pub fn in_stock(&self, item: ItemIndex) -> bool {
+        self.in_stock[item as usize]
+    }
+}
+
+/// Figures about a built snapshot, reported by reloads and metrics.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LoadStats {
+    /// Items in the version.
+    pub items: usize,
+    /// Stored co-purchase (item, neighbour) entries.
+    pub pairs: usize,
+    /// Embedding dimension (0 when the version has none).
+    pub embedding_dim: usize,
+    /// Items that have an embedding.
+    pub items_with_embedding: usize,
+    /// Items of the version the catalogue has no row for (never recommended).
+    pub items_without_catalogue: usize,
+    /// Heap bytes held by the snapshot's arrays.
+    pub heap_bytes: usize,
+}
+
+/// One loaded model version; immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(super) version: ModelVersion,
+    pub(super) items: Interner,
+    pub(super) catalogue: Catalogue,
+    pub(super) co_purchase: Csr,
+    pub(super) embeddings: Array2<f32>,
+    pub(super) popularity: Vec<f32>,
+    pub(super) by_popularity: Vec<ItemIndex>,
+    pub(super) stats: LoadStats,
+}
+
+impl Snapshot {
+    /// The model version this snapshot was built from.
+    pub fn version(&self) -> ModelVersion {
+        self.version
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the snapshot has no items (never true for a built snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Dense index of an item id.
+    #[inline]
+    pub fn index_of(&self, id: &str) -> Option<ItemIndex> {
+        self.items.get(id)
+    }
+
+    /// Item id of a dense index.
+    #[inline]
+    pub fn item_id(&self, item: ItemIndex) -> &str {
+        self.items.name(item)
+    }
+
+    /// Catalogue columns.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// Co-purchase neighbours of `item` with their scores, best first.
+    #[inline]
+    pub fn co_purchase(&self, item: ItemIndex) -> (&[ItemIndex], &[f32]) {
+        self.co_purchase.row(item)
+    }
+
+    /// The L2-normalised embedding of `item` (all zeros when it has none).
+    #[inline]
+    pub fn embedding(&self, item: ItemIndex) -> ArrayView1<'_, f32> {
+        self.embeddings.row(item as usize)
+    }
+
+    /// Embedding dimension (0 when the version has none).
+    pub fn embedding_dim(&self) -> usize {
+        self.embeddings.ncols()
+    }
+
+    /// Popularity of `item` (non-negative).
+    #[inline]
+    pub fn popularity(&self, item: ItemIndex) -> f32 {
+        self.popularity[item as usize]
+    }
+
+    /// All items, most popular first.
+    pub fn by_popularity(&self) -> &[ItemIndex] {
+        &self.by_popularity
+    }
+
+    /// Figures about this snapshot.
+    pub fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+}

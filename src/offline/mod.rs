@@ -1,0 +1,3 @@
+//! The offline side: building model versions outside the request path.
+
+pub mod synthetic;

@@ -1,0 +1,105 @@
+//! Bulk writes with `COPY ... FROM STDIN` in text format, sent in large chunks.
+
+use sqlx::postgres::PgCopyIn;
+use sqlx::PgConnection;
+
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Rows streamed into one `COPY ... FROM STDIN` statement (text format).
+pub struct CopyRows<'c> {
+    copy: PgCopyIn<&'c mut PgConnection>,
+    buffer: Vec<u8>,
+    at_row_start: bool,
+}
+
+impl<'c> CopyRows<'c> {
+    /// Starts `statement` (a `COPY table (cols) FROM STDIN`) on `connection`.
+    pub async fn start(
+        connection: &'c mut PgConnection,
+        statement: &str,
+    ) -> Result<Self, sqlx::Error> {
+        let copy = connection.copy_in_raw(statement).await?;
+        Ok(Self {
+            copy,
+            buffer: Vec::with_capacity(CHUNK_BYTES + 4096),
+            at_row_start: true,
+        })
+    }
+
+    fn separator(&mut self) {
+        if !self.at_row_start {
+            self.buffer.push(b'\t');
+        }
+        self.at_row_start = false;
+    }
+
+    /// Appends a text field, escaped for COPY.
+    pub fn text(&mut self, value: &str) -> &mut Self {
+        self.separator();
+        for &b in value.as_bytes() {
+            match b {
+                b'\\' => self.buffer.extend_from_slice(b"\\\\"),
+                b'\t' => self.buffer.extend_from_slice(b"\\t"),
+                b'\n' => self.buffer.extend_from_slice(b"\\n"),
+                b'\r' => self.buffer.extend_from_slice(b"\\r"),
+                _ => self.buffer.push(b),
+            }
+        }
+        self
+    }
+
+    /// Appends a text field or NULL.
+    pub fn opt_text(&mut self, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.text(v),
+            None => self.null(),
+        }
+    }
+
+    /// Appends a NULL field.
+    pub fn null(&mut self) -> &mut Self {
+        self.separator();
+        self.buffer.extend_from_slice(b"\\N");
+        self
+    }
+
+    /// Appends any value printed with `Display` (numbers, booleans); must need no escaping.
+    pub fn display(&mut self, value: impl std::fmt::Display) -> &mut Self {
+        use std::io::Write;
+        self.separator();
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buffer, "{value}");
+        self
+    }
+
+    /// Appends a bytea field in hex form.
+    pub fn bytea(&mut self, value: &[u8]) -> &mut Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.separator();
+        self.buffer.extend_from_slice(b"\\\\x");
+        for &b in value {
+            self.buffer.push(HEX[(b >> 4) as usize]);
+            self.buffer.push(HEX[(b & 15) as usize]);
+        }
+        self
+    }
+
+    /// Ends the current row, sending the buffer when it is large.
+    pub async fn end_row(&mut self) -> Result<(), sqlx::Error> {
+        self.buffer.push(b'\n');
+        self.at_row_start = true;
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.copy.send(std::mem::take(&mut self.buffer)).await?;
+            self.buffer.reserve(CHUNK_BYTES + 4096);
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and completes the COPY; returns the number of rows written.
+    pub async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        if !self.buffer.is_empty() {
+            self.copy.send(std::mem::take(&mut self.buffer)).await?;
+        }
+        self.copy.finish().await
+    }
+}

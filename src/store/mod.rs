@@ -1,0 +1,71 @@
+//! Postgres: migrations, loading a model version into a snapshot, writing model tables.
+//!
+//! Loads stream one query per table (never a query per item); writes use `COPY FROM STDIN`.
+
+mod copy;
+mod model_tables;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use copy::CopyRows;
+pub use model_tables::{
+    begin_version, load_snapshot, mark_failed, mark_ready, upsert_catalogue, CatalogueRow,
+    VersionSelector,
+};
+
+use crate::domain::ModelVersion;
+use crate::model::ModelError;
+
+/// Why a model version could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No version has status `ready`.
+    #[error("no model version is ready")]
+    NoReadyVersion,
+    /// The requested version does not exist.
+    #[error("model version {0} does not exist")]
+    VersionNotFound(ModelVersion),
+    /// The requested version exists but is not `ready`.
+    #[error("model version {version} is {status}, not ready")]
+    VersionNotReady {
+        /// The version asked for.
+        version: ModelVersion,
+        /// Its status.
+        status: String,
+    },
+    /// The version's rows do not make a valid snapshot.
+    #[error("model version {version} is invalid: {source}")]
+    Invalid {
+        /// The version.
+        version: ModelVersion,
+        /// What is wrong.
+        source: ModelError,
+    },
+    /// Postgres failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The CPU-bound build task died.
+    #[error("snapshot build task failed: {0}")]
+    Task(String),
+}
+
+/// Builds a lazily-connecting pool: the service starts even while Postgres is down.
+pub fn connect_lazy(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("tandem");
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Applies the migrations under `migrations/` (idempotent).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}

@@ -1,0 +1,225 @@
+//! The versioned model tables: resolving a version, streaming it into a snapshot, and the
+//! writes that create versions and catalogue rows.
+
+use futures_util::TryStreamExt;
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use super::{CopyRows, LoadError};
+use crate::domain::ModelVersion;
+use crate::model::{ItemRecord, Snapshot, SnapshotBuilder};
+
+/// Which version to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The highest-numbered `ready` version.
+    NewestReady,
+    /// Exactly this version (must be `ready`).
+    Exact(ModelVersion),
+}
+
+async fn resolve(
+    conn: &mut sqlx::PgConnection,
+    selector: VersionSelector,
+) -> Result<(ModelVersion, usize), LoadError> {
+    let row: Option<(i64, String, i32)> = match selector {
+        VersionSelector::NewestReady => {
+            sqlx::query_as(
+                "SELECT version, status, embedding_dim FROM model_versions
+                 WHERE status = 'ready' ORDER BY version DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        VersionSelector::Exact(v) => {
+            sqlx::query_as(
+                "SELECT version, status, embedding_dim FROM model_versions WHERE version = $1",
+            )
+            .bind(v.0)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    match (row, selector) {
+        (None, VersionSelector::NewestReady) => Err(LoadError::NoReadyVersion),
+        (None, VersionSelector::Exact(v)) => Err(LoadError::VersionNotFound(v)),
+        (Some((version, status, _)), _) if status != "ready" => Err(LoadError::VersionNotReady {
+            version: ModelVersion(version),
+            status,
+        }),
+        (Some((version, _, dim)), _) => Ok((ModelVersion(version), dim.max(0) as usize)),
+    }
+}
+
+/// Loads a `ready` version with one streaming query per table and builds its snapshot.
+pub async fn load_snapshot(pool: &PgPool, selector: VersionSelector) -> Result<Snapshot, LoadError> {
+    let mut conn = pool.acquire().await?;
+    let (version, dim) = resolve(&mut conn, selector).await?;
+    let invalid = |source| LoadError::Invalid { version, source };
+
+    let (items, pairs): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM item_stats WHERE version = $1),
+                (SELECT count(*) FROM co_purchase WHERE version = $1)",
+    )
+    .bind(version.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut builder = SnapshotBuilder::new(version, dim, items.max(0) as usize);
+    builder.reserve_pairs(pairs.max(0) as usize);
+
+    {
+        let mut rows = sqlx::query(
+            "SELECT s.item_id, s.popularity, i.title, i.category, i.price, i.in_stock
+             FROM item_stats s LEFT JOIN items i ON i.id = s.item_id
+             WHERE s.version = $1",
+        )
+        .bind(version.0)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            builder
+                .add_item(ItemRecord {
+                    id: row.try_get(0)?,
+                    popularity: row.try_get(1)?,
+                    title: row.try_get(2)?,
+                    category: row.try_get(3)?,
+                    price: row.try_get(4)?,
+                    in_stock: row.try_get::<Option<bool>, _>(5)?.unwrap_or(false),
+                })
+                .map_err(invalid)?;
+        }
+    }
+    {
+        let mut rows = sqlx::query(
+            "SELECT item_id, other_item_id, score FROM co_purchase WHERE version = $1",
+        )
+        .bind(version.0)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            builder
+                .add_pair(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
+                .map_err(invalid)?;
+        }
+    }
+    {
+        let mut rows =
+            sqlx::query("SELECT item_id, embedding FROM item_embeddings WHERE version = $1")
+                .bind(version.0)
+                .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            builder
+                .add_embedding_bytes(row.try_get(0)?, row.try_get(1)?)
+                .map_err(invalid)?;
+        }
+    }
+    drop(conn);
+    // Sorting rows and normalising vectors is CPU work: keep it off the async workers.
+    tokio::task::spawn_blocking(move || builder.finish())
+        .await
+        .map_err(|e| LoadError::Task(e.to_string()))?
+        .map_err(invalid)
+}
+
+/// Creates a version in status `building` and returns its number.
+pub async fn begin_version(
+    pool: &PgPool,
+    embedding_dim: usize,
+    params: &Value,
+) -> Result<ModelVersion, sqlx::Error> {
+    let dim = i32::try_from(embedding_dim)
+        .map_err(|_| sqlx::Error::Protocol("embedding dimension too large".into()))?;
+    let (version,): (i64,) = sqlx::query_as(
+        "INSERT INTO model_versions (status, embedding_dim, params)
+         VALUES ('building', $1, $2) RETURNING version",
+    )
+    .bind(dim)
+    .bind(params)
+    .fetch_one(pool)
+    .await?;
+    Ok(ModelVersion(version))
+}
+
+/// Marks a completely written version `ready`, recording its statistics.
+pub async fn mark_ready(pool: &PgPool, version: ModelVersion, stats: &Value) -> Result<(), sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE model_versions SET status = 'ready', ready_at = now(), stats = $2
+         WHERE version = $1 AND status = 'building'",
+    )
+    .bind(version.0)
+    .bind(stats)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
+    }
+}
+
+/// Marks a version whose build failed, so it is never loaded.
+pub async fn mark_failed(pool: &PgPool, version: ModelVersion, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE model_versions SET status = 'failed', stats = jsonb_build_object('error', $2::text)
+         WHERE version = $1",
+    )
+    .bind(version.0)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One catalogue row to insert or update.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogueRow<'a> {
+    /// Item id.
+    pub id: &'a str,
+    /// Display title.
+    pub title: &'a str,
+    /// Category name.
+    pub category: Option<&'a str>,
+    /// Unit price.
+    pub price: Option<f32>,
+    /// Whether it can be sold now.
+    pub in_stock: bool,
+}
+
+/// Inserts or updates catalogue rows in bulk (COPY into a temporary table, then one upsert).
+pub async fn upsert_catalogue<'a>(
+    pool: &PgPool,
+    rows: impl IntoIterator<Item = CatalogueRow<'a>>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE items_incoming (id text, title text, category text, price real,
+         in_stock boolean) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut copy = CopyRows::start(
+        &mut tx,
+        "COPY items_incoming (id, title, category, price, in_stock) FROM STDIN",
+    )
+    .await?;
+    for row in rows {
+        copy.text(row.id).text(row.title).opt_text(row.category);
+        match row.price {
+            Some(p) => copy.display(p),
+            None => copy.null(),
+        };
+        copy.display(row.in_stock);
+        copy.end_row().await?;
+    }
+    copy.finish().await?;
+    let done = sqlx::query(
+        "INSERT INTO items (id, title, category, price, in_stock)
+         SELECT DISTINCT ON (id) id, title, category, price, in_stock FROM items_incoming
+         ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category,
+           price = EXCLUDED.price, in_stock = EXCLUDED.in_stock, updated_at = now()
+         WHERE (items.title, items.category, items.price, items.in_stock)
+           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.price, EXCLUDED.in_stock)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
