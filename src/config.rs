@@ -69,6 +69,8 @@ pub struct ServerSettings {
     pub max_query_bytes: usize,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Most storefront requests in flight at once; beyond it requests get a fast 503.
+    pub max_in_flight: usize,
 }
 
 /// Postgres settings; the URL comes from `DATABASE_URL`.
@@ -174,11 +176,18 @@ impl Settings {
         if self.pipeline.candidate_pool == 0 {
             return invalid("pipeline.candidate_pool", "must be positive");
         }
+        if self.server.max_in_flight == 0 {
+            return invalid("server.max_in_flight", "must be positive");
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be positive");
         }
-        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms {
-            return invalid("model.retry_max_ms", "back-off must be positive and max >= initial");
+        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms
+        {
+            return invalid(
+                "model.retry_max_ms",
+                "back-off must be positive and max >= initial",
+            );
         }
         Ok(())
     }
@@ -216,7 +225,10 @@ mod tests {
         s.pipeline.default_k = 51;
         assert!(matches!(
             s.validate(),
-            Err(SettingsError::Invalid { key: "pipeline.default_k", .. })
+            Err(SettingsError::Invalid {
+                key: "pipeline.default_k",
+                ..
+            })
         ));
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls in here.
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod offline;

@@ -63,6 +63,9 @@ pub enum ApiError {
     /// 503: the request took longer than the configured limit.
     #[error("the request timed out")]
     Timeout,
+    /// 503: too many requests in flight; retry shortly.
+    #[error("the service is at capacity; retry shortly")]
+    Overloaded,
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
@@ -82,10 +85,13 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::ModelNotLoaded => (StatusCode::SERVICE_UNAVAILABLE, "model_not_loaded"),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Reload(ReloadError::NoDatabase) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_not_configured")
             }
-            ApiError::Reload(ReloadError::InProgress) => (StatusCode::CONFLICT, "reload_in_progress"),
+            ApiError::Reload(ReloadError::InProgress) => {
+                (StatusCode::CONFLICT, "reload_in_progress")
+            }
             ApiError::Reload(ReloadError::Load(e)) => match e {
                 LoadError::NoReadyVersion => (StatusCode::NOT_FOUND, "no_ready_version"),
                 LoadError::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),

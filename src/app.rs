@@ -1,0 +1,199 @@
+//! Building the application from settings: the model handle, the reloader, the router and the
+//! bound listener; then serving until a shutdown signal, with a bounded grace period.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::http::{self, AppState, RouterLimits};
+use crate::metrics::Metrics;
+use crate::model::{ModelHandle, Snapshot};
+use crate::reload::Reloader;
+use crate::store::{self, VersionSelector};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// Address asked for.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The database URL is malformed.
+    #[error("invalid DATABASE_URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+    /// The metrics registry refused a metric (a bug).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built application: bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown_grace: Duration,
+    start_up_load: Option<JoinHandle<()>>,
+}
+
+/// Where the first model comes from.
+pub enum InitialModel {
+    /// Load from Postgres (the configured version or the newest ready one), retrying with
+    /// back-off until it succeeds.
+    FromDatabase,
+    /// Serve this snapshot from the start (the embedded demo, tests); reloads still use
+    /// Postgres when one is configured.
+    Snapshot(Arc<Snapshot>),
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and prepares everything the server needs.
+    pub async fn build(settings: Settings, initial: InitialModel) -> Result<Self, StartError> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        let pool = match &settings.database.url {
+            Some(url) => Some(
+                store::connect_lazy(
+                    url.expose(),
+                    settings.database.max_connections,
+                    Duration::from_millis(settings.database.acquire_timeout_ms),
+                )
+                .map_err(StartError::DatabaseUrl)?,
+            ),
+            None => None,
+        };
+        let metrics = Metrics::new()?;
+        let model = Arc::new(ModelHandle::default());
+        let reloader = Arc::new(Reloader::new(
+            pool.clone(),
+            Arc::clone(&model),
+            metrics.clone(),
+        ));
+        let start_up_load = match initial {
+            InitialModel::Snapshot(snapshot) => {
+                metrics.model_loaded(&snapshot, Duration::ZERO);
+                model.replace(snapshot);
+                None
+            }
+            InitialModel::FromDatabase => {
+                let reloader = Arc::clone(&reloader);
+                let selector = settings
+                    .model
+                    .version
+                    .map_or(VersionSelector::NewestReady, |v| {
+                        VersionSelector::Exact(crate::domain::ModelVersion(v))
+                    });
+                let migrate = settings.database.migrate_on_start;
+                let initial_backoff = Duration::from_millis(settings.model.retry_initial_ms);
+                let max_backoff = Duration::from_millis(settings.model.retry_max_ms);
+                Some(tokio::spawn(async move {
+                    reloader
+                        .load_at_start(migrate, selector, initial_backoff, max_backoff)
+                        .await;
+                }))
+            }
+        };
+        let state = AppState {
+            model,
+            reloader,
+            metrics,
+            pipeline: Arc::new(settings.pipeline.clone()),
+            admin_token: settings.admin_token.clone(),
+            max_query_bytes: settings.server.max_query_bytes,
+        };
+        let limits = RouterLimits {
+            request_timeout: settings.request_timeout(),
+            max_body_bytes: settings.server.max_body_bytes,
+            max_in_flight: settings.server.max_in_flight,
+        };
+        let router = http::router(state.clone(), limits);
+        Ok(Self {
+            listener,
+            router,
+            state,
+            shutdown_grace: Duration::from_millis(settings.server.shutdown_grace_ms),
+            start_up_load,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state handlers share (the model handle, metrics, reloader).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish for at most the
+    /// configured grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = Arc::clone(&stopping);
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                stopping.notify_one();
+            }
+        };
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "listening");
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let grace = self.shutdown_grace;
+        let result = tokio::select! {
+            result = server.into_future() => result,
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; exiting with requests still in flight");
+                Ok(())
+            }
+        };
+        if let Some(task) = self.start_up_load {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,127 @@
+//! The command line: `serve`, `migrate` and the offline commands, each a thin call into the
+//! library.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{shutdown_signal, Application, InitialModel};
+use crate::config::Settings;
+use crate::offline::synthetic::SyntheticSpec;
+use crate::store;
+
+/// Tandem: cross-sell recommendations. "What else belongs in this basket?"
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// Directory holding `{TANDEM_ENV}.toml` overrides.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config",
+        env = "TANDEM_CONFIG_DIR"
+    )]
+    pub config_dir: PathBuf,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve recommendations over HTTP (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write a synthetic model version of any size (for load and scale tests) and mark it ready.
+    Generate(GenerateArgs),
+}
+
+/// Options of `tandem serve`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (overrides `server.port`).
+    #[arg(long, env = "TANDEM_PORT")]
+    pub port: Option<u16>,
+}
+
+/// Options of `tandem generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of items.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Co-purchase neighbours per item.
+    #[arg(long, default_value_t = 50)]
+    pub neighbours: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn database_pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let url = settings
+        .database
+        .url
+        .as_ref()
+        .context("DATABASE_URL is not set; this command needs Postgres")?;
+    Ok(store::connect_lazy(
+        url.expose(),
+        settings.database.max_connections,
+        Duration::from_millis(settings.database.acquire_timeout_ms),
+    )?)
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = Settings::load(&cli.config_dir)?;
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            if let Some(port) = args.port {
+                settings.server.port = port;
+            }
+            let initial = if settings.database.url.is_some() {
+                InitialModel::FromDatabase
+            } else {
+                anyhow::bail!(
+                    "DATABASE_URL is not set: point it at a Postgres holding a model version \
+                     (see README)"
+                );
+            };
+            let app = Application::build(settings, initial).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let pool = database_pool(&settings)?;
+            store::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Generate(args) => {
+            let pool = database_pool(&settings)?;
+            store::migrate(&pool).await?;
+            let spec = SyntheticSpec {
+                items: args.items,
+                dim: args.dim,
+                neighbours: args.neighbours,
+                seed: args.seed,
+                ..SyntheticSpec::default()
+            };
+            let started = Instant::now();
+            let version = spec.write_version(&pool).await?;
+            println!(
+                "wrote synthetic version {version}: {} items, {} neighbours each, {} dimensions, in {:.1} s",
+                spec.items,
+                spec.neighbours,
+                spec.dim,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

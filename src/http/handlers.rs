@@ -1,0 +1,235 @@
+//! Request handlers: each turns an HTTP request into a call on the model, the pipeline or the
+//! reloader, and the result into JSON.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::authorize_admin;
+use super::error::{ApiError, RequestError};
+use super::params::{RecommendationBody, RecommendationQuery};
+use super::AppState;
+use crate::domain::{ModelVersion, Touchpoint};
+use crate::model::Snapshot;
+use crate::pipeline::{self, reason_text, Contributions, ReasonKind, Request};
+use crate::reload::ReloadReport;
+use crate::store::VersionSelector;
+
+/// The variant label until experiments exist: every shopper sees the configured pipeline.
+const DEFAULT_VARIANT: &str = "control";
+
+#[derive(Serialize)]
+struct ReasonBody<'a> {
+    kind: ReasonKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anchor: Option<&'a str>,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct ItemBody<'a> {
+    item_id: &'a str,
+    title: &'a str,
+    score: f32,
+    reason: ReasonBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contributions: Option<Contributions>,
+}
+
+#[derive(Serialize)]
+struct RecommendationsBody<'a> {
+    request_id: &'a str,
+    model_version: ModelVersion,
+    touchpoint: Touchpoint,
+    variant: &'a str,
+    items: Vec<ItemBody<'a>>,
+    unknown_items: &'a [&'a str],
+}
+
+fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+    state.model.current().ok_or(ApiError::ModelNotLoaded)
+}
+
+fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response {
+    let result = pipeline::recommend(snapshot, request, &state.pipeline);
+    let popular = result
+        .items
+        .iter()
+        .filter(|r| r.reason.kind == ReasonKind::Popular)
+        .count();
+    state
+        .metrics
+        .recommendation(result.unknown_items.len(), popular);
+    let request_id = uuid::Uuid::new_v4();
+    let mut id_buffer = uuid::Uuid::encode_buffer();
+    let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buffer);
+    let items = result
+        .items
+        .iter()
+        .map(|r| ItemBody {
+            item_id: snapshot.item_id(r.item),
+            title: snapshot.catalogue().title(r.item),
+            score: r.score,
+            reason: ReasonBody {
+                kind: r.reason.kind,
+                anchor: r.reason.anchor.map(|a| snapshot.item_id(a)),
+                text: reason_text(snapshot, &r.reason),
+            },
+            contributions: r.contributions,
+        })
+        .collect();
+    let body = RecommendationsBody {
+        request_id,
+        model_version: snapshot.version(),
+        touchpoint: request.touchpoint,
+        variant: DEFAULT_VARIANT,
+        items,
+        unknown_items: &result.unknown_items,
+    };
+    let mut response = Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// `GET /recommendations`: fields in the query string.
+pub async fn recommendations_get(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let length = query.as_deref().map_or(0, str::len);
+    if length > state.max_query_bytes {
+        return Err(RequestError::new(
+            "query_too_large",
+            format!(
+                "the query string is {length} bytes, more than the limit of {}",
+                state.max_query_bytes
+            ),
+        )
+        .into());
+    }
+    let request =
+        RecommendationQuery::parse(query.as_deref())?.into_request(state.pipeline.default_k)?;
+    let snapshot = current_model(&state)?;
+    Ok(respond(&state, &snapshot, &request))
+}
+
+/// `POST /recommendations`: the same fields as a JSON object, for large carts.
+pub async fn recommendations_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(RequestError::new("invalid_body", "the body must be application/json").into());
+    }
+    let request = RecommendationBody::parse(&body)?.into_request(state.pipeline.default_k)?;
+    let snapshot = current_model(&state)?;
+    Ok(respond(&state, &snapshot, &request))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    version: Option<i64>,
+}
+
+/// `POST /reload` (admin): loads the newest ready version, or `{"version": N}`, and swaps it in.
+pub async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ReloadReport>, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), &headers)?;
+    let parsed: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            RequestError::new(
+                "invalid_body",
+                format!("expected an empty body or {{\"version\": N}}: {e}"),
+            )
+        })?
+    };
+    let selector = match parsed.version {
+        None => VersionSelector::NewestReady,
+        Some(v) if v > 0 => VersionSelector::Exact(ModelVersion(v)),
+        Some(v) => {
+            return Err(RequestError::new(
+                "invalid_body",
+                format!("version must be a positive integer, not {v}"),
+            )
+            .into())
+        }
+    };
+    // The load runs in its own task: a client that hangs up must not cancel it half-way.
+    let reloader = Arc::clone(&state.reloader);
+    let report = tokio::spawn(async move { reloader.reload(selector).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))??;
+    Ok(Json(report))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: the process is alive and answering.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once a model is loaded, 503 before.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.model.current() {
+        Some(snapshot) => Json(json!({
+            "status": "ready",
+            "model_version": snapshot.version(),
+        }))
+        .into_response(),
+        None => ApiError::ModelNotLoaded.into_response(),
+    }
+}
+
+/// `GET /model`: the version this replica serves and its figures.
+pub async fn model(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snapshot = current_model(&state)?;
+    Ok(Json(json!({
+        "version": snapshot.version(),
+        "stats": snapshot.stats(),
+    }))
+    .into_response())
+}
+
+/// Any path no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// A known path with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,145 @@
+//! The HTTP layer: the router, its middleware and handlers, over the model, the pipeline and
+//! the reloader. Nothing here knows about Postgres beyond what the reloader reports.
+
+mod auth;
+pub mod error;
+mod handlers;
+pub mod params;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::model::ModelHandle;
+use crate::pipeline::PipelineConfig;
+use crate::reload::Reloader;
+use error::{ApiError, ErrorDetail};
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live model.
+    pub model: Arc<ModelHandle>,
+    /// Loads and swaps model versions.
+    pub reloader: Arc<Reloader>,
+    /// The service's metrics.
+    pub metrics: Metrics,
+    /// Pipeline tunables.
+    pub pipeline: Arc<PipelineConfig>,
+    /// Admin token; admin endpoints are refused without one.
+    pub admin_token: Option<Secret>,
+    /// Largest query string accepted.
+    pub max_query_bytes: usize,
+}
+
+/// Limits the router enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Per-request time limit on storefront routes.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most storefront requests in flight at once; more get 503 `overloaded` at once.
+    pub max_in_flight: usize,
+}
+
+async fn storefront_error(error: BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded
+    } else {
+        ApiError::Internal(format!("storefront middleware failed: {error}"))
+    }
+}
+
+/// Builds the service's router.
+pub fn router(state: AppState, limits: RouterLimits) -> Router {
+    // Only the storefront route is time-limited and shed under overload: a reload of a large
+    // version may rightly take a minute, and ops endpoints must answer while we are busy.
+    let storefront = Router::new()
+        .route(
+            "/recommendations",
+            get(handlers::recommendations_get).post(handlers::recommendations_post),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(storefront_error))
+                .load_shed()
+                .concurrency_limit(limits.max_in_flight)
+                .timeout(limits.request_timeout),
+        );
+    let operations = Router::new()
+        .route("/reload", post(handlers::reload))
+        .route("/model", get(handlers::model))
+        .route("/metrics", get(handlers::metrics))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz));
+    Router::new()
+        .merge(storefront)
+        .merge(operations)
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
+}
+
+/// Counts and times every request by matched route (never the raw path, which is unbounded)
+/// and logs server errors with the detail the client does not see.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Custom methods are unbounded; they share one label value.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let route = route.as_deref().unwrap_or("unmatched");
+    state
+        .metrics
+        .observe_request(method, route, status.as_str(), started.elapsed());
+    if status.is_server_error() {
+        let detail = response
+            .extensions()
+            .get::<ErrorDetail>()
+            .map_or("", |d| d.0.as_str());
+        tracing::warn!(%method, route, status = status.as_u16(), detail, "request failed");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;

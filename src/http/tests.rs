@@ -1,0 +1,223 @@
+//! Router tests with `oneshot` on an in-memory snapshot: no network, no database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, AppState, RouterLimits};
+use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::model::ModelHandle;
+use crate::pipeline::tests::small_snapshot;
+use crate::pipeline::PipelineConfig;
+use crate::reload::Reloader;
+
+const LIMITS: RouterLimits = RouterLimits {
+    request_timeout: Duration::from_secs(2),
+    max_body_bytes: 64 * 1024,
+    max_in_flight: 64,
+};
+
+fn state(loaded: bool) -> AppState {
+    let metrics = Metrics::new().unwrap();
+    let model = Arc::new(ModelHandle::default());
+    if loaded {
+        let snapshot = Arc::new(small_snapshot());
+        metrics.model_loaded(&snapshot, Duration::ZERO);
+        model.replace(snapshot);
+    }
+    AppState {
+        reloader: Arc::new(Reloader::new(None, Arc::clone(&model), metrics.clone())),
+        model,
+        metrics,
+        pipeline: Arc::new(PipelineConfig::default()),
+        admin_token: Some(Secret::new("token")),
+        max_query_bytes: 4096,
+    }
+}
+
+async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router(state.clone(), LIMITS)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, body)
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn recommendations_have_the_documented_shape() {
+    let s = state(true);
+    let (status, body) = call(&s, get("/recommendations?cart=bag,nope&k=2")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model_version"], 1);
+    assert_eq!(body["touchpoint"], "checkout");
+    assert_eq!(body["variant"], "control");
+    assert_eq!(body["unknown_items"], serde_json::json!(["nope"]));
+    assert_eq!(body["request_id"].as_str().unwrap().len(), 36);
+    let first = &body["items"][0];
+    assert_eq!(first["item_id"], "cable");
+    assert_eq!(first["reason"]["kind"], "bought_together");
+    assert_eq!(first["reason"]["anchor"], "bag");
+    assert_eq!(first["reason"]["text"], "Often bought with bag");
+    assert!(first.get("contributions").is_none());
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn post_takes_the_same_fields_as_json() {
+    let s = state(true);
+    let request = Request::post("/recommendations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"cart": ["bag"], "k": 1, "explain": true}"#))
+        .unwrap();
+    let (status, body) = call(&s, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["item_id"], "cable");
+    assert_eq!(body["items"][0]["contributions"]["collaborative"], 1.0);
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_with_a_stable_code() {
+    let s = state(true);
+    let hundred_and_one = (0..101)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases = [
+        format!("/recommendations?cart={hundred_and_one}"),
+        format!("/recommendations?cart={}", "x".repeat(129)),
+        "/recommendations?k=0".to_string(),
+        "/recommendations?k=51".to_string(),
+        "/recommendations?touchpoint=basket".to_string(),
+        "/recommendations?k=1&k=2".to_string(),
+        format!("/recommendations?cart={}", "a,".repeat(3000)),
+    ];
+    let codes = [
+        "invalid_cart",
+        "invalid_cart",
+        "invalid_k",
+        "invalid_k",
+        "invalid_touchpoint",
+        "invalid_query",
+        "query_too_large",
+    ];
+    for (uri, code) in cases.iter().zip(codes) {
+        let (status, body) = call(&s, get(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(body["error"]["code"], code, "{uri}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let request = Request::post("/recommendations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"cart\": 5}"))
+        .unwrap();
+    let (status, body) = call(&s, request).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_body"))
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_model_and_recommendations_wait_for_it() {
+    let empty = state(false);
+    let (status, body) = call(&empty, get("/readyz")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("model_not_loaded"))
+    );
+    let (status, _) = call(&empty, get("/recommendations?cart=bag")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = call(&empty, get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&state(true), get("/readyz")).await;
+    assert_eq!(
+        (status, body["model_version"].as_i64()),
+        (StatusCode::OK, Some(1))
+    );
+}
+
+#[tokio::test]
+async fn reload_requires_the_admin_token() {
+    let s = state(true);
+    let (status, body) = call(&s, Request::post("/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let wrong = Request::post("/reload")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&s, wrong).await.0, StatusCode::FORBIDDEN);
+    let right = Request::post("/reload")
+        .header(header::AUTHORIZATION, "Bearer token")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = call(&s, right).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("database_not_configured")
+        )
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors_and_metrics_use_route_labels() {
+    let s = state(true);
+    let (status, body) = call(&s, get("/nope/123")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body) = call(
+        &s,
+        Request::delete("/recommendations")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    call(&s, get("/recommendations?cart=bag")).await;
+    let (status, Value::String(text)) = call(&s, get("/metrics")).await else {
+        panic!("metrics are not text");
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(
+            r#"tandem_http_requests_total{method="GET",route="/recommendations",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    assert!(!text.contains("/nope/123"));
+    for name in [
+        "tandem_http_request_duration_seconds_bucket",
+        "tandem_model_version 1",
+        "tandem_model_items 6",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+}
