@@ -1,0 +1,61 @@
+//! `recommend()` on a seeded synthetic snapshot, beside a reference (hashing the cart ids),
+//! so the ratio between the two survives a noisy machine.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tandem::domain::ModelVersion;
+use tandem::offline::synthetic::SyntheticSpec;
+use tandem::pipeline::{recommend, PipelineConfig, Request};
+
+fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
+    (0..count)
+        .map(|c| Request {
+            cart: (0..size)
+                .map(|j| spec.item_id((c * 7919 + j * 104_729) % spec.items))
+                .collect(),
+            k: 10,
+            personalize: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn bench_recommend(c: &mut Criterion) {
+    let config = PipelineConfig::default();
+    let mut group = c.benchmark_group("recommend");
+    for items in [100_000usize] {
+        let spec = SyntheticSpec {
+            items,
+            ..SyntheticSpec::default()
+        };
+        let snapshot = spec
+            .build_snapshot(ModelVersion(1))
+            .unwrap_or_else(|e| panic!("synthetic snapshot: {e}"));
+        let requests = carts(&spec, 256, 5);
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("synthetic_5_item_cart_k10", items), |b| {
+            b.iter(|| {
+                next = (next + 1) % requests.len();
+                black_box(recommend(&snapshot, &requests[next], &config).items.len())
+            })
+        });
+        // Reference: the cost of looking the cart up in the interner, nothing else.
+        group.bench_function(BenchmarkId::new("reference_cart_lookup", items), |b| {
+            b.iter(|| {
+                next = (next + 1) % requests.len();
+                black_box(
+                    requests[next]
+                        .cart
+                        .iter()
+                        .filter_map(|id| snapshot.index_of(id))
+                        .count(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_recommend);
+criterion_main!(benches);
