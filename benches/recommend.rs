@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tandem::domain::ModelVersion;
 use tandem::offline::synthetic::SyntheticSpec;
-use tandem::pipeline::{recommend, PipelineConfig, Request};
+use tandem::pipeline::{recommend, NoCaps, PipelineConfig, Request};
 
 fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
     (0..count)
@@ -21,10 +21,20 @@ fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
         .collect()
 }
 
+/// Catalogue sizes: 100,000 and 1,000,000 items under `cargo bench`; a small one when the test
+/// suite runs the benches once as a smoke test (no `--bench` flag).
+fn snapshot_sizes() -> Vec<usize> {
+    if std::env::args().any(|a| a == "--bench") {
+        vec![100_000, 1_000_000]
+    } else {
+        vec![5_000]
+    }
+}
+
 fn bench_recommend(c: &mut Criterion) {
     let config = PipelineConfig::default();
     let mut group = c.benchmark_group("recommend");
-    for items in [100_000usize] {
+    for items in snapshot_sizes() {
         let spec = SyntheticSpec {
             items,
             ..SyntheticSpec::default()
@@ -37,7 +47,11 @@ fn bench_recommend(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("synthetic_5_item_cart_k10", items), |b| {
             b.iter(|| {
                 next = (next + 1) % requests.len();
-                black_box(recommend(&snapshot, &requests[next], &config).items.len())
+                black_box(
+                    recommend(&snapshot, &requests[next], &config, &NoCaps)
+                        .items
+                        .len(),
+                )
             })
         });
         // Reference: the cost of looking the cart up in the interner, nothing else.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::pipeline::{PipelineConfig, MAX_K};
+use crate::pipeline::PipelineConfig;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -170,11 +170,8 @@ impl Settings {
         if self.server.max_body_bytes == 0 || self.server.max_query_bytes == 0 {
             return invalid("server.max_body_bytes", "size limits must be positive");
         }
-        if !(1..=MAX_K).contains(&self.pipeline.default_k) {
-            return invalid("pipeline.default_k", "must be between 1 and 50");
-        }
-        if self.pipeline.candidate_pool == 0 {
-            return invalid("pipeline.candidate_pool", "must be positive");
+        if let Err(message) = self.pipeline.validate() {
+            return invalid("pipeline", &message);
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be positive");
@@ -226,7 +223,7 @@ mod tests {
         assert!(matches!(
             s.validate(),
             Err(SettingsError::Invalid {
-                key: "pipeline.default_k",
+                key: "pipeline",
                 ..
             })
         ));

@@ -57,7 +57,7 @@ fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
 }
 
 fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response {
-    let result = pipeline::recommend(snapshot, request, &state.pipeline);
+    let result = pipeline::recommend(snapshot, request, &state.pipeline, &pipeline::NoCaps);
     let popular = result
         .items
         .iter()

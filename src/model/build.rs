@@ -3,7 +3,7 @@
 use ndarray::Array2;
 
 use super::columns::{Csr, Interner, StrColumn};
-use super::snapshot::{Catalogue, LoadStats, Snapshot, NO_CATEGORY};
+use super::snapshot::{Catalogue, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP};
 use super::ModelError;
 use crate::domain::{validate_id, ModelVersion};
 
@@ -22,6 +22,12 @@ pub struct ItemRecord<'a> {
     pub price: Option<f32>,
     /// Whether it is in stock.
     pub in_stock: bool,
+    /// Product group shared by variants of one product (sizes, colours).
+    pub product_group: Option<&'a str>,
+    /// Whether merchandising promotes the item.
+    pub promoted: bool,
+    /// Margin as a fraction of the price, in [0, 1], when known.
+    pub margin: Option<f32>,
 }
 
 /// Accumulates the rows of one version and checks each as it arrives.
@@ -35,9 +41,14 @@ pub struct SnapshotBuilder {
     categories: Interner,
     price: Vec<f32>,
     in_stock: Vec<bool>,
+    product_group: Vec<u32>,
+    product_groups: Interner,
+    promoted: Vec<bool>,
+    margin: Vec<f32>,
     popularity: Vec<f32>,
     items_without_catalogue: usize,
     pairs: Vec<(u32, u32, f32)>,
+    content_pairs: Vec<(u32, u32, f32)>,
     embeddings: Vec<f32>,
     has_embedding: Vec<bool>,
 }
@@ -58,9 +69,14 @@ impl SnapshotBuilder {
             categories: Interner::with_capacity(64),
             price: Vec::with_capacity(expected_items),
             in_stock: Vec::with_capacity(expected_items),
+            product_group: Vec::with_capacity(expected_items),
+            product_groups: Interner::with_capacity(expected_items / 2),
+            promoted: Vec::with_capacity(expected_items),
+            margin: Vec::with_capacity(expected_items),
             popularity: Vec::with_capacity(expected_items),
             items_without_catalogue: 0,
             pairs: Vec::new(),
+            content_pairs: Vec::new(),
             embeddings: Vec::new(),
             has_embedding: Vec::new(),
         }
@@ -112,6 +128,17 @@ impl SnapshotBuilder {
                 .map_or(NO_CATEGORY, |c| self.categories.intern(c)),
         );
         self.price.push(item.price.unwrap_or(f32::NAN));
+        self.product_group.push(
+            item.product_group
+                .map_or(NO_GROUP, |g| self.product_groups.intern(g)),
+        );
+        self.promoted.push(item.promoted);
+        // An unusable margin is treated as unknown rather than failing the version.
+        self.margin.push(
+            item.margin
+                .filter(|m| m.is_finite())
+                .map_or(0.0, |m| m.clamp(0.0, 1.0)),
+        );
         self.popularity.push(item.popularity.max(0.0));
         Ok(())
     }
@@ -138,6 +165,29 @@ impl SnapshotBuilder {
             });
         }
         self.pairs.push((from, to, score));
+        Ok(())
+    }
+
+    /// Adds a content-neighbour row: `other` is similar to `item` with `score`.
+    pub fn add_content_pair(
+        &mut self,
+        item: &str,
+        other: &str,
+        score: f32,
+    ) -> Result<(), ModelError> {
+        let from = self.index("content_neighbours", item)?;
+        let to = self.index("content_neighbours", other)?;
+        if from == to {
+            return Err(ModelError::SelfPair(shown(item)));
+        }
+        if !score.is_finite() {
+            return Err(ModelError::NonFinite {
+                table: "content_neighbours",
+                field: "score",
+                id: shown(item),
+            });
+        }
+        self.content_pairs.push((from, to, score));
         Ok(())
     }
 
@@ -209,8 +259,10 @@ impl SnapshotBuilder {
         if n == 0 {
             return Err(ModelError::Empty);
         }
-        if u32::try_from(self.pairs.len()).is_err() {
-            return Err(ModelError::TooManyPairs(self.pairs.len()));
+        for pairs in [self.pairs.len(), self.content_pairs.len()] {
+            if u32::try_from(pairs).is_err() {
+                return Err(ModelError::TooManyPairs(pairs));
+            }
         }
         let dim = self.embedding_dim;
         self.embeddings.resize(n * dim, 0.0);
@@ -224,6 +276,7 @@ impl SnapshotBuilder {
         let embeddings =
             Array2::from_shape_vec((n, dim), self.embeddings).map_err(|_| ModelError::Empty)?;
         let co_purchase = Csr::from_triples(n, self.pairs);
+        let content = Csr::from_triples(n, self.content_pairs);
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         let popularity = self.popularity;
         by_popularity.sort_by(|&a, &b| {
@@ -239,16 +292,21 @@ impl SnapshotBuilder {
             categories: self.categories,
             price: self.price,
             in_stock: self.in_stock,
+            product_group: self.product_group,
+            promoted: self.promoted,
+            margin: self.margin,
         };
         let heap_bytes = self.items.heap_bytes()
             + catalogue.titles.heap_bytes()
             + catalogue.categories.heap_bytes()
-            + n * (4 + 4 + 1 + 4 + 4)
+            + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4)
             + co_purchase.heap_bytes()
+            + content.heap_bytes()
             + embeddings.len() * 4;
         let stats = LoadStats {
             items: n,
             pairs: co_purchase.len(),
+            content_pairs: content.len(),
             embedding_dim: dim,
             items_with_embedding,
             items_without_catalogue: self.items_without_catalogue,
@@ -259,6 +317,7 @@ impl SnapshotBuilder {
             items: self.items,
             catalogue,
             co_purchase,
+            content,
             embeddings,
             popularity,
             by_popularity,
@@ -279,6 +338,7 @@ mod tests {
             category: Some("bags"),
             price: Some(1.5),
             in_stock: true,
+            ..Default::default()
         }
     }
 

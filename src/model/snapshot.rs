@@ -10,6 +10,9 @@ use crate::domain::{ItemIndex, ModelVersion};
 /// Category index meaning "no category".
 pub const NO_CATEGORY: u32 = u32::MAX;
 
+/// Product-group index meaning "a product of its own" (no variants).
+pub const NO_GROUP: u32 = u32::MAX;
+
 /// Catalogue columns by item index.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
@@ -18,6 +21,9 @@ pub struct Catalogue {
     pub(super) categories: Interner,
     pub(super) price: Vec<f32>,
     pub(super) in_stock: Vec<bool>,
+    pub(super) product_group: Vec<u32>,
+    pub(super) promoted: Vec<bool>,
+    pub(super) margin: Vec<f32>,
 }
 
 impl Catalogue {
@@ -54,6 +60,25 @@ impl Catalogue {
     pub fn in_stock(&self, item: ItemIndex) -> bool {
         self.in_stock[item as usize]
     }
+
+    /// Whether `a` and `b` are variants of one product (never both when one is in the cart).
+    #[inline]
+    pub fn same_product(&self, a: ItemIndex, b: ItemIndex) -> bool {
+        let group = self.product_group[a as usize];
+        a == b || (group != NO_GROUP && group == self.product_group[b as usize])
+    }
+
+    /// Whether merchandising promotes the item.
+    #[inline]
+    pub fn promoted(&self, item: ItemIndex) -> bool {
+        self.promoted[item as usize]
+    }
+
+    /// Margin in [0, 1] (0 when unknown).
+    #[inline]
+    pub fn margin(&self, item: ItemIndex) -> f32 {
+        self.margin[item as usize]
+    }
 }
 
 /// Figures about a built snapshot, reported by reloads and metrics.
@@ -63,6 +88,8 @@ pub struct LoadStats {
     pub items: usize,
     /// Stored co-purchase (item, neighbour) entries.
     pub pairs: usize,
+    /// Stored content-neighbour entries.
+    pub content_pairs: usize,
     /// Embedding dimension (0 when the version has none).
     pub embedding_dim: usize,
     /// Items that have an embedding.
@@ -80,6 +107,7 @@ pub struct Snapshot {
     pub(super) items: Interner,
     pub(super) catalogue: Catalogue,
     pub(super) co_purchase: Csr,
+    pub(super) content: Csr,
     pub(super) embeddings: Array2<f32>,
     pub(super) popularity: Vec<f32>,
     pub(super) by_popularity: Vec<ItemIndex>,
@@ -123,6 +151,22 @@ impl Snapshot {
     #[inline]
     pub fn co_purchase(&self, item: ItemIndex) -> (&[ItemIndex], &[f32]) {
         self.co_purchase.row(item)
+    }
+
+    /// Content neighbours of `item` (most similar by embedding) with their cosines, best first.
+    #[inline]
+    pub fn content_neighbours(&self, item: ItemIndex) -> (&[ItemIndex], &[f32]) {
+        self.content.row(item)
+    }
+
+    /// The embedding of `item` as a slice (all zeros when it has none).
+    #[inline]
+    pub fn embedding_slice(&self, item: ItemIndex) -> &[f32] {
+        let dim = self.embeddings.ncols();
+        let start = item as usize * dim;
+        self.embeddings
+            .as_slice()
+            .map_or(&[][..], |all| &all[start..start + dim])
     }
 
     /// The L2-normalised embedding of `item` (all zeros when it has none).

@@ -14,6 +14,9 @@ use crate::domain::ModelVersion;
 use crate::model::{ItemRecord, ModelError, Snapshot, SnapshotBuilder};
 use crate::store::{self, CatalogueRow, CopyRows};
 
+/// Content neighbours stored per synthetic item.
+const CONTENT_NEIGHBOURS: usize = 10;
+
 /// Shape of a synthetic version.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SyntheticSpec {
@@ -61,6 +64,8 @@ pub struct SyntheticItem {
     pub popularity: f32,
     /// Neighbour item numbers with scores, best first.
     pub neighbours: Vec<(usize, f32)>,
+    /// Content neighbours (items of the same cluster) with their cosines, best first.
+    pub content_neighbours: Vec<(usize, f32)>,
     /// Embedding (not normalised).
     pub embedding: Vec<f32>,
 }
@@ -85,12 +90,10 @@ impl SyntheticSpec {
         let cluster = i / cluster_size;
         let mut rng = self.rng(1, i);
 
-        let mut centre = self.rng(2, cluster);
-        let mut embedding: Vec<f32> = (0..self.dim)
-            .map(|_| centre.random_range(-1.0f32..1.0))
-            .collect();
-        for v in &mut embedding {
-            *v += rng.random_range(-0.6f32..0.6);
+        let embedding = self.raw_embedding(i);
+        // Advance past the draws raw_embedding made from this item's stream.
+        for _ in 0..self.dim {
+            let _: f32 = rng.random_range(-0.6f32..0.6);
         }
 
         let wanted = self.neighbours.min(n - 1);
@@ -112,6 +115,29 @@ impl SyntheticSpec {
         }
         neighbours.sort_by(|a, b| b.1.total_cmp(&a.1));
 
+        // Content neighbours: a sample of the cluster, scored by the cosine of their embeddings
+        // (an exact top-N over a million items would dominate the generator's time).
+        let mut content_neighbours: Vec<(usize, f32)> = Vec::new();
+        if self.dim > 0 && cluster_len > 1 {
+            let own_norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+            for _ in 0..CONTENT_NEIGHBOURS.min(cluster_len - 1) * 2 {
+                let other = cluster_start + rng.random_range(0..cluster_len);
+                if other == i || content_neighbours.iter().any(|&(o, _)| o == other) {
+                    continue;
+                }
+                let theirs = self.raw_embedding(other);
+                let norm = theirs.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let dot: f32 = embedding.iter().zip(&theirs).map(|(a, b)| a * b).sum();
+                if own_norm > 0.0 && norm > 0.0 {
+                    content_neighbours.push((other, dot / (own_norm * norm)));
+                }
+                if content_neighbours.len() == CONTENT_NEIGHBOURS {
+                    break;
+                }
+            }
+            content_neighbours.sort_by(|a, b| b.1.total_cmp(&a.1));
+        }
+
         SyntheticItem {
             id: self.item_id(i),
             title: format!("Synthetic product {i} of range {cluster}"),
@@ -120,8 +146,23 @@ impl SyntheticSpec {
             in_stock: rng.random_bool(0.95),
             popularity: (rng.random_range(0.0f32..9.0)).exp().round(),
             neighbours,
+            content_neighbours,
             embedding,
         }
+    }
+
+    /// The embedding of item `i` alone (the same values [`Self::item`] gives it).
+    fn raw_embedding(&self, i: usize) -> Vec<f32> {
+        let cluster_size = self.cluster_size.clamp(1, self.items.max(1));
+        let mut rng = self.rng(1, i);
+        let mut centre = self.rng(2, i / cluster_size);
+        let mut embedding: Vec<f32> = (0..self.dim)
+            .map(|_| centre.random_range(-1.0f32..1.0))
+            .collect();
+        for v in &mut embedding {
+            *v += rng.random_range(-0.6f32..0.6);
+        }
+        embedding
     }
 
     /// Builds the snapshot directly in memory (no database), for benchmarks and tests.
@@ -137,11 +178,15 @@ impl SyntheticSpec {
                 category: Some(&item.category),
                 price: Some(item.price),
                 in_stock: item.in_stock,
+                ..Default::default()
             })?;
         }
         for item in &items {
             for &(other, score) in &item.neighbours {
                 builder.add_pair(&item.id, &items[other].id, score)?;
+            }
+            for &(other, score) in &item.content_neighbours {
+                builder.add_content_pair(&item.id, &items[other].id, score)?;
             }
             if self.dim > 0 {
                 builder.add_embedding(&item.id, &item.embedding)?;
@@ -184,6 +229,7 @@ impl SyntheticSpec {
                     category: Some(&item.category),
                     price: Some(item.price),
                     in_stock: item.in_stock,
+                    product_group: None,
                 }),
             )
             .await?;
@@ -216,6 +262,22 @@ impl SyntheticSpec {
                 }
             }
             pairs += copy.finish().await?;
+
+            let mut copy = CopyRows::start(
+                &mut conn,
+                "COPY content_neighbours (version, item_id, other_item_id, score) FROM STDIN",
+            )
+            .await?;
+            for item in &batch {
+                for &(other, score) in &item.content_neighbours {
+                    copy.display(version)
+                        .text(&item.id)
+                        .text(&self.item_id(other))
+                        .display(score);
+                    copy.end_row().await?;
+                }
+            }
+            copy.finish().await?;
 
             if self.dim > 0 {
                 let mut copy = CopyRows::start(

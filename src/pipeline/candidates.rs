@@ -1,68 +1,174 @@
-//! Candidate generation: items related to the cart, with their accumulated signal.
+//! Candidate generation: the union of co-purchase neighbours of the cart, content neighbours
+//! of the cart, co-purchase neighbours of viewed items and popular items, each with the raw
+//! signal it arrived with. Ineligible items never enter, so later stages only see items that
+//! may be shown.
 
 use foldhash::HashMap;
 use foldhash::HashMapExt;
 
+use super::guard::Eligibility;
 use crate::domain::ItemIndex;
 use crate::model::Snapshot;
 
-/// A candidate with its collaborative score and the cart item that contributed most.
+/// No anchor item (the signal is absent).
+pub(super) const NO_ANCHOR: ItemIndex = ItemIndex::MAX;
+
+/// One candidate and its raw signals.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Candidate {
     pub item: ItemIndex,
+    /// Sum of co-purchase weights from cart items.
+    pub collaborative: f32,
+    /// The cart item whose co-purchase weight was largest.
+    pub collaborative_anchor: ItemIndex,
+    collaborative_best: f32,
+    /// Recency-weighted sum of co-purchase weights from viewed items.
+    pub session: f32,
+    /// The viewed item whose weighted contribution was largest.
+    pub session_anchor: ItemIndex,
+    session_best: f32,
+    /// Content neighbour of a cart item (cosine of the closest); refined by the signals stage.
+    pub content: f32,
+    /// The cart item it is the content neighbour of.
+    pub content_anchor: ItemIndex,
+    /// Blended score (filled by the signals stage).
     pub score: f32,
-    pub anchor: ItemIndex,
-    anchor_contribution: f32,
+    /// Whether it was demoted as a substitute of a cart item (filled by the signals stage).
+    pub substitute: bool,
 }
 
-/// Co-purchase neighbours of the cart, scored by the sum of their weights to cart items;
-/// cart items themselves and non-positive totals are left out. At most `pool` candidates,
-/// taken from the best neighbours of each cart item first.
-pub(super) fn collaborative(
-    snapshot: &Snapshot,
-    cart: &[ItemIndex],
-    pool: usize,
-) -> Vec<Candidate> {
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(pool.min(256));
-    let mut position: HashMap<ItemIndex, usize> = HashMap::with_capacity(pool.min(256));
-    // Per-item budget so one cart item with long rows cannot crowd out the others.
-    let per_item = pool.div_ceil(cart.len().max(1));
-    for &anchor in cart {
-        let (neighbours, scores) = snapshot.co_purchase(anchor);
-        for (&item, &score) in neighbours.iter().zip(scores).take(per_item) {
-            if cart.contains(&item) {
-                continue;
-            }
-            match position.get(&item) {
-                Some(&at) => {
-                    let c = &mut candidates[at];
-                    c.score += score;
-                    if score > c.anchor_contribution {
-                        c.anchor = anchor;
-                        c.anchor_contribution = score;
+impl Candidate {
+    fn new(item: ItemIndex) -> Self {
+        Self {
+            item,
+            collaborative: 0.0,
+            collaborative_anchor: NO_ANCHOR,
+            collaborative_best: 0.0,
+            session: 0.0,
+            session_anchor: NO_ANCHOR,
+            session_best: 0.0,
+            content: 0.0,
+            content_anchor: NO_ANCHOR,
+            score: 0.0,
+            substitute: false,
+        }
+    }
+}
+
+/// The bounded set of candidates of one request.
+pub(super) struct CandidatePool<'a> {
+    eligibility: &'a Eligibility<'a>,
+    capacity: usize,
+    position: HashMap<ItemIndex, u32>,
+    /// The candidates, in order of arrival.
+    pub items: Vec<Candidate>,
+}
+
+impl<'a> CandidatePool<'a> {
+    pub(super) fn new(eligibility: &'a Eligibility<'a>, capacity: usize) -> Self {
+        Self {
+            eligibility,
+            capacity,
+            position: HashMap::with_capacity(capacity.min(1024)),
+            items: Vec::with_capacity(capacity.min(1024)),
+        }
+    }
+
+    /// The candidate for `item`, adding it when it is eligible and there is room.
+    fn entry(&mut self, item: ItemIndex) -> Option<&mut Candidate> {
+        if let Some(&at) = self.position.get(&item) {
+            return Some(&mut self.items[at as usize]);
+        }
+        if self.items.len() >= self.capacity || !self.eligibility.allows(item) {
+            return None;
+        }
+        self.position.insert(item, self.items.len() as u32);
+        self.items.push(Candidate::new(item));
+        self.items.last_mut()
+    }
+
+    /// Adds the best `per_anchor` co-purchase neighbours of each cart item.
+    pub(super) fn add_collaborative(
+        &mut self,
+        snapshot: &Snapshot,
+        cart: &[ItemIndex],
+        per_anchor: usize,
+    ) {
+        for &anchor in cart {
+            let (neighbours, scores) = snapshot.co_purchase(anchor);
+            for (&item, &score) in neighbours.iter().zip(scores).take(per_anchor) {
+                if let Some(c) = self.entry(item) {
+                    c.collaborative += score;
+                    if score > c.collaborative_best || c.collaborative_anchor == NO_ANCHOR {
+                        c.collaborative_best = score;
+                        c.collaborative_anchor = anchor;
                     }
                 }
-                None if candidates.len() < pool => {
-                    position.insert(item, candidates.len());
-                    candidates.push(Candidate {
-                        item,
-                        score,
-                        anchor,
-                        anchor_contribution: score,
-                    });
-                }
-                None => {}
             }
         }
     }
-    candidates.retain(|c| c.score > 0.0 && c.score.is_finite());
-    candidates
+
+    /// Adds the best `per_anchor` content neighbours of each cart item.
+    pub(super) fn add_content(
+        &mut self,
+        snapshot: &Snapshot,
+        cart: &[ItemIndex],
+        per_anchor: usize,
+    ) {
+        for &anchor in cart {
+            let (neighbours, scores) = snapshot.content_neighbours(anchor);
+            for (&item, &score) in neighbours.iter().zip(scores).take(per_anchor) {
+                if let Some(c) = self.entry(item) {
+                    if score > c.content || c.content_anchor == NO_ANCHOR {
+                        c.content = score;
+                        c.content_anchor = anchor;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds co-purchase neighbours of viewed items, each weighted by the item's recency.
+    pub(super) fn add_session(
+        &mut self,
+        snapshot: &Snapshot,
+        viewed: &[(ItemIndex, f32)],
+        per_anchor: usize,
+    ) {
+        for &(anchor, weight) in viewed {
+            let (neighbours, scores) = snapshot.co_purchase(anchor);
+            for (&item, &score) in neighbours.iter().zip(scores).take(per_anchor) {
+                if let Some(c) = self.entry(item) {
+                    let contribution = weight * score;
+                    c.session += contribution;
+                    if contribution > c.session_best || c.session_anchor == NO_ANCHOR {
+                        c.session_best = contribution;
+                        c.session_anchor = anchor;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds up to `count` of the most popular eligible items (the fallback).
+    pub(super) fn add_popular(&mut self, snapshot: &Snapshot, count: usize) {
+        let mut added = 0;
+        for &item in snapshot.by_popularity() {
+            if added == count || self.items.len() >= self.capacity {
+                break;
+            }
+            if self.entry(item).is_some() {
+                added += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::tests::small_snapshot;
+    use crate::pipeline::{NoCaps, Request};
 
     #[test]
     fn scores_add_up_over_cart_items_and_the_strongest_anchor_wins() {
@@ -72,17 +178,30 @@ mod tests {
             s.index_of("strap").unwrap(),
             s.index_of("cable").unwrap(),
         );
-        let got = collaborative(&s, &[bag, strap], 100);
-        let c = got.iter().find(|c| c.item == cable).unwrap();
-        assert!((c.score - 1.6).abs() < 1e-6);
-        assert_eq!(c.anchor, bag);
-        assert!(got.iter().all(|c| c.item != bag && c.item != strap));
+        let request = Request::default();
+        let cart = [bag, strap];
+        let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
+        let mut pool = CandidatePool::new(&eligibility, 100);
+        pool.add_collaborative(&s, &cart, 50);
+        let c = pool.items.iter().find(|c| c.item == cable).unwrap();
+        assert!((c.collaborative - 1.6).abs() < 1e-6);
+        assert_eq!(c.collaborative_anchor, bag);
+        assert!(pool.items.iter().all(|c| c.item != bag && c.item != strap));
     }
 
     #[test]
-    fn the_pool_is_bounded() {
+    fn the_pool_is_bounded_and_ineligible_items_never_enter() {
         let s = small_snapshot();
-        let got = collaborative(&s, &[s.index_of("bag").unwrap()], 2);
-        assert_eq!(got.len(), 2);
+        let request = Request::default();
+        let cart = [s.index_of("bag").unwrap()];
+        let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
+        let mut pool = CandidatePool::new(&eligibility, 2);
+        pool.add_collaborative(&s, &cart, 50);
+        assert_eq!(pool.items.len(), 2);
+        let ink = s.index_of("ink").unwrap();
+        assert!(
+            pool.items.iter().all(|c| c.item != ink),
+            "ink is out of stock"
+        );
     }
 }

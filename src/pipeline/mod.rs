@@ -1,11 +1,14 @@
 //! The scoring pipeline: from a cart to a short list of complementary items with reasons.
 //!
 //! Pure: no I/O, no async, no framework types. `recommend` is the one entry point the server,
-//! the evaluator and the benchmarks all call.
+//! the evaluator and the benchmarks all call. Stages, each in its own file: candidates,
+//! signals (blend), guard rails, DPP diversity, explain.
 
 mod candidates;
+pub mod dpp;
 mod explain;
 mod guard;
+mod signals;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,41 @@ pub use explain::reason_text;
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 50;
 
+/// Weights and diversity of one touchpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TouchpointConfig {
+    /// Weight of co-purchase with the cart.
+    pub collaborative: f32,
+    /// Weight of content (embedding) similarity to the cart.
+    pub content: f32,
+    /// Weight of co-purchase with this session's viewed items.
+    pub session: f32,
+    /// Weight of the popularity prior.
+    pub popularity: f32,
+    /// DPP trade-off: 1 = plain ranking by score, lower = more diverse.
+    pub theta: f32,
+    /// Whether substitutes of cart items are demoted (at checkout a second camera is not a
+    /// cross-sell for a camera; on a product page an alternative may be welcome).
+    pub demote_substitutes: bool,
+}
+
+impl TouchpointConfig {
+    const CHECKOUT: Self = Self {
+        collaborative: 1.0,
+        content: 0.1,
+        session: 0.3,
+        popularity: 0.02,
+        theta: 0.9,
+        demote_substitutes: true,
+    };
+    const PRODUCT: Self = Self {
+        demote_substitutes: false,
+        content: 0.3,
+        ..Self::CHECKOUT
+    };
+}
+
 /// Tunables of the pipeline, from the `[pipeline]` section of the settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +63,28 @@ pub struct PipelineConfig {
     pub default_k: usize,
     /// Most candidates scored per request (bounds the work of a request with a large cart).
     pub candidate_pool: usize,
+    /// Neighbours taken from each cart or viewed item.
+    pub neighbours_per_anchor: usize,
+    /// Popular items added as fallback candidates.
+    pub popular_candidates: usize,
+    /// Best-scored candidates the DPP chooses from.
+    pub diversity_pool: usize,
+    /// Viewed items lose half their weight every this many newer views.
+    pub session_half_life: f32,
+    /// Cosine at or above which a same-category item counts as a substitute of a cart item.
+    pub substitute_similarity: f32,
+    /// Factor applied to a substitute's score when its touchpoint demotes substitutes.
+    pub substitute_penalty: f32,
+    /// Score added to promoted items (bounded merchandising boost).
+    pub promoted_boost: f32,
+    /// Score added per unit of margin (margin in [0, 1]).
+    pub margin_boost: f32,
+    /// Checkout page.
+    pub checkout: TouchpointConfig,
+    /// Cart page.
+    pub cart: TouchpointConfig,
+    /// Product page.
+    pub product: TouchpointConfig,
 }
 
 impl Default for PipelineConfig {
@@ -32,7 +92,105 @@ impl Default for PipelineConfig {
         Self {
             default_k: 10,
             candidate_pool: 500,
+            neighbours_per_anchor: 100,
+            popular_candidates: 20,
+            diversity_pool: 60,
+            session_half_life: 3.0,
+            substitute_similarity: 0.85,
+            substitute_penalty: 0.3,
+            promoted_boost: 0.0,
+            margin_boost: 0.0,
+            checkout: TouchpointConfig::CHECKOUT,
+            cart: TouchpointConfig::CHECKOUT,
+            product: TouchpointConfig::PRODUCT,
         }
+    }
+}
+
+impl PipelineConfig {
+    /// The weights of `touchpoint`.
+    pub fn touchpoint(&self, touchpoint: Touchpoint) -> &TouchpointConfig {
+        match touchpoint {
+            Touchpoint::Checkout => &self.checkout,
+            Touchpoint::Cart => &self.cart,
+            Touchpoint::Product => &self.product,
+        }
+    }
+
+    /// Checks ranges serde cannot express; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_K).contains(&self.default_k) {
+            return Err(format!("pipeline.default_k must be between 1 and {MAX_K}"));
+        }
+        if self.candidate_pool == 0 || self.diversity_pool == 0 {
+            return Err("pipeline.candidate_pool and diversity_pool must be positive".into());
+        }
+        let finite_non_negative = [
+            ("session_half_life", self.session_half_life),
+            ("substitute_penalty", self.substitute_penalty),
+            ("promoted_boost", self.promoted_boost),
+            ("margin_boost", self.margin_boost),
+        ];
+        for (key, value) in finite_non_negative {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!("pipeline.{key} must be a non-negative number"));
+            }
+        }
+        if self.session_half_life == 0.0 {
+            return Err("pipeline.session_half_life must be positive".into());
+        }
+        for touchpoint in Touchpoint::ALL {
+            let t = self.touchpoint(touchpoint);
+            let weights = [t.collaborative, t.content, t.session, t.popularity];
+            if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+                return Err(format!(
+                    "pipeline.{}: weights must be non-negative numbers",
+                    touchpoint.as_str()
+                ));
+            }
+            if !(0.0..=1.0).contains(&t.theta) {
+                return Err(format!(
+                    "pipeline.{}.theta must be in [0, 1]",
+                    touchpoint.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the pipeline may know of a shopper's frequency caps and "not interested" items.
+pub trait CapView {
+    /// Whether `item` must not be shown to this shopper now.
+    fn is_capped(&self, item: ItemIndex) -> bool;
+}
+
+/// No caps: anonymous or opted-out shoppers, evaluation, benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCaps;
+
+impl CapView for NoCaps {
+    fn is_capped(&self, _item: ItemIndex) -> bool {
+        false
+    }
+}
+
+/// A shopper's capped items, sorted for binary search.
+#[derive(Debug, Clone, Default)]
+pub struct CappedItems(Vec<ItemIndex>);
+
+impl CappedItems {
+    /// The capped set from any list of items.
+    pub fn new(mut items: Vec<ItemIndex>) -> Self {
+        items.sort_unstable();
+        items.dedup();
+        Self(items)
+    }
+}
+
+impl CapView for CappedItems {
+    fn is_capped(&self, item: ItemIndex) -> bool {
+        self.0.binary_search(&item).is_ok()
     }
 }
 
@@ -84,13 +242,21 @@ pub struct Reason {
     pub anchor: Option<ItemIndex>,
 }
 
-/// Per-signal contributions to a score, reported with `explain=true`.
+/// Per-signal contributions to a score (weight times normalised signal), with `explain=true`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Contributions {
     /// From co-purchase with the cart.
     pub collaborative: f32,
+    /// From content similarity to the cart.
+    pub content: f32,
+    /// From this session's viewed items.
+    pub session: f32,
     /// From overall popularity.
     pub popularity: f32,
+    /// Merchandising boost.
+    pub boost: f32,
+    /// Whether the item was demoted as a substitute of a cart item.
+    pub substitute: bool,
 }
 
 /// One recommended item.
@@ -98,7 +264,7 @@ pub struct Contributions {
 pub struct Recommendation {
     /// The item.
     pub item: ItemIndex,
-    /// Score in [0, 1], higher is better.
+    /// Score in [0, 1], higher is better (relative to the best candidate of the request).
     pub score: f32,
     /// Why it is recommended.
     pub reason: Reason,
@@ -109,17 +275,19 @@ pub struct Recommendation {
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recommendations<'r> {
-    /// Recommended items, best first; at most `k`.
+    /// Recommended items in display order; at most `k`.
     pub items: Vec<Recommendation>,
     /// Cart ids the model does not know.
     pub unknown_items: Vec<&'r str>,
 }
 
-/// Recommends up to `request.k` items for `request` from `snapshot`.
+/// Recommends up to `request.k` items for `request` from `snapshot`, leaving out whatever
+/// `caps` says this shopper must not see.
 pub fn recommend<'r>(
     snapshot: &Snapshot,
     request: &'r Request,
     config: &PipelineConfig,
+    caps: &dyn CapView,
 ) -> Recommendations<'r> {
     let mut unknown_items = Vec::new();
     let mut cart: Vec<ItemIndex> = Vec::with_capacity(request.cart.len());
@@ -131,57 +299,72 @@ pub fn recommend<'r>(
             None => {}
         }
     }
-    let eligibility = guard::Eligibility::new(snapshot, request, &cart);
-    let mut pool = candidates::collaborative(snapshot, &cart, config.candidate_pool);
-    pool.retain(|c| eligibility.allows(c.item));
-
+    let weights = config.touchpoint(request.touchpoint);
+    // Most recent last: the newest view weighs 1, each older one decays by the half-life.
+    let viewed: Vec<(ItemIndex, f32)> = if request.personalize && weights.session > 0.0 {
+        let newest = request.viewed.len().saturating_sub(1);
+        request
+            .viewed
+            .iter()
+            .enumerate()
+            .filter_map(|(position, id)| {
+                let age = (newest - position) as f32;
+                snapshot
+                    .index_of(id)
+                    .map(|item| (item, 0.5f32.powf(age / config.session_half_life)))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let k = request.k.clamp(1, MAX_K);
-    pool.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-    pool.truncate(k);
-    let top = pool.first().map_or(1.0, |c| c.score).max(f32::MIN_POSITIVE);
-    let mut items: Vec<Recommendation> = pool
+    let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
+    let mut pool = candidates::CandidatePool::new(&eligibility, config.candidate_pool);
+    if weights.collaborative > 0.0 {
+        pool.add_collaborative(snapshot, &cart, config.neighbours_per_anchor);
+    }
+    if weights.content > 0.0 {
+        pool.add_content(snapshot, &cart, config.neighbours_per_anchor);
+    }
+    pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
+    pool.add_popular(snapshot, config.popular_candidates.max(k));
+    let mut candidates = pool.items;
+
+    let blended = signals::blend(snapshot, &cart, &mut candidates, weights, config);
+    let shortlist = signals::shortlist(&mut candidates, config.diversity_pool.max(k));
+    let top = shortlist.first().map_or(0.0, |c| c.score);
+    let quality: Vec<f32> = shortlist
         .iter()
-        .map(|c| Recommendation {
-            item: c.item,
-            score: c.score / top,
-            reason: Reason {
-                kind: ReasonKind::BoughtTogether,
-                anchor: Some(c.anchor),
-            },
-            contributions: request.explain.then_some(Contributions {
-                collaborative: c.score / top,
-                popularity: 0.0,
-            }),
+        .map(|c| {
+            if top > 0.0 {
+                (c.score / top).clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
         })
         .collect();
-
-    if items.len() < k {
-        let most_popular = snapshot
-            .by_popularity()
-            .first()
-            .map_or(1.0, |&i| snapshot.popularity(i))
-            .max(f32::MIN_POSITIVE);
-        for &item in snapshot.by_popularity() {
-            if items.len() == k {
-                break;
+    let mut picks = Vec::with_capacity(k);
+    dpp::select(
+        &quality,
+        |i| snapshot.embedding_slice(shortlist[i].item),
+        k,
+        weights.theta,
+        &mut dpp::DppScratch::default(),
+        &mut picks,
+    );
+    let items = picks
+        .into_iter()
+        .map(|i| {
+            let candidate = &shortlist[i];
+            let contributions = blended.contributions(snapshot, candidate, weights, config);
+            Recommendation {
+                item: candidate.item,
+                score: quality[i],
+                reason: explain::reason(snapshot, &cart, candidate, &contributions),
+                contributions: request.explain.then_some(contributions),
             }
-            if eligibility.allows(item) && !items.iter().any(|r| r.item == item) {
-                let score = snapshot.popularity(item) / most_popular;
-                items.push(Recommendation {
-                    item,
-                    score,
-                    reason: Reason {
-                        kind: ReasonKind::Popular,
-                        anchor: None,
-                    },
-                    contributions: request.explain.then_some(Contributions {
-                        collaborative: 0.0,
-                        popularity: score,
-                    }),
-                });
-            }
-        }
-    }
+        })
+        .collect();
     Recommendations {
         items,
         unknown_items,
@@ -213,6 +396,7 @@ pub(crate) mod tests {
                 category: Some(category),
                 price: Some(price),
                 in_stock,
+                ..Default::default()
             })
             .unwrap();
         }
@@ -249,7 +433,7 @@ pub(crate) mod tests {
     fn co_purchase_neighbours_come_first_then_popular_items() {
         let s = small_snapshot();
         let req = request(&["bag"], 4);
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(ids(&s, &r), ["cable", "lens", "strap", "mug"]);
         assert_eq!(r.items[0].score, 1.0);
         assert_eq!(r.items[0].reason.kind, ReasonKind::BoughtTogether);
@@ -261,7 +445,7 @@ pub(crate) mod tests {
     fn cart_items_are_never_recommended() {
         let s = small_snapshot();
         let req = request(&["bag", "cable"], 10);
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         let got = ids(&s, &r);
         assert!(!got.contains(&"bag".to_string()) && !got.contains(&"cable".to_string()));
         assert_eq!(got[..2], ["lens", "strap"], "neighbours of bag, best first");
@@ -271,7 +455,7 @@ pub(crate) mod tests {
     fn unknown_cart_items_are_reported_once_and_do_not_fail() {
         let s = small_snapshot();
         let req = request(&["nope", "bag", "nope"], 2);
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(r.unknown_items, ["nope"]);
         assert_eq!(r.items.len(), 2);
     }
@@ -280,7 +464,7 @@ pub(crate) mod tests {
     fn an_empty_cart_gets_popular_in_stock_items() {
         let s = small_snapshot();
         let req = request(&[], 2);
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(ids(&s, &r), ["mug", "bag"], "ink is out of stock");
         assert!(r.items.iter().all(|i| i.reason.kind == ReasonKind::Popular));
     }
@@ -291,7 +475,7 @@ pub(crate) mod tests {
         let mut req = request(&["bag"], 10);
         req.max_price = Some(2.5);
         req.exclude_categories = vec!["cables".into(), "no-such-category".into()];
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(ids(&s, &r), Vec::<String>::new());
     }
 
@@ -300,13 +484,13 @@ pub(crate) mod tests {
         let s = small_snapshot();
         let mut req = request(&["bag"], 1);
         req.explain = true;
-        let r = recommend(&s, &req, &PipelineConfig::default());
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        let parts = r.items[0].contributions.unwrap();
+        assert_eq!(parts.collaborative, 1.0);
+        assert!(parts.popularity > 0.0 && parts.popularity < 0.02);
         assert_eq!(
-            r.items[0].contributions,
-            Some(Contributions {
-                collaborative: 1.0,
-                popularity: 0.0
-            })
+            (parts.content, parts.session, parts.substitute),
+            (0.0, 0.0, false)
         );
     }
 }

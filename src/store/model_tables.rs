@@ -72,7 +72,11 @@ pub async fn load_snapshot(
 
     {
         let mut rows = sqlx::query(
-            "SELECT s.item_id, s.popularity, i.title, i.category, i.price, i.in_stock
+            "SELECT s.item_id, s.popularity, i.title, i.category, i.price, i.in_stock,
+                    i.product_group,
+                    coalesce(i.attributes->'promoted' = 'true'::jsonb, false),
+                    CASE WHEN jsonb_typeof(i.attributes->'margin') = 'number'
+                         THEN (i.attributes->>'margin')::real END
              FROM item_stats s LEFT JOIN items i ON i.id = s.item_id
              WHERE s.version = $1",
         )
@@ -87,6 +91,9 @@ pub async fn load_snapshot(
                     category: row.try_get(3)?,
                     price: row.try_get(4)?,
                     in_stock: row.try_get::<Option<bool>, _>(5)?.unwrap_or(false),
+                    product_group: row.try_get(6)?,
+                    promoted: row.try_get(7)?,
+                    margin: row.try_get(8)?,
                 })
                 .map_err(invalid)?;
         }
@@ -99,6 +106,18 @@ pub async fn load_snapshot(
         while let Some(row) = rows.try_next().await? {
             builder
                 .add_pair(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
+                .map_err(invalid)?;
+        }
+    }
+    {
+        let mut rows = sqlx::query(
+            "SELECT item_id, other_item_id, score FROM content_neighbours WHERE version = $1",
+        )
+        .bind(version.0)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            builder
+                .add_content_pair(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
                 .map_err(invalid)?;
         }
     }
@@ -191,6 +210,8 @@ pub struct CatalogueRow<'a> {
     pub price: Option<f32>,
     /// Whether it can be sold now.
     pub in_stock: bool,
+    /// Product group shared by variants of one product.
+    pub product_group: Option<&'a str>,
 }
 
 /// Inserts or updates catalogue rows in bulk (COPY into a temporary table, then one upsert).
@@ -201,13 +222,13 @@ pub async fn upsert_catalogue<'a>(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "CREATE TEMP TABLE items_incoming (id text, title text, category text, price real,
-         in_stock boolean) ON COMMIT DROP",
+         in_stock boolean, product_group text) ON COMMIT DROP",
     )
     .execute(&mut *tx)
     .await?;
     let mut copy = CopyRows::start(
         &mut tx,
-        "COPY items_incoming (id, title, category, price, in_stock) FROM STDIN",
+        "COPY items_incoming (id, title, category, price, in_stock, product_group) FROM STDIN",
     )
     .await?;
     for row in rows {
@@ -216,17 +237,20 @@ pub async fn upsert_catalogue<'a>(
             Some(p) => copy.display(p),
             None => copy.null(),
         };
-        copy.display(row.in_stock);
+        copy.display(row.in_stock).opt_text(row.product_group);
         copy.end_row().await?;
     }
     copy.finish().await?;
     let done = sqlx::query(
-        "INSERT INTO items (id, title, category, price, in_stock)
-         SELECT DISTINCT ON (id) id, title, category, price, in_stock FROM items_incoming
+        "INSERT INTO items (id, title, category, price, in_stock, product_group)
+         SELECT DISTINCT ON (id) id, title, category, price, in_stock, product_group
+         FROM items_incoming
          ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category,
-           price = EXCLUDED.price, in_stock = EXCLUDED.in_stock, updated_at = now()
-         WHERE (items.title, items.category, items.price, items.in_stock)
-           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.price, EXCLUDED.in_stock)",
+           price = EXCLUDED.price, in_stock = EXCLUDED.in_stock,
+           product_group = EXCLUDED.product_group, updated_at = now()
+         WHERE (items.title, items.category, items.price, items.in_stock, items.product_group)
+           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.price,
+                             EXCLUDED.in_stock, EXCLUDED.product_group)",
     )
     .execute(&mut *tx)
     .await?;
