@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::capping::{MemoryCapStore, Pseudonymizer};
 use crate::config::Settings;
 use crate::http::{self, AppState, RouterLimits};
 use crate::metrics::Metrics;
@@ -111,6 +112,9 @@ impl Application {
             pipeline: Arc::new(settings.pipeline.clone()),
             admin_token: settings.admin_token.clone(),
             max_query_bytes: settings.server.max_query_bytes,
+            caps: Arc::new(MemoryCapStore::new(settings.capping.clone())),
+            capping_enabled: settings.capping.enabled,
+            pseudonymizer: pseudonymizer(&settings),
         };
         let limits = RouterLimits {
             request_timeout: settings.request_timeout(),
@@ -167,6 +171,18 @@ impl Application {
             task.abort();
         }
         result
+    }
+}
+
+/// The shopper-id hash, keyed from settings or, without a configured key, at random: state
+/// then cannot be joined across restarts, which is harmless for an in-memory store.
+fn pseudonymizer(settings: &Settings) -> Pseudonymizer {
+    match &settings.pseudonym_key {
+        Some(key) => Pseudonymizer::new(key.expose().as_bytes()),
+        None => {
+            let key: [u8; 32] = rand::random();
+            Pseudonymizer::new(&key)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use crate::capping::CapPolicy;
 use crate::pipeline::PipelineConfig;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -48,6 +49,12 @@ pub struct Settings {
     pub model: ModelSettings,
     /// Scoring pipeline.
     pub pipeline: PipelineConfig,
+    /// Frequency capping.
+    pub capping: CapPolicy,
+    /// Key of the hash that pseudonymises shopper and session ids (from
+    /// `TANDEM_PSEUDONYM_KEY`); a random one per process when unset.
+    #[serde(skip)]
+    pub pseudonym_key: Option<Secret>,
     /// Admin bearer token (from `TANDEM_ADMIN_TOKEN`); admin endpoints refuse all calls without it.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
@@ -142,6 +149,10 @@ impl Settings {
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new);
+        settings.pseudonym_key = std::env::var("TANDEM_PSEUDONYM_KEY")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
         settings.validate()?;
         Ok(settings)
     }
@@ -172,6 +183,9 @@ impl Settings {
         }
         if let Err(message) = self.pipeline.validate() {
             return invalid("pipeline", &message);
+        }
+        if let Err(message) = self.capping.validate() {
+            return invalid("capping", &message);
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be positive");
@@ -204,6 +218,7 @@ mod tests {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.pipeline, PipelineConfig::default());
+        assert_eq!(s.capping, CapPolicy::default());
         assert!(s.database.url.is_none() && s.admin_token.is_none());
     }
 

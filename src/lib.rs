@@ -3,6 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line and calls in here.
 
 pub mod app;
+pub mod capping;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -2,6 +2,7 @@
 //! reloader, and the result into JSON.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -15,9 +16,10 @@ use super::auth::authorize_admin;
 use super::error::{ApiError, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
+use crate::capping::CapState;
 use crate::domain::{ModelVersion, Touchpoint};
 use crate::model::Snapshot;
-use crate::pipeline::{self, reason_text, Contributions, ReasonKind, Request};
+use crate::pipeline::{self, reason_text, CappedItems, Contributions, ReasonKind, Request};
 use crate::reload::ReloadReport;
 use crate::store::VersionSelector;
 
@@ -56,8 +58,48 @@ fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     state.model.current().ok_or(ApiError::ModelNotLoaded)
 }
 
-fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response {
-    let result = pipeline::recommend(snapshot, request, &state.pipeline, &pipeline::NoCaps);
+/// Whether the request carries a Do-Not-Track or Global Privacy Control signal.
+fn opted_out(headers: &HeaderMap) -> bool {
+    ["dnt", "sec-gpc"].iter().any(|name| {
+        headers
+            .get(*name)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+    })
+}
+
+async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response {
+    let shopper = if request.personalize && state.capping_enabled {
+        state
+            .pseudonymizer
+            .shopper_key(request.user.as_deref(), request.session.as_deref())
+    } else {
+        None
+    };
+    let now = Instant::now();
+    let cap_state = match shopper {
+        Some(key) => state.caps.check(key, now).await,
+        None => CapState::default(),
+    };
+    let capped = CappedItems::new(
+        cap_state
+            .capped_items
+            .iter()
+            .filter_map(|id| snapshot.index_of(id))
+            .collect(),
+    );
+    let mut result = pipeline::recommend(snapshot, request, &state.pipeline, &capped);
+    if cap_state.fatigued {
+        // This shopper has seen enough lists for now: an empty list is a valid answer.
+        result.items.clear();
+    }
+    if let Some(key) = shopper.filter(|_| !result.items.is_empty()) {
+        let served: Vec<&str> = result
+            .items
+            .iter()
+            .map(|r| snapshot.item_id(r.item))
+            .collect();
+        state.caps.record_served(key, &served, now).await;
+    }
     let popular = result
         .items
         .iter()
@@ -102,6 +144,7 @@ fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response
 /// `GET /recommendations`: fields in the query string.
 pub async fn recommendations_get(
     State(state): State<AppState>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let length = query.as_deref().map_or(0, str::len);
@@ -115,10 +158,11 @@ pub async fn recommendations_get(
         )
         .into());
     }
-    let request =
+    let mut request =
         RecommendationQuery::parse(query.as_deref())?.into_request(state.pipeline.default_k)?;
+    request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, &request))
+    Ok(respond(&state, &snapshot, &request).await)
 }
 
 /// `POST /recommendations`: the same fields as a JSON object, for large carts.
@@ -134,9 +178,10 @@ pub async fn recommendations_post(
     if !is_json {
         return Err(RequestError::new("invalid_body", "the body must be application/json").into());
     }
-    let request = RecommendationBody::parse(&body)?.into_request(state.pipeline.default_k)?;
+    let mut request = RecommendationBody::parse(&body)?.into_request(state.pipeline.default_k)?;
+    request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, &request))
+    Ok(respond(&state, &snapshot, &request).await)
 }
 
 #[derive(Debug, Default, Deserialize)]

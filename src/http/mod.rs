@@ -19,6 +19,7 @@ use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::capping::{CapStore, Pseudonymizer};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
@@ -41,6 +42,12 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// Largest query string accepted.
     pub max_query_bytes: usize,
+    /// Frequency-capping state.
+    pub caps: Arc<dyn CapStore>,
+    /// Whether capping applies.
+    pub capping_enabled: bool,
+    /// Turns shopper ids into keys before they reach any store.
+    pub pseudonymizer: Pseudonymizer,
 }
 
 /// Limits the router enforces.

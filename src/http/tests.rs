@@ -10,6 +10,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{router, AppState, RouterLimits};
+use crate::capping::{CapPolicy, MemoryCapStore, Pseudonymizer};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
@@ -38,6 +39,12 @@ fn state(loaded: bool) -> AppState {
         pipeline: Arc::new(PipelineConfig::default()),
         admin_token: Some(Secret::new("token")),
         max_query_bytes: 4096,
+        caps: Arc::new(MemoryCapStore::new(CapPolicy {
+            max_impressions_per_item: 2,
+            ..CapPolicy::default()
+        })),
+        capping_enabled: true,
+        pseudonymizer: Pseudonymizer::new(b"test"),
     }
 }
 
@@ -220,4 +227,65 @@ async fn unknown_routes_and_methods_get_json_errors_and_metrics_use_route_labels
     ] {
         assert!(text.contains(name), "missing {name}");
     }
+}
+
+fn first_item(body: &Value) -> String {
+    body["items"][0]["item_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_item_shown_to_a_shopper_n_times_is_capped_across_requests() {
+    let s = state(true);
+    let uri = "/recommendations?cart=bag&k=1&user=alice";
+    assert_eq!(first_item(&call(&s, get(uri)).await.1), "cable");
+    assert_eq!(first_item(&call(&s, get(uri)).await.1), "cable");
+    let (status, body) = call(&s, get(uri)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(first_item(&body), "cable", "cable was shown twice already");
+    // Another shopper, an anonymous request and an opted-out one are not affected.
+    assert_eq!(
+        first_item(
+            &call(&s, get("/recommendations?cart=bag&k=1&user=bob"))
+                .await
+                .1
+        ),
+        "cable"
+    );
+    assert_eq!(
+        first_item(&call(&s, get("/recommendations?cart=bag&k=1")).await.1),
+        "cable"
+    );
+    let opted_out = "/recommendations?cart=bag&k=1&user=alice&personalize=false";
+    assert_eq!(first_item(&call(&s, get(opted_out)).await.1), "cable");
+    let gpc = Request::get(uri)
+        .header("sec-gpc", "1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(first_item(&call(&s, gpc).await.1), "cable");
+}
+
+#[tokio::test]
+async fn opted_out_requests_write_no_capping_state() {
+    let s = state(true);
+    let store = Arc::new(MemoryCapStore::new(CapPolicy::default()));
+    let s = AppState {
+        caps: store.clone(),
+        ..s
+    };
+    call(
+        &s,
+        get("/recommendations?cart=bag&user=carol&personalize=false"),
+    )
+    .await;
+    let dnt = Request::get("/recommendations?cart=bag&session=s1")
+        .header("dnt", "1")
+        .body(Body::empty())
+        .unwrap();
+    call(&s, dnt).await;
+    assert_eq!(store.shoppers(), 0);
+    call(&s, get("/recommendations?cart=bag&session=s1")).await;
+    assert_eq!(store.shoppers(), 1);
 }

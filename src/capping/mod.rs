@@ -1,0 +1,159 @@
+//! Frequency capping: how often one shopper has seen an item, and how many lists one session
+//! has been shown, behind a [`CapStore`] trait. Shoppers are known only by a keyed hash of
+//! their id ([`ShopperKey`]), never by the id itself.
+
+mod memory;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+pub use memory::MemoryCapStore;
+
+/// A pseudonymous shopper (or anonymous session) key: a truncated HMAC-SHA256 of the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShopperKey(pub [u8; 16]);
+
+/// Turns shopper and session ids into keys with a secret, so stored state cannot be joined
+/// back to a shopper without the secret.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymizer([redacted])")
+    }
+}
+
+impl Pseudonymizer {
+    /// A pseudonymizer keyed with `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        Self { mac }
+    }
+
+    /// The key of the shopper: the user id when given, else the session id.
+    pub fn shopper_key(&self, user: Option<&str>, session: Option<&str>) -> Option<ShopperKey> {
+        let (kind, id) = match (user, session) {
+            (Some(user), _) => (b"user\0".as_slice(), user),
+            (None, Some(session)) => (b"session\0".as_slice(), session),
+            (None, None) => return None,
+        };
+        let mut mac = self.mac.clone();
+        mac.update(kind);
+        mac.update(id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Some(ShopperKey(key))
+    }
+}
+
+/// Limits, from the `[capping]` section of the settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapPolicy {
+    /// Whether capping is applied at all.
+    pub enabled: bool,
+    /// Most impressions of one item per shopper within `impression_window_secs`.
+    pub max_impressions_per_item: u32,
+    /// Sliding window of the per-item cap.
+    pub impression_window_secs: u64,
+    /// Most non-empty lists per shopper within `response_window_secs` (fatigue).
+    pub max_responses_per_window: u32,
+    /// Sliding window of the fatigue cap.
+    pub response_window_secs: u64,
+    /// Whether served items count as impressions (otherwise only reported impressions do).
+    pub count_served_as_impressions: bool,
+    /// Most shoppers the in-memory store tracks; the least recently seen are forgotten first.
+    pub max_shoppers: usize,
+    /// Most distinct items tracked per shopper.
+    pub max_items_per_shopper: usize,
+}
+
+impl Default for CapPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_impressions_per_item: 3,
+            impression_window_secs: 86_400,
+            max_responses_per_window: 200,
+            response_window_secs: 3_600,
+            count_served_as_impressions: true,
+            max_shoppers: 1_000_000,
+            max_items_per_shopper: 512,
+        }
+    }
+}
+
+impl CapPolicy {
+    /// The per-item window.
+    pub fn impression_window(&self) -> Duration {
+        Duration::from_secs(self.impression_window_secs)
+    }
+
+    /// The fatigue window.
+    pub fn response_window(&self) -> Duration {
+        Duration::from_secs(self.response_window_secs)
+    }
+
+    /// Checks ranges serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_impressions_per_item == 0 || self.max_responses_per_window == 0 {
+            return Err("capping limits must be positive".into());
+        }
+        if self.impression_window_secs == 0 || self.response_window_secs == 0 {
+            return Err("capping windows must be positive".into());
+        }
+        if self.max_shoppers == 0 || self.max_items_per_shopper == 0 {
+            return Err("capping.max_shoppers and max_items_per_shopper must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a shopper may not see now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapState {
+    /// Items at their impression cap.
+    pub capped_items: Vec<String>,
+    /// Whether the shopper has had as many lists as the fatigue cap allows.
+    pub fatigued: bool,
+}
+
+/// Where capping state lives (in memory for one process; a shared store for several replicas).
+pub trait CapStore: Send + Sync {
+    /// The shopper's caps at `now`.
+    fn check(&self, shopper: ShopperKey, now: Instant) -> BoxFuture<'_, CapState>;
+    /// Records that `items` were shown to the shopper in one list at `now`.
+    fn record_served<'a>(
+        &'a self,
+        shopper: ShopperKey,
+        items: &'a [&'a str],
+        now: Instant,
+    ) -> BoxFuture<'a, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_the_secret_and_the_kind_of_id() {
+        let a = Pseudonymizer::new(b"one");
+        let b = Pseudonymizer::new(b"two");
+        let user = a.shopper_key(Some("u1"), None).unwrap();
+        assert_eq!(Some(user), a.shopper_key(Some("u1"), Some("s9")));
+        assert_ne!(Some(user), b.shopper_key(Some("u1"), None));
+        assert_ne!(Some(user), a.shopper_key(None, Some("u1")));
+        assert_eq!(a.shopper_key(None, None), None);
+        assert!(!format!("{a:?}").contains("one"));
+    }
+}
