@@ -90,7 +90,14 @@ fn bench_dpp(c: &mut Criterion) {
     let mut group = c.benchmark_group("dpp");
     group.bench_function("greedy_map_300_candidates_k10_64d_theta0.7", |b| {
         b.iter(|| {
-            dpp::select(black_box(&quality), |i| &rows[i], 10, 0.7, &mut scratch, &mut picks);
+            dpp::select(
+                black_box(&quality),
+                |i| &rows[i],
+                10,
+                0.7,
+                &mut scratch,
+                &mut picks,
+            );
             black_box(picks.len())
         })
     });
