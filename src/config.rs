@@ -177,8 +177,12 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be positive");
         }
-        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms {
-            return invalid("model.retry_max_ms", "back-off must be positive and max >= initial");
+        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms
+        {
+            return invalid(
+                "model.retry_max_ms",
+                "back-off must be positive and max >= initial",
+            );
         }
         Ok(())
     }
@@ -216,7 +220,10 @@ mod tests {
         s.pipeline.default_k = 51;
         assert!(matches!(
             s.validate(),
-            Err(SettingsError::Invalid { key: "pipeline.default_k", .. })
+            Err(SettingsError::Invalid {
+                key: "pipeline.default_k",
+                ..
+            })
         ));
     }
 }

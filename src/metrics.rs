@@ -12,12 +12,14 @@ use crate::model::Snapshot;
 
 /// Latency buckets from 50 µs to 5 s: the interesting range of a sub-millisecond service.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 /// Model load durations, 10 ms to 5 min.
-const LOAD_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const LOAD_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// Outcome label values of `tandem_model_reloads_total`.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +79,10 @@ impl Metrics {
             http_requests: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("tandem_http_requests_total", "HTTP requests by matched route and status"),
+                    Opts::new(
+                        "tandem_http_requests_total",
+                        "HTTP requests by matched route and status",
+                    ),
                     &["method", "route", "status"],
                 )?,
             )?,
@@ -94,7 +99,10 @@ impl Metrics {
             )?,
             model_version: register(
                 r,
-                IntGauge::new("tandem_model_version", "Model version being served (0 = none)")?,
+                IntGauge::new(
+                    "tandem_model_version",
+                    "Model version being served (0 = none)",
+                )?,
             )?,
             model_items: register(
                 r,
@@ -102,7 +110,10 @@ impl Metrics {
             )?,
             model_pairs: register(
                 r,
-                IntGauge::new("tandem_model_co_purchase_pairs", "Co-purchase entries in the served model")?,
+                IntGauge::new(
+                    "tandem_model_co_purchase_pairs",
+                    "Co-purchase entries in the served model",
+                )?,
             )?,
             model_loaded_at: register(
                 r,
@@ -114,15 +125,21 @@ impl Metrics {
             model_reloads: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("tandem_model_reloads_total", "Model loads and reloads by outcome"),
+                    Opts::new(
+                        "tandem_model_reloads_total",
+                        "Model loads and reloads by outcome",
+                    ),
                     &["outcome"],
                 )?,
             )?,
             model_load_duration: register(
                 r,
                 Histogram::with_opts(
-                    HistogramOpts::new("tandem_model_load_duration_seconds", "Time to load and build a model version")
-                        .buckets(LOAD_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "tandem_model_load_duration_seconds",
+                        "Time to load and build a model version",
+                    )
+                    .buckets(LOAD_BUCKETS.to_vec()),
                 )?,
             )?,
             unknown_cart_items: register(
@@ -163,13 +180,16 @@ impl Metrics {
 
     /// Counts a reload attempt.
     pub fn reload(&self, outcome: ReloadOutcome) {
-        self.model_reloads.with_label_values(&[outcome.as_str()]).inc();
+        self.model_reloads
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// Counts what one recommendation response contained.
     pub fn recommendation(&self, unknown_cart_items: usize, popular_fallback_items: usize) {
         self.unknown_cart_items.inc_by(unknown_cart_items as u64);
-        self.popular_fallback_items.inc_by(popular_fallback_items as u64);
+        self.popular_fallback_items
+            .inc_by(popular_fallback_items as u64);
     }
 
     /// The Prometheus text exposition of every metric.

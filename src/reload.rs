@@ -116,7 +116,9 @@ impl Reloader {
             if !migrated {
                 match store::migrate(pool).await {
                     Ok(()) => migrated = true,
-                    Err(error) => tracing::warn!(%error, retry_in = ?backoff, "cannot apply migrations"),
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "cannot apply migrations")
+                    }
                 }
             }
             if migrated {

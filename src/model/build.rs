@@ -221,8 +221,8 @@ impl SnapshotBuilder {
                 row.iter_mut().for_each(|v| *v /= norm);
             }
         }
-        let embeddings = Array2::from_shape_vec((n, dim), self.embeddings)
-            .map_err(|_| ModelError::Empty)?;
+        let embeddings =
+            Array2::from_shape_vec((n, dim), self.embeddings).map_err(|_| ModelError::Empty)?;
         let co_purchase = Csr::from_triples(n, self.pairs);
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         let popularity = self.popularity;
@@ -296,7 +296,8 @@ mod tests {
         b.add_pair("a", "b", 0.5).unwrap();
         b.add_pair("a", "c", 0.9).unwrap();
         b.add_embedding("a", &[3.0, 4.0]).unwrap();
-        b.add_embedding_bytes("b", &[0, 0, 128, 63, 0, 0, 0, 0]).unwrap();
+        b.add_embedding_bytes("b", &[0, 0, 128, 63, 0, 0, 0, 0])
+            .unwrap();
         let s = b.finish().unwrap();
         assert_eq!(s.version(), ModelVersion(3));
         assert_eq!(s.len(), 3);
@@ -307,7 +308,10 @@ mod tests {
         assert_eq!(s.embedding(1).to_vec(), vec![1.0, 0.0]);
         assert_eq!(s.embedding(2).to_vec(), vec![0.0, 0.0]);
         assert_eq!(s.by_popularity(), &[0, 2, 1]);
-        assert_eq!(s.catalogue().category_name(s.catalogue().category(1)), Some("bags"));
+        assert_eq!(
+            s.catalogue().category_name(s.catalogue().category(1)),
+            Some("bags")
+        );
         assert_eq!(s.stats().pairs, 2);
         assert_eq!(s.stats().items_with_embedding, 2);
     }
@@ -339,7 +343,10 @@ mod tests {
         );
         assert!(matches!(
             builder().add_embedding("nope", &[1.0, 0.0]),
-            Err(ModelError::DanglingItem { table: "item_embeddings", .. })
+            Err(ModelError::DanglingItem {
+                table: "item_embeddings",
+                ..
+            })
         ));
     }
 
@@ -351,7 +358,10 @@ mod tests {
         ));
         assert!(matches!(
             builder().add_embedding("a", &[f32::INFINITY, 0.0]),
-            Err(ModelError::NonFinite { field: "embedding", .. })
+            Err(ModelError::NonFinite {
+                field: "embedding",
+                ..
+            })
         ));
         assert!(matches!(
             builder().add_embedding_bytes("a", &[0, 0, 192, 127, 0, 0, 0, 0]),
@@ -360,7 +370,10 @@ mod tests {
         let mut b = builder();
         assert!(matches!(
             b.add_item(item("d", f32::NAN)),
-            Err(ModelError::NonFinite { field: "popularity", .. })
+            Err(ModelError::NonFinite {
+                field: "popularity",
+                ..
+            })
         ));
     }
 
@@ -369,7 +382,12 @@ mod tests {
         let err = builder().add_embedding_bytes("a", &[0; 12]).unwrap_err();
         assert!(matches!(
             err,
-            ModelError::EmbeddingLength { bytes: 12, expected: 8, dim: 2, .. }
+            ModelError::EmbeddingLength {
+                bytes: 12,
+                expected: 8,
+                dim: 2,
+                ..
+            }
         ));
         let mut none = SnapshotBuilder::new(ModelVersion(1), 0, 1);
         none.add_item(item("a", 1.0)).unwrap();
@@ -379,8 +397,14 @@ mod tests {
     #[test]
     fn duplicates_self_pairs_bad_ids_and_empty_versions_are_rejected() {
         let mut b = builder();
-        assert!(matches!(b.add_item(item("a", 1.0)), Err(ModelError::DuplicateItem(_))));
-        assert!(matches!(b.add_pair("a", "a", 1.0), Err(ModelError::SelfPair(_))));
+        assert!(matches!(
+            b.add_item(item("a", 1.0)),
+            Err(ModelError::DuplicateItem(_))
+        ));
+        assert!(matches!(
+            b.add_pair("a", "a", 1.0),
+            Err(ModelError::SelfPair(_))
+        ));
         assert!(matches!(
             b.add_item(item(&"x".repeat(129), 1.0)),
             Err(ModelError::InvalidItemId { .. })

@@ -249,10 +249,7 @@ mod tests {
         column.push("");
         column.push("x");
         column.push("");
-        assert_eq!(
-            (column.get(0), column.get(1), column.get(2)),
-            ("", "x", "")
-        );
+        assert_eq!((column.get(0), column.get(1), column.get(2)), ("", "x", ""));
     }
 
     #[test]

@@ -52,7 +52,9 @@ pub enum ModelError {
     #[error("co_purchase pairs item {0:?} with itself")]
     SelfPair(String),
     /// An embedding has the wrong number of bytes for the version's dimension.
-    #[error("embedding of item {id:?} has {bytes} bytes, expected {expected} ({dim} dimensions of f32)")]
+    #[error(
+        "embedding of item {id:?} has {bytes} bytes, expected {expected} ({dim} dimensions of f32)"
+    )]
     EmbeddingLength {
         /// Item the embedding belongs to.
         id: String,

@@ -72,7 +72,8 @@ impl SyntheticSpec {
     }
 
     fn rng(&self, stream: u64, i: usize) -> ChaCha8Rng {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         rng.set_stream(i as u64);
         rng
     }
@@ -172,8 +173,9 @@ impl SyntheticSpec {
         let mut pairs = 0;
         let mut conn = pool.acquire().await?;
         for start in (0..self.items).step_by(BATCH) {
-            let batch: Vec<SyntheticItem> =
-                (start..(start + BATCH).min(self.items)).map(|i| self.item(i)).collect();
+            let batch: Vec<SyntheticItem> = (start..(start + BATCH).min(self.items))
+                .map(|i| self.item(i))
+                .collect();
             store::upsert_catalogue(
                 pool,
                 batch.iter().map(|item| CatalogueRow {
@@ -191,7 +193,9 @@ impl SyntheticSpec {
             )
             .await?;
             for item in &batch {
-                copy.display(version).text(&item.id).display(item.popularity);
+                copy.display(version)
+                    .text(&item.id)
+                    .display(item.popularity);
                 copy.end_row().await?;
             }
             copy.finish().await?;

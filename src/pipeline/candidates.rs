@@ -18,7 +18,11 @@ pub(super) struct Candidate {
 /// Co-purchase neighbours of the cart, scored by the sum of their weights to cart items;
 /// cart items themselves and non-positive totals are left out. At most `pool` candidates,
 /// taken from the best neighbours of each cart item first.
-pub(super) fn collaborative(snapshot: &Snapshot, cart: &[ItemIndex], pool: usize) -> Vec<Candidate> {
+pub(super) fn collaborative(
+    snapshot: &Snapshot,
+    cart: &[ItemIndex],
+    pool: usize,
+) -> Vec<Candidate> {
     let mut candidates: Vec<Candidate> = Vec::with_capacity(pool.min(256));
     let mut position: HashMap<ItemIndex, usize> = HashMap::with_capacity(pool.min(256));
     // Per-item budget so one cart item with long rows cannot crowd out the others.

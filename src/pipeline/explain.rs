@@ -9,7 +9,9 @@ pub fn reason_text(snapshot: &Snapshot, reason: &Reason) -> String {
     match (reason.kind, anchor) {
         (ReasonKind::BoughtTogether, Some(title)) => format!("Often bought with {title}"),
         (ReasonKind::SimilarTo, Some(title)) => format!("Goes well with {title}"),
-        (ReasonKind::ViewedTogether, Some(title)) => format!("Shoppers who viewed {title} also bought this"),
+        (ReasonKind::ViewedTogether, Some(title)) => {
+            format!("Shoppers who viewed {title} also bought this")
+        }
         _ => "Popular with shoppers right now".to_string(),
     }
 }

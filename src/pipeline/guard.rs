@@ -35,7 +35,9 @@ impl<'a> Eligibility<'a> {
         // An unknown price (NaN) fails the comparison, so a budget excludes it.
         catalogue.in_stock(item)
             && !self.cart.contains(&item)
-            && self.max_price.is_none_or(|max| catalogue.price(item) <= max)
+            && self
+                .max_price
+                .is_none_or(|max| catalogue.price(item) <= max)
             && !self.excluded_categories.contains(&catalogue.category(item))
     }
 }

@@ -239,7 +239,10 @@ pub(crate) mod tests {
     }
 
     fn ids(s: &Snapshot, r: &Recommendations<'_>) -> Vec<String> {
-        r.items.iter().map(|i| s.item_id(i.item).to_string()).collect()
+        r.items
+            .iter()
+            .map(|i| s.item_id(i.item).to_string())
+            .collect()
     }
 
     #[test]

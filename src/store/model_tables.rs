@@ -52,7 +52,10 @@ async fn resolve(
 }
 
 /// Loads a `ready` version with one streaming query per table and builds its snapshot.
-pub async fn load_snapshot(pool: &PgPool, selector: VersionSelector) -> Result<Snapshot, LoadError> {
+pub async fn load_snapshot(
+    pool: &PgPool,
+    selector: VersionSelector,
+) -> Result<Snapshot, LoadError> {
     let mut conn = pool.acquire().await?;
     let (version, dim) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
@@ -89,11 +92,10 @@ pub async fn load_snapshot(pool: &PgPool, selector: VersionSelector) -> Result<S
         }
     }
     {
-        let mut rows = sqlx::query(
-            "SELECT item_id, other_item_id, score FROM co_purchase WHERE version = $1",
-        )
-        .bind(version.0)
-        .fetch(&mut *conn);
+        let mut rows =
+            sqlx::query("SELECT item_id, other_item_id, score FROM co_purchase WHERE version = $1")
+                .bind(version.0)
+                .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             builder
                 .add_pair(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
@@ -139,7 +141,11 @@ pub async fn begin_version(
 }
 
 /// Marks a completely written version `ready`, recording its statistics.
-pub async fn mark_ready(pool: &PgPool, version: ModelVersion, stats: &Value) -> Result<(), sqlx::Error> {
+pub async fn mark_ready(
+    pool: &PgPool,
+    version: ModelVersion,
+    stats: &Value,
+) -> Result<(), sqlx::Error> {
     let done = sqlx::query(
         "UPDATE model_versions SET status = 'ready', ready_at = now(), stats = $2
          WHERE version = $1 AND status = 'building'",
@@ -156,7 +162,11 @@ pub async fn mark_ready(pool: &PgPool, version: ModelVersion, stats: &Value) -> 
 }
 
 /// Marks a version whose build failed, so it is never loaded.
-pub async fn mark_failed(pool: &PgPool, version: ModelVersion, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_failed(
+    pool: &PgPool,
+    version: ModelVersion,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE model_versions SET status = 'failed', stats = jsonb_build_object('error', $2::text)
          WHERE version = $1",
