@@ -73,7 +73,7 @@ impl History {
 
     /// Reads and cleans an order-history file (plain or gzip bytes).
     pub fn read(
-        input: impl Read,
+        input: impl Read + Send,
         options: &ReadOptions,
     ) -> Result<(History, RowReport), ReadError> {
         Self::read_with_progress(input, options, |_| {})
@@ -81,7 +81,7 @@ impl History {
 
     /// Like [`History::read`], calling `progress` with the rows read now and then.
     pub fn read_with_progress(
-        input: impl Read,
+        input: impl Read + Send,
         options: &ReadOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<(History, RowReport), ReadError> {

@@ -2,9 +2,11 @@
 //! and the embedded demo model.
 
 pub mod catalogue;
+pub mod cli;
 pub mod content;
 pub mod evaluate;
 pub mod history;
+pub mod import;
 pub mod measures;
 pub mod orders;
 pub mod progress;

@@ -461,7 +461,7 @@ pub enum ReadError {
 }
 
 /// Wraps `reader` in a gzip decoder when its first bytes are the gzip magic number.
-pub fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decompressed<'a>(reader: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
     let mut buffered = BufReader::with_capacity(1 << 16, reader);
     let head = buffered.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -472,7 +472,7 @@ pub fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>
 }
 
 /// Opens an order-history file, plain or gzip (detected by its magic bytes).
-pub fn open(path: &Path) -> Result<Box<dyn Read>, ReadError> {
+pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, ReadError> {
     let io = |source| ReadError::Io {
         path: path.display().to_string(),
         source,
