@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{shutdown_signal, Application, InitialModel};
 use crate::config::Settings;
+use crate::offline::cli::{
+    run_evaluate, run_import, run_train, EvaluateArgs, ImportArgs, TrainArgs,
+};
 use crate::offline::synthetic::SyntheticSpec;
 use crate::store;
 
@@ -36,6 +39,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Import an order-history CSV (plain or gzip) into items, orders and order_lines.
+    Import(ImportArgs),
+    /// Build a new model version from the order history and mark it ready.
+    Train(TrainArgs),
+    /// Train before a date, test on the baskets after it, and compare variants.
+    Evaluate(EvaluateArgs),
     /// Write a synthetic model version of any size (for load and scale tests) and mark it ready.
     Generate(GenerateArgs),
 }
@@ -78,6 +87,13 @@ fn database_pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     )?)
 }
 
+fn optional_pool(settings: &Settings) -> anyhow::Result<Option<sqlx::PgPool>> {
+    match settings.database.url {
+        Some(_) => database_pool(settings).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = Settings::load(&cli.config_dir)?;
@@ -97,6 +113,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(settings, initial).await?;
             app.run_until_stopped(shutdown_signal()).await?;
         }
+        Command::Import(args) => run_import(args, optional_pool(&settings)?).await?,
+        Command::Train(args) => run_train(args, optional_pool(&settings)?).await?,
+        Command::Evaluate(args) => run_evaluate(args, optional_pool(&settings)?).await?,
         Command::Migrate => {
             let pool = database_pool(&settings)?;
             store::migrate(&pool).await?;

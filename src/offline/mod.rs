@@ -1,3 +1,14 @@
-//! The offline side: building model versions outside the request path.
+//! The offline side: importing order history, training model versions, evaluating them,
+//! and the embedded demo model.
 
+pub mod catalogue;
+pub mod cli;
+pub mod content;
+pub mod evaluate;
+pub mod history;
+pub mod import;
+pub mod measures;
+pub mod orders;
+pub mod progress;
 pub mod synthetic;
+pub mod train;

@@ -1,0 +1,362 @@
+//! Command-line glue for `tandem import`, `tandem train` and `tandem evaluate`: clap
+//! argument structs and one `run_*` function per command (`anyhow` lives only here).
+//!
+//! Each function takes the database pool when `DATABASE_URL` is set; `import` needs it,
+//! `train` writes a version when it has one (or with `--dry-run` only reports), and
+//! `evaluate` reads history from `--orders FILE` or else from the database.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use sqlx::PgPool;
+
+use super::evaluate::{self, EvaluateParams};
+use super::history::{self, History};
+use super::import;
+use super::measures::{Estimator, MeasureParams};
+use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
+use super::progress::Progress;
+use super::train::{self, TrainParams};
+use crate::pipeline::PipelineConfig;
+use crate::store;
+
+/// How to read an order-history file: column names (defaults: UCI Online Retail).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ColumnArgs {
+    /// Column holding the order (invoice) id.
+    #[arg(long, default_value = "InvoiceNo")]
+    pub col_order: String,
+    /// Column holding the item (stock code) id.
+    #[arg(long, default_value = "StockCode")]
+    pub col_item: String,
+    /// Column holding the item description.
+    #[arg(long, default_value = "Description")]
+    pub col_description: String,
+    /// Column holding the quantity.
+    #[arg(long, default_value = "Quantity")]
+    pub col_quantity: String,
+    /// Column holding the order timestamp.
+    #[arg(long, default_value = "InvoiceDate")]
+    pub col_date: String,
+    /// Column holding the unit price.
+    #[arg(long, default_value = "UnitPrice")]
+    pub col_price: String,
+    /// Column holding the customer id.
+    #[arg(long, default_value = "CustomerID")]
+    pub col_customer: String,
+    /// Column holding the country.
+    #[arg(long, default_value = "Country")]
+    pub col_country: String,
+    /// Treat every item code as a product (default: the Online Retail rule, which drops
+    /// postage, fees and vouchers).
+    #[arg(long)]
+    pub all_codes_are_products: bool,
+}
+
+impl ColumnArgs {
+    /// The read options these arguments describe.
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            columns: ColumnMap {
+                order: self.col_order.clone(),
+                item: self.col_item.clone(),
+                description: self.col_description.clone(),
+                quantity: self.col_quantity.clone(),
+                ordered_at: self.col_date.clone(),
+                price: self.col_price.clone(),
+                customer: self.col_customer.clone(),
+                country: self.col_country.clone(),
+            },
+            product_codes: if self.all_codes_are_products {
+                ProductCodes::All
+            } else {
+                ProductCodes::OnlineRetail
+            },
+        }
+    }
+}
+
+/// `tandem import`: load an order-history file into Postgres.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// Order-history CSV file, plain or gzip.
+    #[arg(long)]
+    pub orders: PathBuf,
+    /// Column mapping.
+    #[command(flatten)]
+    pub columns: ColumnArgs,
+}
+
+/// Model parameters shared by `train` and `evaluate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Co-purchase estimator.
+    #[arg(long, value_enum, default_value_t = Estimator::Ease)]
+    pub estimator: Estimator,
+    /// Fewest baskets a pair must share.
+    #[arg(long, default_value_t = 1)]
+    pub min_support: u32,
+    /// Co-purchase neighbours kept per item.
+    #[arg(long, default_value_t = 100)]
+    pub neighbours: usize,
+    /// EASE regularisation λ.
+    #[arg(long, default_value_t = 50.0)]
+    pub lambda: f64,
+    /// BM25 k1.
+    #[arg(long, default_value_t = 1.2)]
+    pub bm25_k1: f64,
+    /// BM25 b.
+    #[arg(long, default_value_t = 0.75)]
+    pub bm25_b: f64,
+    /// Most items EASE inverts densely (the ones in most baskets).
+    #[arg(long, default_value_t = 6000)]
+    pub max_dense_items: usize,
+    /// Embedding dimension (0 = none).
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Content neighbours per item.
+    #[arg(long, default_value_t = 20)]
+    pub content_neighbours: usize,
+    /// Seed of the embedding projection.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker threads (0 = available cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    /// The training parameters these arguments describe.
+    pub fn train_params(&self, until: Option<i64>) -> TrainParams {
+        TrainParams {
+            measure: MeasureParams {
+                estimator: self.estimator,
+                min_support: self.min_support,
+                neighbours: self.neighbours,
+                lambda: self.lambda,
+                bm25_k1: self.bm25_k1,
+                bm25_b: self.bm25_b,
+                max_dense_items: self.max_dense_items,
+                threads: self.threads,
+            },
+            dim: self.dim,
+            content_neighbours: self.content_neighbours,
+            seed: self.seed,
+            until,
+            ..TrainParams::default()
+        }
+    }
+}
+
+/// `tandem train`: build a model version from order history.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Use only orders placed before this date (`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`, UTC).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Read history from this file instead of the database.
+    #[arg(long)]
+    pub orders: Option<PathBuf>,
+    /// Train and report, but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Model parameters.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Column mapping (with `--orders`).
+    #[command(flatten)]
+    pub columns: ColumnArgs,
+}
+
+/// `tandem evaluate`: compare variants on a temporal split.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluateArgs {
+    /// Train before this date, test at or after it.
+    #[arg(long)]
+    pub until: String,
+    /// Recommendations per test case.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Read history from this file instead of the database.
+    #[arg(long)]
+    pub orders: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Seed of the hidden-item choice.
+    #[arg(long, default_value_t = 1)]
+    pub split_seed: u64,
+    /// Model parameters of the serving model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Column mapping (with `--orders`).
+    #[command(flatten)]
+    pub columns: ColumnArgs,
+}
+
+fn parse_until(text: &str) -> anyhow::Result<i64> {
+    orders::parse_timestamp(text.trim()).with_context(|| {
+        format!("--until {text:?} is not a date (YYYY-MM-DD or YYYY-MM-DD HH:MM:SS)")
+    })
+}
+
+fn read_history_file(path: &std::path::Path, options: &ReadOptions) -> anyhow::Result<History> {
+    let total = std::fs::metadata(path).map(|m| m.len()).ok();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let read = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start("read", total, "bytes");
+    let counting = orders::CountingReader::new(file, read.clone());
+    let (history, report) = History::read_with_progress(counting, options, |_| {
+        progress.set(read.load(Ordering::Relaxed))
+    })?;
+    progress.finish(&format!(
+        "{}; {} baskets, {} items",
+        report.summary(),
+        history.len(),
+        history.items.len()
+    ));
+    print_bad_rows(&report);
+    Ok(history)
+}
+
+fn print_bad_rows(report: &orders::RowReport) {
+    for bad in &report.first_bad_rows {
+        eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
+    }
+    if report.bad_rows > report.first_bad_rows.len() as u64 {
+        eprintln!(
+            "  ... and {} more bad rows",
+            report.bad_rows - report.first_bad_rows.len() as u64
+        );
+    }
+}
+
+async fn database_history(pool: &PgPool, until: Option<i64>) -> anyhow::Result<History> {
+    let progress = Progress::start("load", None, "");
+    let history = history::load_history(pool, until)
+        .await
+        .context("cannot load order history")?;
+    progress.finish(&format!(
+        "{} baskets, {} items from the database",
+        history.len(),
+        history.items.len()
+    ));
+    Ok(history)
+}
+
+/// Runs `tandem import`.
+pub async fn run_import(args: ImportArgs, pool: Option<PgPool>) -> anyhow::Result<()> {
+    let Some(pool) = pool else {
+        bail!("import needs a database: set DATABASE_URL");
+    };
+    store::migrate(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    let total = std::fs::metadata(&args.orders).map(|m| m.len()).ok();
+    let file = std::fs::File::open(&args.orders)
+        .with_context(|| format!("cannot open {}", args.orders.display()))?;
+    let read = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::start("import", total, "bytes"));
+    let tick = {
+        let (read, progress) = (read.clone(), progress.clone());
+        Arc::new(move || progress.set(read.load(Ordering::Relaxed)))
+    };
+    let input = Box::new(orders::CountingReader::new(file, read));
+    let report = import::import_orders(&pool, input, &args.columns.read_options(), tick)
+        .await
+        .with_context(|| format!("cannot import {}", args.orders.display()))?;
+    match Arc::try_unwrap(progress) {
+        Ok(progress) => progress.finish(&report.summary()),
+        Err(_) => eprintln!("import: {}", report.summary()),
+    }
+    print_bad_rows(&report.rows);
+    Ok(())
+}
+
+/// Runs `tandem train`.
+pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<()> {
+    let until = args.until.as_deref().map(parse_until).transpose()?;
+    if pool.is_none() && !args.dry_run {
+        bail!("train writes a model version: set DATABASE_URL, or pass --dry-run");
+    }
+    let history = match (&args.orders, &pool) {
+        (Some(path), _) => {
+            let (path, options) = (path.clone(), args.columns.read_options());
+            tokio::task::spawn_blocking(move || read_history_file(&path, &options)).await??
+        }
+        (None, Some(pool)) => database_history(pool, until).await?,
+        (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
+    };
+    let end = until.map_or(history.len(), |t| history.split_at(t));
+    let params = args.model.train_params(until);
+    let model = tokio::task::spawn_blocking(move || {
+        let progress = Progress::start("train", Some(3), "steps");
+        let model = train::train(&history, 0..end, &params, &progress);
+        if let Ok(m) = &model {
+            progress.finish(&format!(
+                "{} baskets, {} items, {} co-purchase pairs ({}), {} content pairs",
+                m.stats.baskets,
+                m.stats.items,
+                m.stats.co_purchase.pairs_kept,
+                m.stats.co_purchase.estimator,
+                m.stats.content_pairs
+            ));
+        }
+        model
+    })
+    .await??;
+    eprintln!("{}", serde_json::to_string(&model.stats)?);
+    if args.dry_run {
+        return Ok(());
+    }
+    let Some(pool) = pool else {
+        bail!("train writes a model version: set DATABASE_URL");
+    };
+    store::migrate(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    let progress = Progress::start("write", None, "");
+    let version = model
+        .write_version(&pool)
+        .await
+        .context("cannot write the model version")?;
+    progress.finish(&format!("version {version} is ready"));
+    println!("{version}");
+    Ok(())
+}
+
+/// Runs `tandem evaluate`.
+pub async fn run_evaluate(args: EvaluateArgs, pool: Option<PgPool>) -> anyhow::Result<()> {
+    let until = parse_until(&args.until)?;
+    if !(1..=crate::pipeline::MAX_K).contains(&args.k) {
+        bail!("--k must be between 1 and {}", crate::pipeline::MAX_K);
+    }
+    let history = match (&args.orders, &pool) {
+        (Some(path), _) => {
+            let (path, options) = (path.clone(), args.columns.read_options());
+            tokio::task::spawn_blocking(move || read_history_file(&path, &options)).await??
+        }
+        (None, Some(pool)) => database_history(pool, None).await?,
+        (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
+    };
+    let params = EvaluateParams {
+        until,
+        k: args.k,
+        seed: args.split_seed,
+        train: args.model.train_params(Some(until)),
+        threads: args.model.threads,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        evaluate::evaluate(&history, &params, &PipelineConfig::default())
+    })
+    .await??;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

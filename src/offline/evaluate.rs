@@ -1,0 +1,491 @@
+//! Offline evaluation: a temporal split, basket completion, and one row of metrics per
+//! variant, every variant served by the same [`crate::pipeline::recommend`] the server calls.
+//!
+//! Protocol: train on baskets before `until`; for every basket at or after it with at least
+//! two items the model knows, hide one known item (chosen by a ChaCha8 generator seeded with
+//! `seed` and the basket's number, so the choice does not depend on threads or variants) and
+//! ask for `k` items with the other known items as the cart. Metrics: HitRate@k, NDCG@k
+//! (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal rank within the list, 0
+//! outside), catalogue coverage (distinct items recommended / model items) and intra-list
+//! diversity (mean over lists of the mean pairwise `1 - cos` of item embeddings).
+//!
+//! A variant is a name, a snapshot and a pipeline configuration ([`Variant`]); adding one is
+//! one line in [`standard_variants`]. Until the pipeline has a content signal, "content" is a
+//! snapshot whose co-purchase rows are the content neighbours.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::history::History;
+use super::measures::{self, Estimator, Neighbours};
+use super::progress::Progress;
+use super::train::{self, TrainError, TrainParams, TrainedModel};
+use crate::domain::ModelVersion;
+use crate::model::{ModelError, Snapshot};
+use crate::pipeline::{self, PipelineConfig, Request};
+
+/// Parameters of an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluateParams {
+    /// First test time (UTC seconds): train before, test at or after.
+    pub until: i64,
+    /// List length.
+    pub k: usize,
+    /// Seed of the hidden-item choice.
+    pub seed: u64,
+    /// Training parameters of the serving model (the other variants change the estimator).
+    pub train: TrainParams,
+    /// Worker threads (0 = available cores).
+    pub threads: usize,
+}
+
+/// One way of recommending, evaluated as a row.
+pub struct Variant {
+    /// Row name.
+    pub name: String,
+    /// The model it serves from.
+    pub snapshot: Snapshot,
+    /// Pipeline configuration.
+    pub config: PipelineConfig,
+}
+
+/// One held-out item and the cart it is to be found from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    /// Cart item ids.
+    pub cart: Vec<String>,
+    /// The hidden item id.
+    pub hidden: String,
+}
+
+/// Metrics of one variant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VariantResult {
+    /// Row name.
+    pub name: String,
+    /// Test cases.
+    pub cases: usize,
+    /// Share of cases whose hidden item is in the list.
+    pub hit_rate: f64,
+    /// Mean NDCG@k.
+    pub ndcg: f64,
+    /// Mean reciprocal rank within the list.
+    pub mrr: f64,
+    /// Distinct items recommended over model items.
+    pub coverage: f64,
+    /// Mean intra-list diversity (1 - cosine).
+    pub diversity: f64,
+    /// Co-purchase entries in the snapshot.
+    pub pairs: usize,
+    /// Seconds to answer every case.
+    pub seconds: f64,
+}
+
+/// The whole evaluation, as written to JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    /// Parameters.
+    pub params: EvaluateParams,
+    /// Training baskets.
+    pub train_baskets: usize,
+    /// Test baskets.
+    pub test_baskets: usize,
+    /// Test baskets with fewer than two known items (skipped).
+    pub skipped_baskets: usize,
+    /// Items in the trained model.
+    pub model_items: usize,
+    /// One row per variant.
+    pub variants: Vec<VariantResult>,
+    /// Seconds for everything.
+    pub seconds: f64,
+}
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A variant's snapshot is invalid.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The split leaves nothing to test.
+    #[error("no test basket has two items known in training")]
+    NoTestCases,
+}
+
+/// The test cases of the baskets in `test` (see the module doc).
+pub fn test_cases(
+    history: &History,
+    test: Range<usize>,
+    model: &TrainedModel,
+    seed: u64,
+) -> (Vec<TestCase>, usize) {
+    let known: foldhash::HashSet<&str> = model.items.iter().map(|i| i.id.as_str()).collect();
+    let mut cases = Vec::with_capacity(test.len());
+    let mut skipped = 0;
+    for b in test {
+        let cart: Vec<&str> = history
+            .basket(b)
+            .iter()
+            .map(|&i| history.items[i as usize].id.as_str())
+            .filter(|id| known.contains(id))
+            .collect();
+        if cart.len() < 2 {
+            skipped += 1;
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(b as u64);
+        let hidden = rng.random_range(0..cart.len());
+        cases.push(TestCase {
+            hidden: cart[hidden].to_string(),
+            cart: cart
+                .iter()
+                .enumerate()
+                .filter(|&(p, _)| p != hidden)
+                .map(|(_, id)| id.to_string())
+                .collect(),
+        });
+    }
+    (cases, skipped)
+}
+
+struct CaseScore {
+    rank: Option<usize>,
+    diversity: Option<f64>,
+}
+
+fn diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
+    if items.len() < 2 || snapshot.embedding_dim() == 0 {
+        return None;
+    }
+    let mut sum = 0.0;
+    let mut pairs = 0;
+    for (a, &i) in items.iter().enumerate() {
+        for &j in &items[a + 1..] {
+            sum += 1.0 - f64::from(snapshot.embedding(i).dot(&snapshot.embedding(j)));
+            pairs += 1;
+        }
+    }
+    Some(sum / f64::from(pairs))
+}
+
+/// Answers every case with `variant` and computes its metrics.
+pub fn evaluate_variant(
+    variant: &Variant,
+    cases: &[TestCase],
+    k: usize,
+    threads: usize,
+) -> VariantResult {
+    let started = Instant::now();
+    let snapshot = &variant.snapshot;
+    let threads = measures::worker_threads(threads).clamp(1, cases.len().max(1));
+    let chunk = cases.len().div_ceil(threads).max(1);
+    let parts: Vec<(Vec<CaseScore>, Vec<bool>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut recommended = vec![false; snapshot.len()];
+                    let mut request = Request {
+                        k,
+                        personalize: true,
+                        ..Request::default()
+                    };
+                    let mut list = Vec::with_capacity(k);
+                    let scores = part
+                        .iter()
+                        .map(|case| {
+                            request.cart.clone_from(&case.cart);
+                            let answer = pipeline::recommend(
+                                snapshot,
+                                &request,
+                                &variant.config,
+                                &pipeline::NoCaps,
+                            );
+                            list.clear();
+                            list.extend(answer.items.iter().map(|r| r.item));
+                            for &i in &list {
+                                recommended[i as usize] = true;
+                            }
+                            let hidden = snapshot.index_of(&case.hidden);
+                            CaseScore {
+                                rank: list.iter().position(|&i| Some(i) == hidden),
+                                diversity: diversity(snapshot, &list),
+                            }
+                        })
+                        .collect();
+                    (scores, recommended)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut covered = vec![false; snapshot.len()];
+    let (mut hits, mut ndcg, mut mrr, mut diversity_sum, mut lists) =
+        (0usize, 0.0, 0.0, 0.0, 0usize);
+    for (scores, recommended) in &parts {
+        for (c, &r) in covered.iter_mut().zip(recommended) {
+            *c |= r;
+        }
+        for s in scores {
+            if let Some(rank) = s.rank {
+                hits += 1;
+                ndcg += 1.0 / ((rank + 2) as f64).log2();
+                mrr += 1.0 / (rank + 1) as f64;
+            }
+            if let Some(d) = s.diversity {
+                diversity_sum += d;
+                lists += 1;
+            }
+        }
+    }
+    let n = cases.len().max(1) as f64;
+    VariantResult {
+        name: variant.name.clone(),
+        cases: cases.len(),
+        hit_rate: hits as f64 / n,
+        ndcg: ndcg / n,
+        mrr: mrr / n,
+        coverage: covered.iter().filter(|&&c| c).count() as f64 / snapshot.len().max(1) as f64,
+        diversity: if lists > 0 {
+            diversity_sum / lists as f64
+        } else {
+            0.0
+        },
+        pairs: snapshot.stats().pairs,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The standard rows: popularity, co-purchase with every estimator, content only, and the
+/// serving model with the serving pipeline configuration. `serving` was trained with
+/// `params.train`; the other estimators are trained on the same baskets.
+pub fn standard_variants(
+    history: &History,
+    range: Range<usize>,
+    params: &EvaluateParams,
+    serving: &TrainedModel,
+    serving_config: &PipelineConfig,
+    progress: &Progress,
+) -> Result<Vec<Variant>, EvaluateError> {
+    let version = ModelVersion(0);
+    let config = PipelineConfig::default();
+    let set = train::TrainingSet::new(history, range);
+    let groups = measures::variant_groups(serving.items.iter().map(|i| i.id.as_str()));
+    let mut variants = vec![Variant {
+        name: "popularity".into(),
+        snapshot: serving.snapshot_with_pairs(version, &Neighbours::empty(serving.items.len()))?,
+        config: config.clone(),
+    }];
+    for estimator in Estimator::ALL {
+        progress.message(estimator.name());
+        let measure = measures::MeasureParams {
+            estimator,
+            ..params.train.measure.clone()
+        };
+        let (pairs, _) =
+            measures::co_purchase(&set.baskets, &groups, &measure).map_err(TrainError::from)?;
+        variants.push(Variant {
+            name: format!("co-purchase {}", estimator.name()),
+            snapshot: serving.snapshot_with_pairs(version, &pairs)?,
+            config: config.clone(),
+        });
+        progress.inc(1);
+    }
+    variants.push(Variant {
+        name: "content".into(),
+        snapshot: serving.snapshot_with_pairs(version, &serving.content)?,
+        config: config.clone(),
+    });
+    variants.push(Variant {
+        name: format!("pipeline ({})", serving.params.measure.estimator.name()),
+        snapshot: serving.to_snapshot(version)?,
+        config: serving_config.clone(),
+    });
+    Ok(variants)
+}
+
+/// Trains on the baskets before `params.until`, then evaluates the standard variants.
+pub fn evaluate(
+    history: &History,
+    params: &EvaluateParams,
+    serving_config: &PipelineConfig,
+) -> Result<EvaluationReport, EvaluateError> {
+    let started = Instant::now();
+    let split = history.split_at(params.until);
+    let train_params = TrainParams {
+        until: Some(params.until),
+        ..params.train.clone()
+    };
+    let progress = Progress::start("train", Some(3), "steps");
+    let model = train::train(history, 0..split, &train_params, &progress)?;
+    progress.finish(&format!(
+        "{} baskets, {} items, {} pairs",
+        model.stats.baskets, model.stats.items, model.stats.co_purchase.pairs_kept
+    ));
+    let (cases, skipped) = test_cases(history, split..history.len(), &model, params.seed);
+    if cases.is_empty() {
+        return Err(EvaluateError::NoTestCases);
+    }
+    let progress = Progress::start("variants", Some(Estimator::ALL.len() as u64), "estimators");
+    let variants = standard_variants(history, 0..split, params, &model, serving_config, &progress)?;
+    progress.finish(&format!("{} variants built", variants.len()));
+    let progress = Progress::start("evaluate", Some(variants.len() as u64), "variants");
+    let mut results = Vec::with_capacity(variants.len());
+    for variant in &variants {
+        progress.message(&variant.name);
+        results.push(evaluate_variant(variant, &cases, params.k, params.threads));
+        progress.inc(1);
+    }
+    progress.finish(&format!(
+        "{} cases × {} variants",
+        cases.len(),
+        variants.len()
+    ));
+    Ok(EvaluationReport {
+        params: params.clone(),
+        train_baskets: split,
+        test_baskets: history.len() - split,
+        skipped_baskets: skipped,
+        model_items: model.items.len(),
+        variants: results,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl EvaluationReport {
+    /// The metrics as a plain-text table.
+    pub fn table(&self) -> String {
+        let k = self.params.k;
+        let mut out = format!(
+            "{:<24} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}\n",
+            "variant",
+            format!("HR@{k}"),
+            format!("NDCG@{k}"),
+            "MRR",
+            "coverage",
+            "diversity",
+            "pairs"
+        );
+        for v in &self.variants {
+            out.push_str(&format!(
+                "{:<24} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9}\n",
+                v.name, v.hit_rate, v.ndcg, v.mrr, v.coverage, v.diversity, v.pairs
+            ));
+        }
+        out.push_str(&format!(
+            "{} training baskets, {} test baskets ({} cases, {} with fewer than 2 known items skipped), {} items\n",
+            self.train_baskets,
+            self.test_baskets,
+            self.variants.first().map_or(0, |v| v.cases),
+            self.skipped_baskets,
+            self.model_items
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::orders::{parse_timestamp, ReadOptions};
+
+    /// Pairs (a_i, b_i) always bought together, plus a few very popular fillers.
+    fn paired_history() -> History {
+        let mut csv = String::from(
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+        );
+        let mut invoice = 0;
+        for month in 1..=3 {
+            for day in 1..=28 {
+                for pair in 0..6 {
+                    invoice += 1;
+                    let date = format!("2011-{month:02}-{day:02} 10:00:00");
+                    csv.push_str(&format!(
+                        "{invoice},{}1,ITEM A{pair},1,{date},1.0,,UK\n",
+                        100 + pair
+                    ));
+                    csv.push_str(&format!(
+                        "{invoice},{}2,ITEM B{pair},1,{date},1.0,,UK\n",
+                        200 + pair
+                    ));
+                    csv.push_str(&format!(
+                        "{invoice},{},FILLER {},1,{date},1.0,,UK\n",
+                        900 + day % 3,
+                        day % 3
+                    ));
+                }
+            }
+        }
+        History::read(csv.as_bytes(), &ReadOptions::default())
+            .unwrap()
+            .0
+    }
+
+    fn params() -> EvaluateParams {
+        EvaluateParams {
+            until: parse_timestamp("2011-03-01").unwrap(),
+            k: 2,
+            seed: 7,
+            train: TrainParams {
+                dim: 16,
+                ..TrainParams::default()
+            },
+            threads: 2,
+        }
+    }
+
+    #[test]
+    fn co_purchase_finds_items_that_always_go_together_and_popularity_does_not() {
+        let h = paired_history();
+        let report = evaluate(&h, &params(), &PipelineConfig::default()).unwrap();
+        let row = |name: &str| {
+            report
+                .variants
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(report.test_baskets, 28 * 6);
+        for estimator in Estimator::ALL {
+            let r = row(&format!("co-purchase {}", estimator.name()));
+            assert!(r.hit_rate > 0.6, "{estimator:?}: {r:?}");
+        }
+        let ease = row("co-purchase ease");
+        assert!(ease.hit_rate > 0.6 && ease.ndcg <= ease.hit_rate && ease.mrr <= ease.hit_rate);
+        let popularity = row("popularity");
+        assert!(popularity.hit_rate < 0.5, "{popularity:?}");
+        assert!(row("pipeline (ease)").hit_rate > popularity.hit_rate);
+        assert!(report.table().contains("co-purchase llr"));
+    }
+
+    #[test]
+    fn test_cases_hide_one_known_item_with_a_fixed_seed() {
+        let h = paired_history();
+        let p = params();
+        let split = h.split_at(p.until);
+        let model = train::train(&h, 0..split, &p.train, &Progress::hidden()).unwrap();
+        let (a, skipped) = test_cases(&h, split..h.len(), &model, 7);
+        let (b, _) = test_cases(&h, split..h.len(), &model, 7);
+        assert_eq!(a, b);
+        assert_eq!(skipped, 0);
+        assert!(a
+            .iter()
+            .all(|c| c.cart.len() == 2 && !c.cart.contains(&c.hidden)));
+        let (c, _) = test_cases(&h, split..h.len(), &model, 8);
+        assert_ne!(a, c);
+    }
+}

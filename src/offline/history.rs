@@ -1,0 +1,351 @@
+//! Cleaned order history in memory: baskets (the distinct items of one non-cancelled order,
+//! with its time and customer) over an item table with derived catalogue rows.
+//!
+//! Loaded from an order-history file ([`History::read`], no database needed: the embedded
+//! demo and fast evaluation use it) or from Postgres ([`load_history`], one streaming query
+//! over `order_lines` joined with `orders`, plus one over `items`). Both apply the cleaning
+//! rules of [`super::orders`], so a file and its import give the same baskets.
+
+use std::io::Read;
+
+use foldhash::{HashMap, HashMapExt};
+use futures_util::TryStreamExt;
+use sqlx::{PgPool, Row};
+
+use super::catalogue::{CatalogueAccumulator, DerivedItem};
+use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
+
+/// No customer.
+pub const NO_CUSTOMER: u32 = u32::MAX;
+
+/// Baskets in time order, as flat arrays indexed by basket number.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Catalogue rows of the items, by item number.
+    pub items: Vec<DerivedItem>,
+    offsets: Vec<usize>,
+    basket_items: Vec<u32>,
+    times: Vec<i64>,
+    customers: Vec<u32>,
+}
+
+impl History {
+    /// Number of baskets.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether there are no baskets.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The distinct item numbers of basket `b`, ascending.
+    #[inline]
+    pub fn basket(&self, b: usize) -> &[u32] {
+        &self.basket_items[self.offsets[b]..self.offsets[b + 1]]
+    }
+
+    /// Time of basket `b` (UTC seconds).
+    pub fn time(&self, b: usize) -> i64 {
+        self.times[b]
+    }
+
+    /// Customer number of basket `b`, or [`NO_CUSTOMER`].
+    pub fn customer(&self, b: usize) -> u32 {
+        self.customers[b]
+    }
+
+    /// The first basket at or after `time`: baskets before it are the history before `time`.
+    pub fn split_at(&self, time: i64) -> usize {
+        self.times.partition_point(|&t| t < time)
+    }
+
+    /// Total item entries over all baskets.
+    pub fn lines(&self) -> usize {
+        self.basket_items.len()
+    }
+
+    /// Time of the first and last basket.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        Some((*self.times.first()?, *self.times.last()?))
+    }
+
+    /// Reads and cleans an order-history file (plain or gzip bytes).
+    pub fn read(
+        input: impl Read + Send,
+        options: &ReadOptions,
+    ) -> Result<(History, RowReport), ReadError> {
+        Self::read_with_progress(input, options, |_| {})
+    }
+
+    /// Like [`History::read`], calling `progress` with the rows read now and then.
+    pub fn read_with_progress(
+        input: impl Read + Send,
+        options: &ReadOptions,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(History, RowReport), ReadError> {
+        let input = orders::decompressed(input).map_err(|source| ReadError::Io {
+            path: "input".into(),
+            source,
+        })?;
+        let mut builder = HistoryBuilder::new();
+        let mut catalogue = CatalogueAccumulator::new();
+        let mut rows = 0u64;
+        let report = orders::read_lines(input, options, |_, line, line_use| {
+            rows += 1;
+            if rows % 65_536 == 0 {
+                progress(rows);
+            }
+            let item = catalogue.add(
+                line.item_id,
+                line.description,
+                line.unit_price,
+                line_use == LineUse::Basket,
+            );
+            if line_use == LineUse::Basket {
+                builder.add(line.order_id, line.ordered_at, line.customer_id, item);
+            }
+        })?;
+        Ok((builder.finish(catalogue.finish()), report))
+    }
+}
+
+#[derive(Debug)]
+struct OpenBasket {
+    time: i64,
+    customer: u32,
+    items: Vec<u32>,
+}
+
+/// Groups basket lines into baskets; items are numbered by the caller.
+#[derive(Debug)]
+pub struct HistoryBuilder {
+    orders: HashMap<Box<str>, OpenBasket>,
+    customers: HashMap<Box<str>, u32>,
+}
+
+impl Default for HistoryBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HistoryBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self {
+            orders: HashMap::with_capacity(1 << 15),
+            customers: HashMap::with_capacity(1 << 12),
+        }
+    }
+
+    /// Adds item number `item` to order `order_id`; the basket's time is its earliest line's.
+    pub fn add(&mut self, order_id: &str, time: i64, customer: Option<&str>, item: u32) {
+        let customer = match customer {
+            None => NO_CUSTOMER,
+            Some(c) => match self.customers.get(c) {
+                Some(&n) => n,
+                None => {
+                    let n = self.customers.len() as u32;
+                    self.customers.insert(c.into(), n);
+                    n
+                }
+            },
+        };
+        match self.orders.get_mut(order_id) {
+            Some(open) => {
+                open.time = open.time.min(time);
+                if open.customer == NO_CUSTOMER {
+                    open.customer = customer;
+                }
+                open.items.push(item);
+            }
+            None => {
+                self.orders.insert(
+                    order_id.into(),
+                    OpenBasket {
+                        time,
+                        customer,
+                        items: vec![item],
+                    },
+                );
+            }
+        }
+    }
+
+    /// Orders the baskets by time (then order id), keeps only the items that appear in a
+    /// basket (renumbered in order of first appearance in `items`), and builds the history.
+    pub fn finish(self, items: Vec<DerivedItem>) -> History {
+        let mut open: Vec<(Box<str>, OpenBasket)> = self.orders.into_iter().collect();
+        open.sort_unstable_by(|a, b| a.1.time.cmp(&b.1.time).then_with(|| a.0.cmp(&b.0)));
+        let mut used = vec![false; items.len()];
+        for (_, basket) in &open {
+            for &i in &basket.items {
+                used[i as usize] = true;
+            }
+        }
+        let mut renumber = vec![u32::MAX; items.len()];
+        let mut kept = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            if used[i] {
+                renumber[i] = kept.len() as u32;
+                kept.push(item);
+            }
+        }
+        let lines: usize = open.iter().map(|(_, b)| b.items.len()).sum();
+        let mut history = History {
+            items: kept,
+            offsets: Vec::with_capacity(open.len() + 1),
+            basket_items: Vec::with_capacity(lines),
+            times: Vec::with_capacity(open.len()),
+            customers: Vec::with_capacity(open.len()),
+        };
+        history.offsets.push(0);
+        for (_, mut basket) in open {
+            for i in &mut basket.items {
+                *i = renumber[*i as usize];
+            }
+            basket.items.sort_unstable();
+            basket.items.dedup();
+            history.basket_items.extend_from_slice(&basket.items);
+            history.offsets.push(history.basket_items.len());
+            history.times.push(basket.time);
+            history.customers.push(basket.customer);
+        }
+        history
+    }
+}
+
+/// Loads the cleaned history of orders placed before `until` (all when `None`) from
+/// Postgres: one streaming query for the basket lines, one for their catalogue rows.
+pub async fn load_history(pool: &PgPool, until: Option<i64>) -> Result<History, sqlx::Error> {
+    let until = until.and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    let mut conn = pool.acquire().await?;
+    let mut builder = HistoryBuilder::new();
+    let mut index: HashMap<String, u32> = HashMap::with_capacity(4096);
+    let mut ids: Vec<String> = Vec::with_capacity(4096);
+    {
+        // The same rule as `OrderLine::line_use` == Basket: not cancelled, quantity and
+        // price positive (non-products are never imported).
+        let mut rows = sqlx::query(
+            "SELECT o.id, o.ordered_at, o.customer_id, l.item_id
+             FROM order_lines l JOIN orders o ON o.id = l.order_id
+             WHERE NOT o.cancelled AND l.quantity > 0
+               AND (l.unit_price IS NULL OR l.unit_price > 0)
+               AND ($1::timestamptz IS NULL OR o.ordered_at < $1)",
+        )
+        .bind(until)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            let order: &str = row.try_get(0)?;
+            let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
+            let customer: Option<&str> = row.try_get(2)?;
+            let item: &str = row.try_get(3)?;
+            let n = match index.get(item) {
+                Some(&n) => n,
+                None => {
+                    let n = ids.len() as u32;
+                    index.insert(item.to_string(), n);
+                    ids.push(item.to_string());
+                    n
+                }
+            };
+            builder.add(order, at.timestamp(), customer, n);
+        }
+    }
+    let mut items: Vec<DerivedItem> = ids
+        .into_iter()
+        .map(|id| DerivedItem {
+            title: id.clone(),
+            id,
+            category: None,
+            price: None,
+        })
+        .collect();
+    {
+        let mut rows =
+            sqlx::query("SELECT id, title, category, price FROM items").fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            let id: &str = row.try_get(0)?;
+            if let Some(&n) = index.get(id) {
+                let item = &mut items[n as usize];
+                item.title = row.try_get(1)?;
+                item.category = row.try_get(2)?;
+                item.price = row.try_get(3)?;
+            }
+        }
+    }
+    Ok(builder.finish(items))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small history file: 8 baskets, with cancellations, non-products and a variant pair.
+    pub(crate) const FIXTURE: &str = "\
+InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+1,10001,RED TEA CUP,1,2011-01-01 10:00:00,1.0,1.0,UK
+1,10002,RED SAUCER,1,2011-01-01 10:00:00,1.0,1.0,UK
+1,POST,POSTAGE,1,2011-01-01 10:00:00,5.0,1.0,UK
+2,10001,RED TEA CUP,2,2011-01-02 10:00:00,1.0,,UK
+2,10002,RED SAUCER,2,2011-01-02 10:00:00,1.0,,UK
+2,10003A,JUMBO BAG PINK,1,2011-01-02 10:00:00,2.0,,UK
+3,10003A,JUMBO BAG PINK,1,2011-01-03 10:00:00,2.0,2.0,UK
+3,10003B,JUMBO BAG BLUE,1,2011-01-03 10:00:00,2.0,2.0,UK
+3,10004,LUNCH BOX,1,2011-01-03 10:00:00,3.0,2.0,UK
+C4,10004,LUNCH BOX,-1,2011-01-04 10:00:00,3.0,2.0,UK
+5,10003B,JUMBO BAG BLUE,1,2011-01-05 10:00:00,2.0,3.0,UK
+5,10004,LUNCH BOX,1,2011-01-05 10:00:00,3.0,3.0,UK
+5,10004,LUNCH BOX,3,2011-01-05 10:00:00,3.0,3.0,UK
+6,10001,RED TEA CUP,1,2011-02-01 10:00:00,1.0,4.0,UK
+6,10002,RED SAUCER,1,2011-02-01 10:00:00,1.0,4.0,UK
+6,10005,GHOST,0,2011-02-01 10:00:00,1.0,4.0,UK
+7,10001,RED TEA CUP,1,2011-02-02 10:00:00,1.0,5.0,UK
+7,10002,RED SAUCER,1,2011-02-02 10:00:00,1.0,5.0,UK
+7,10003A,JUMBO BAG PINK,1,2011-02-02 10:00:00,2.0,5.0,UK
+8,10004,LUNCH BOX,1,2011-02-03 10:00:00,3.0,6.0,UK
+8,10003A,JUMBO BAG PINK,1,2011-02-03 10:00:00,2.0,6.0,UK
+";
+
+    pub(crate) fn fixture() -> History {
+        History::read(FIXTURE.as_bytes(), &ReadOptions::default())
+            .unwrap()
+            .0
+    }
+
+    fn ids(h: &History, b: usize) -> Vec<&str> {
+        h.basket(b)
+            .iter()
+            .map(|&i| h.items[i as usize].id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn baskets_are_distinct_products_of_non_cancelled_orders_in_time_order() {
+        let h = fixture();
+        assert_eq!(h.len(), 7, "C4 is a cancellation");
+        assert_eq!(ids(&h, 0), ["10001", "10002"], "POST is not a product");
+        assert_eq!(
+            ids(&h, 3),
+            ["10003B", "10004"],
+            "duplicate lines count once"
+        );
+        assert_eq!(ids(&h, 4), ["10001", "10002"], "quantity 0 never counts");
+        assert!(
+            h.items.iter().all(|i| i.id != "10005"),
+            "items never in a basket are left out"
+        );
+        assert_eq!(h.customer(1), NO_CUSTOMER);
+        assert_ne!(h.customer(0), h.customer(2));
+        let feb = parse("2011-02-01");
+        assert_eq!(h.split_at(feb), 4);
+        assert_eq!(h.items[0].title, "RED TEA CUP");
+        assert_eq!(h.items[0].category.as_deref(), Some("cup"));
+    }
+
+    fn parse(date: &str) -> i64 {
+        orders::parse_timestamp(date).unwrap()
+    }
+}

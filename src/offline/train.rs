@@ -1,0 +1,462 @@
+//! Training a model version from baskets: catalogue rows, popularity, the co-purchase table,
+//! content embeddings and content neighbours, all in memory ([`TrainedModel`]); then either
+//! written to Postgres as a new version or turned straight into a [`Snapshot`].
+//!
+//! Popularity is the number of training baskets holding the item (no time decay: the
+//! evaluation's popularity baseline is the plain count, and a decay would need a half-life
+//! chosen per shop). Every item of the training history is `in_stock`.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use super::content;
+use super::history::History;
+use super::measures::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
+use super::progress::Progress;
+use crate::domain::ModelVersion;
+use crate::model::{ItemRecord, ModelError, Snapshot, SnapshotBuilder};
+use crate::store::{self, CopyRows};
+
+/// Parameters of a training run (stored with the version).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainParams {
+    /// The co-purchase table.
+    pub measure: MeasureParams,
+    /// Embedding dimension (0 = no embeddings and no content neighbours).
+    pub dim: usize,
+    /// Content neighbours per item.
+    pub content_neighbours: usize,
+    /// Smallest cosine for a content neighbour.
+    pub content_min_similarity: f32,
+    /// Seed of the embedding projection.
+    pub seed: u64,
+    /// Only baskets before this time (UTC seconds) were used, when set.
+    pub until: Option<i64>,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        Self {
+            measure: MeasureParams::default(),
+            dim: 64,
+            content_neighbours: 20,
+            content_min_similarity: 0.3,
+            seed: 42,
+            until: None,
+        }
+    }
+}
+
+/// One item of a trained model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedItem {
+    /// Item id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Derived category.
+    pub category: Option<String>,
+    /// Median price.
+    pub price: Option<f32>,
+    /// Popularity (training baskets holding it).
+    pub popularity: f32,
+    /// Training baskets holding it.
+    pub baskets: u32,
+}
+
+/// Figures about a training run (stored with the version).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrainStats {
+    /// Training baskets.
+    pub baskets: usize,
+    /// Item entries over the training baskets.
+    pub lines: usize,
+    /// Items in the model.
+    pub items: usize,
+    /// First and last training basket time (UTC seconds).
+    pub time_range: Option<(i64, i64)>,
+    /// The co-purchase table.
+    pub co_purchase: MeasureStats,
+    /// Content neighbour entries.
+    pub content_pairs: usize,
+    /// Seconds spent on embeddings and content neighbours.
+    pub content_seconds: f64,
+    /// Seconds for the whole run.
+    pub seconds: f64,
+}
+
+/// A model version in memory.
+#[derive(Debug, Clone)]
+pub struct TrainedModel {
+    /// How it was trained.
+    pub params: TrainParams,
+    /// Items by model index.
+    pub items: Vec<TrainedItem>,
+    /// Co-purchase neighbours by model index.
+    pub co_purchase: Neighbours,
+    /// Embeddings, row-major `items × dim`, rows L2-normalised.
+    pub embeddings: Vec<f32>,
+    /// Content neighbours by model index.
+    pub content: Neighbours,
+    /// Figures about the run.
+    pub stats: TrainStats,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// No baskets in the training period.
+    #[error("no baskets to train on")]
+    NoBaskets,
+    /// The co-purchase table could not be computed.
+    #[error(transparent)]
+    Measure(#[from] MeasureError),
+}
+
+/// Why writing a version failed (the version, if created, is marked `failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Postgres failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The training baskets of `history` in `range`, renumbered to the items they use.
+pub struct TrainingSet {
+    /// Baskets over model item numbers.
+    pub baskets: Baskets,
+    /// History item number of each model item.
+    pub history_items: Vec<u32>,
+    /// Model item number of each history item (`u32::MAX` when not in the training range).
+    pub model_item: Vec<u32>,
+}
+
+impl TrainingSet {
+    /// Renumbers the items of `history`'s baskets in `range` densely, in history order.
+    pub fn new(history: &History, range: Range<usize>) -> Self {
+        let mut used = vec![false; history.items.len()];
+        for b in range.clone() {
+            for &i in history.basket(b) {
+                used[i as usize] = true;
+            }
+        }
+        let mut model_item = vec![u32::MAX; used.len()];
+        let mut history_items = Vec::new();
+        for (i, _) in used.iter().enumerate().filter(|(_, &u)| u) {
+            model_item[i] = history_items.len() as u32;
+            history_items.push(i as u32);
+        }
+        let mut baskets = Baskets::new(history_items.len());
+        let mut buffer = Vec::with_capacity(256);
+        for b in range {
+            buffer.clear();
+            buffer.extend(history.basket(b).iter().map(|&i| model_item[i as usize]));
+            baskets.push(&buffer);
+        }
+        Self {
+            baskets,
+            history_items,
+            model_item,
+        }
+    }
+}
+
+/// Trains on the baskets of `history` in `range`.
+pub fn train(
+    history: &History,
+    range: Range<usize>,
+    params: &TrainParams,
+    progress: &Progress,
+) -> Result<TrainedModel, TrainError> {
+    let started = Instant::now();
+    if range.is_empty() {
+        return Err(TrainError::NoBaskets);
+    }
+    progress.message("items");
+    let set = TrainingSet::new(history, range.clone());
+    let counts = set.baskets.item_counts();
+    let items: Vec<TrainedItem> = set
+        .history_items
+        .iter()
+        .zip(&counts)
+        .map(|(&h, &count)| {
+            let row = &history.items[h as usize];
+            TrainedItem {
+                id: row.id.clone(),
+                title: row.title.clone(),
+                category: row.category.clone(),
+                price: row.price,
+                popularity: count as f32,
+                baskets: count,
+            }
+        })
+        .collect();
+    let groups = measures::variant_groups(items.iter().map(|i| i.id.as_str()));
+    progress.inc(1);
+    progress.message(params.measure.estimator.name());
+    let (co_purchase, measure_stats) =
+        measures::co_purchase(&set.baskets, &groups, &params.measure)?;
+    progress.inc(1);
+    progress.message("content");
+    let content_started = Instant::now();
+    let titles: Vec<&str> = items.iter().map(|i| i.title.as_str()).collect();
+    let embeddings = content::embed(&titles, params.dim, params.seed);
+    let content = content::neighbours(
+        &embeddings,
+        params.dim,
+        &groups,
+        params.content_neighbours,
+        params.content_min_similarity,
+        measures::worker_threads(params.measure.threads),
+    );
+    progress.inc(1);
+    let stats = TrainStats {
+        baskets: range.len(),
+        lines: range.clone().map(|b| history.basket(b).len()).sum(),
+        items: items.len(),
+        time_range: Some((history.time(range.start), history.time(range.end - 1))),
+        co_purchase: measure_stats,
+        content_pairs: content.len(),
+        content_seconds: content_started.elapsed().as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(TrainedModel {
+        params: params.clone(),
+        items,
+        co_purchase,
+        embeddings,
+        content,
+        stats,
+    })
+}
+
+impl TrainedModel {
+    /// Index of an item id (linear; for tests and small lookups).
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.items.iter().position(|i| i.id == id).map(|p| p as u32)
+    }
+
+    /// The in-memory snapshot of this model as version `version`.
+    pub fn to_snapshot(&self, version: ModelVersion) -> Result<Snapshot, ModelError> {
+        self.snapshot_with_pairs(version, &self.co_purchase)
+    }
+
+    /// A snapshot of this model whose co-purchase rows are `pairs` (for evaluation variants:
+    /// other estimators, content neighbours, or none).
+    pub fn snapshot_with_pairs(
+        &self,
+        version: ModelVersion,
+        pairs: &Neighbours,
+    ) -> Result<Snapshot, ModelError> {
+        let dim = self.params.dim;
+        let mut builder = SnapshotBuilder::new(version, dim, self.items.len());
+        builder.reserve_pairs(pairs.len());
+        for item in &self.items {
+            builder.add_item(ItemRecord {
+                id: &item.id,
+                popularity: item.popularity,
+                title: Some(&item.title),
+                category: item.category.as_deref(),
+                price: item.price,
+                in_stock: true,
+                ..Default::default()
+            })?;
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            let (others, scores, _) = pairs.row(i as u32);
+            for (&other, &score) in others.iter().zip(scores) {
+                builder.add_pair(&item.id, &self.items[other as usize].id, score)?;
+            }
+            if dim > 0 {
+                builder.add_embedding(&item.id, &self.embeddings[i * dim..(i + 1) * dim])?;
+            }
+        }
+        builder.finish()
+    }
+
+    /// Writes this model as a new version: `building`, then every table by COPY in one
+    /// transaction, then `ready`; on any error the version is marked `failed`.
+    pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, WriteError> {
+        let params = serde_json::json!({ "trainer": "tandem train", "params": self.params });
+        let version = store::begin_version(pool, self.params.dim, &params).await?;
+        match self.write_tables(pool, version).await {
+            Ok(()) => {
+                let stats = serde_json::to_value(&self.stats).unwrap_or_default();
+                store::mark_ready(pool, version, &stats).await?;
+                Ok(version)
+            }
+            Err(e) => {
+                // Best effort: the version is unloadable either way ('building' or 'failed').
+                let _ = store::mark_failed(pool, version, &e.to_string()).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn write_tables(&self, pool: &PgPool, version: ModelVersion) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        // Items the catalogue does not know yet get their derived rows; existing catalogue
+        // rows are the shop's and are left alone.
+        sqlx::query(
+            "CREATE TEMP TABLE trained_items (id text, title text, category text, price real)
+             ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut copy = CopyRows::start(
+            &mut tx,
+            "COPY trained_items (id, title, category, price) FROM STDIN",
+        )
+        .await?;
+        for item in &self.items {
+            copy.text(&item.id)
+                .text(&item.title)
+                .opt_text(item.category.as_deref());
+            match item.price {
+                Some(p) => copy.display(p),
+                None => copy.null(),
+            };
+            copy.end_row().await?;
+        }
+        copy.finish().await?;
+        sqlx::query(
+            "INSERT INTO items (id, title, category, price)
+             SELECT id, title, category, price FROM trained_items ON CONFLICT (id) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
+
+        let mut copy = CopyRows::start(
+            &mut tx,
+            "COPY item_stats (version, item_id, popularity, baskets) FROM STDIN",
+        )
+        .await?;
+        for item in &self.items {
+            copy.display(version)
+                .text(&item.id)
+                .display(item.popularity)
+                .display(item.baskets);
+            copy.end_row().await?;
+        }
+        copy.finish().await?;
+
+        let mut copy = CopyRows::start(
+            &mut tx,
+            "COPY co_purchase (version, item_id, other_item_id, score, support) FROM STDIN",
+        )
+        .await?;
+        for (i, item) in self.items.iter().enumerate() {
+            let (others, scores, support) = self.co_purchase.row(i as u32);
+            for ((&other, &score), &support) in others.iter().zip(scores).zip(support) {
+                copy.display(version)
+                    .text(&item.id)
+                    .text(&self.items[other as usize].id)
+                    .display(score)
+                    .display(support);
+                copy.end_row().await?;
+            }
+        }
+        copy.finish().await?;
+
+        let dim = self.params.dim;
+        if dim > 0 {
+            let mut copy = CopyRows::start(
+                &mut tx,
+                "COPY item_embeddings (version, item_id, embedding) FROM STDIN",
+            )
+            .await?;
+            let mut bytes = Vec::with_capacity(dim * 4);
+            for (i, item) in self.items.iter().enumerate() {
+                bytes.clear();
+                bytes.extend(
+                    self.embeddings[i * dim..(i + 1) * dim]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes()),
+                );
+                copy.display(version).text(&item.id).bytea(&bytes);
+                copy.end_row().await?;
+            }
+            copy.finish().await?;
+        }
+
+        let mut copy = CopyRows::start(
+            &mut tx,
+            "COPY content_neighbours (version, item_id, other_item_id, score) FROM STDIN",
+        )
+        .await?;
+        for (i, item) in self.items.iter().enumerate() {
+            let (others, scores, _) = self.content.row(i as u32);
+            for (&other, &score) in others.iter().zip(scores) {
+                copy.display(version)
+                    .text(&item.id)
+                    .text(&self.items[other as usize].id)
+                    .display(score);
+                copy.end_row().await?;
+            }
+        }
+        copy.finish().await?;
+        tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::history::tests::fixture;
+    use crate::offline::measures::Estimator;
+
+    fn params() -> TrainParams {
+        TrainParams {
+            measure: MeasureParams {
+                estimator: Estimator::Count,
+                threads: 2,
+                ..MeasureParams::default()
+            },
+            dim: 16,
+            content_min_similarity: 0.0,
+            ..TrainParams::default()
+        }
+    }
+
+    #[test]
+    fn a_model_trained_on_a_fixture_has_items_pairs_and_embeddings() {
+        let h = fixture();
+        let m = train(&h, 0..h.len(), &params(), &Progress::hidden()).unwrap();
+        assert_eq!(m.items.len(), 5);
+        let cup = m.index_of("10001").unwrap();
+        let saucer = m.index_of("10002").unwrap();
+        assert_eq!(m.items[cup as usize].popularity, 4.0);
+        assert_eq!(m.co_purchase.row(cup).0[0], saucer);
+        let (pink, blue) = (m.index_of("10003A").unwrap(), m.index_of("10003B").unwrap());
+        assert!(!m.co_purchase.row(pink).0.contains(&blue), "variants");
+        assert!(!m.content.row(pink).0.contains(&blue), "variants");
+        assert_eq!(m.embeddings.len(), 5 * 16);
+        let s = m.to_snapshot(ModelVersion(9)).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.version(), ModelVersion(9));
+        assert_eq!(s.stats().items_with_embedding, 5);
+        assert_eq!(
+            s.catalogue().title(s.index_of("10001").unwrap()),
+            "RED TEA CUP"
+        );
+        assert_eq!(
+            s.co_purchase(s.index_of("10001").unwrap()).0[0],
+            s.index_of("10002").unwrap()
+        );
+    }
+
+    #[test]
+    fn training_uses_only_the_baskets_in_its_range() {
+        let h = fixture();
+        let m = train(&h, 0..2, &params(), &Progress::hidden()).unwrap();
+        assert_eq!(m.items.len(), 3);
+        assert_eq!(m.stats.baskets, 2);
+        assert!(matches!(
+            train(&h, 3..3, &params(), &Progress::hidden()),
+            Err(TrainError::NoBaskets)
+        ));
+    }
+}
