@@ -290,10 +290,7 @@ pub async fn import_orders(
         copy.text(&item.id)
             .text(&item.title)
             .opt_text(item.category.as_deref());
-        match item.price {
-            Some(p) => copy.display(p),
-            None => copy.null(),
-        };
+        copy.opt_display(item.price);
         copy.end_row().await?;
     }
     copy.finish().await?;

@@ -72,6 +72,14 @@ impl<'c> CopyRows<'c> {
         self
     }
 
+    /// Appends a value printed with `Display`, or NULL.
+    pub fn opt_display(&mut self, value: Option<impl std::fmt::Display>) -> &mut Self {
+        match value {
+            Some(v) => self.display(v),
+            None => self.null(),
+        }
+    }
+
     /// Appends a bytea field in hex form.
     pub fn bytea(&mut self, value: &[u8]) -> &mut Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -233,10 +233,7 @@ pub async fn upsert_catalogue<'a>(
     .await?;
     for row in rows {
         copy.text(row.id).text(row.title).opt_text(row.category);
-        match row.price {
-            Some(p) => copy.display(p),
-            None => copy.null(),
-        };
+        copy.opt_display(row.price);
         copy.display(row.in_stock).opt_text(row.product_group);
         copy.end_row().await?;
     }
