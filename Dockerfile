@@ -6,6 +6,7 @@ COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
 COPY benches ./benches
+COPY data ./data
 RUN cargo build --release --locked --bin tandem
 
 FROM debian:bookworm-slim

@@ -2,6 +2,7 @@
 //! library.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{shutdown_signal, Application, InitialModel};
 use crate::config::Settings;
+use crate::model::Snapshot;
 use crate::offline::cli::{
     run_evaluate, run_import, run_train, EvaluateArgs, ImportArgs, TrainArgs,
 };
+use crate::offline::demo;
 use crate::offline::synthetic::SyntheticSpec;
 use crate::store;
 
@@ -94,6 +97,25 @@ fn optional_pool(settings: &Settings) -> anyhow::Result<Option<sqlx::PgPool>> {
     }
 }
 
+/// Trains the embedded demo model (no database configured), off the async runtime.
+async fn demo_snapshot() -> anyhow::Result<Snapshot> {
+    tracing::info!(
+        "DATABASE_URL is not set: training the embedded demo model on the bundled sample of \
+         the UCI Online Retail data (CC BY 4.0); set DATABASE_URL to serve your own versions"
+    );
+    let (snapshot, stats) = tokio::task::spawn_blocking(demo::build_demo_snapshot)
+        .await
+        .context("the demo training task failed")??;
+    tracing::info!(
+        baskets = stats.baskets,
+        items = stats.items,
+        pairs = stats.pairs,
+        seconds = stats.elapsed.as_secs_f64(),
+        "serving the embedded demo model (version 0); /reload needs a database"
+    );
+    Ok(snapshot)
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = Settings::load(&cli.config_dir)?;
@@ -105,10 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let initial = if settings.database.url.is_some() {
                 InitialModel::FromDatabase
             } else {
-                anyhow::bail!(
-                    "DATABASE_URL is not set: point it at a Postgres holding a model version \
-                     (see README)"
-                );
+                InitialModel::Snapshot(Arc::new(demo_snapshot().await?))
             };
             let app = Application::build(settings, initial).await?;
             app.run_until_stopped(shutdown_signal()).await?;

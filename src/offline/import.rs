@@ -24,6 +24,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::catalogue::CatalogueAccumulator;
+use super::measures;
 use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
 use crate::store::CopyRows;
 
@@ -224,8 +225,8 @@ pub async fn import_orders(
          quantity integer, unit_price real) ON COMMIT DROP",
         "CREATE TEMP TABLE orders_incoming (id text, customer_id text, ordered_at timestamptz,
          country text, cancelled boolean) ON COMMIT DROP",
-        "CREATE TEMP TABLE items_incoming (id text, title text, category text, price real)
-         ON COMMIT DROP",
+        "CREATE TEMP TABLE items_incoming (id text, title text, category text, price real,
+         product_group text) ON COMMIT DROP",
     ] {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
@@ -283,24 +284,31 @@ pub async fn import_orders(
     let items = catalogue.finish();
     let mut copy = CopyRows::start(
         &mut tx,
-        "COPY items_incoming (id, title, category, price) FROM STDIN",
+        "COPY items_incoming (id, title, category, price, product_group) FROM STDIN",
     )
     .await?;
     for item in &items {
         copy.text(&item.id)
             .text(&item.title)
             .opt_text(item.category.as_deref());
-        copy.opt_display(item.price);
+        copy.opt_display(item.price)
+            .opt_text(measures::variant_stem(&item.id));
         copy.end_row().await?;
     }
     copy.finish().await?;
 
+    // A category or product group the shop set itself wins over the derived one.
     let items_changed = sqlx::query(
-        "INSERT INTO items (id, title, category, price) SELECT id, title, category, price FROM items_incoming
+        "INSERT INTO items (id, title, category, price, product_group)
+         SELECT id, title, category, price, product_group FROM items_incoming
          ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, price = EXCLUDED.price,
-           category = COALESCE(items.category, EXCLUDED.category), updated_at = now()
-         WHERE (items.title, items.price, items.category)
-           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.price, COALESCE(items.category, EXCLUDED.category))",
+           category = COALESCE(items.category, EXCLUDED.category),
+           product_group = COALESCE(items.product_group, EXCLUDED.product_group),
+           updated_at = now()
+         WHERE (items.title, items.price, items.category, items.product_group)
+           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.price,
+                             COALESCE(items.category, EXCLUDED.category),
+                             COALESCE(items.product_group, EXCLUDED.product_group))",
     )
     .execute(&mut *tx)
     .await?

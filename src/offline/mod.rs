@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod cli;
 pub mod content;
+pub mod demo;
 pub mod evaluate;
 pub mod history;
 pub mod import;

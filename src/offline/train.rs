@@ -262,6 +262,7 @@ impl TrainedModel {
                 category: item.category.as_deref(),
                 price: item.price,
                 in_stock: true,
+                product_group: measures::variant_stem(&item.id),
                 ..Default::default()
             })?;
         }
@@ -269,6 +270,10 @@ impl TrainedModel {
             let (others, scores, _) = pairs.row(i as u32);
             for (&other, &score) in others.iter().zip(scores) {
                 builder.add_pair(&item.id, &self.items[other as usize].id, score)?;
+            }
+            let (others, scores, _) = self.content.row(i as u32);
+            for (&other, &score) in others.iter().zip(scores) {
+                builder.add_content_pair(&item.id, &self.items[other as usize].id, score)?;
             }
             if dim > 0 {
                 builder.add_embedding(&item.id, &self.embeddings[i * dim..(i + 1) * dim])?;
@@ -301,27 +306,29 @@ impl TrainedModel {
         // Items the catalogue does not know yet get their derived rows; existing catalogue
         // rows are the shop's and are left alone.
         sqlx::query(
-            "CREATE TEMP TABLE trained_items (id text, title text, category text, price real)
-             ON COMMIT DROP",
+            "CREATE TEMP TABLE trained_items (id text, title text, category text, price real,
+             product_group text) ON COMMIT DROP",
         )
         .execute(&mut *tx)
         .await?;
         let mut copy = CopyRows::start(
             &mut tx,
-            "COPY trained_items (id, title, category, price) FROM STDIN",
+            "COPY trained_items (id, title, category, price, product_group) FROM STDIN",
         )
         .await?;
         for item in &self.items {
             copy.text(&item.id)
                 .text(&item.title)
                 .opt_text(item.category.as_deref());
-            copy.opt_display(item.price);
+            copy.opt_display(item.price)
+                .opt_text(measures::variant_stem(&item.id));
             copy.end_row().await?;
         }
         copy.finish().await?;
         sqlx::query(
-            "INSERT INTO items (id, title, category, price)
-             SELECT id, title, category, price FROM trained_items ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO items (id, title, category, price, product_group)
+             SELECT id, title, category, price, product_group FROM trained_items
+             ON CONFLICT (id) DO NOTHING",
         )
         .execute(&mut *tx)
         .await?;
