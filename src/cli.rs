@@ -134,7 +134,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(args) => run_import(args, optional_pool(&settings)?).await?,
         Command::Train(args) => run_train(args, optional_pool(&settings)?).await?,
-        Command::Evaluate(args) => run_evaluate(args, optional_pool(&settings)?).await?,
+        Command::Evaluate(args) => {
+            run_evaluate(args, optional_pool(&settings)?, settings.pipeline.clone()).await?
+        }
         Command::Migrate => {
             let pool = database_pool(&settings)?;
             store::migrate(&pool).await?;

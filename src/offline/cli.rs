@@ -125,6 +125,10 @@ pub struct ModelArgs {
     /// Worker threads (0 = available cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Treat variants of one product as unrelated items (to compare with published results;
+    /// never for a served model, where a second colour of a cart item is not a cross-sell).
+    #[arg(long)]
+    pub keep_variants: bool,
 }
 
 impl ModelArgs {
@@ -145,6 +149,7 @@ impl ModelArgs {
             content_neighbours: self.content_neighbours,
             seed: self.seed,
             until,
+            keep_variants: self.keep_variants,
             ..TrainParams::default()
         }
     }
@@ -328,8 +333,12 @@ pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<
     Ok(())
 }
 
-/// Runs `tandem evaluate`.
-pub async fn run_evaluate(args: EvaluateArgs, pool: Option<PgPool>) -> anyhow::Result<()> {
+/// Runs `tandem evaluate`; `serving` is the configured pipeline (the "serving" rows).
+pub async fn run_evaluate(
+    args: EvaluateArgs,
+    pool: Option<PgPool>,
+    serving: PipelineConfig,
+) -> anyhow::Result<()> {
     let until = parse_until(&args.until)?;
     if !(1..=crate::pipeline::MAX_K).contains(&args.k) {
         bail!("--k must be between 1 and {}", crate::pipeline::MAX_K);
@@ -349,10 +358,9 @@ pub async fn run_evaluate(args: EvaluateArgs, pool: Option<PgPool>) -> anyhow::R
         train: args.model.train_params(Some(until)),
         threads: args.model.threads,
     };
-    let report = tokio::task::spawn_blocking(move || {
-        evaluate::evaluate(&history, &params, &PipelineConfig::default())
-    })
-    .await??;
+    let report =
+        tokio::task::spawn_blocking(move || evaluate::evaluate(&history, &params, &serving))
+            .await??;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

@@ -10,10 +10,10 @@
 //! diversity (mean over lists of the mean pairwise `1 - cos` of item embeddings).
 //!
 //! A variant is a name, a snapshot and a pipeline configuration ([`Variant`]); adding one is
-//! one line in [`standard_variants`]. Until the pipeline has a content signal, "content" is a
-//! snapshot whose co-purchase rows are the content neighbours.
+//! one line in [`standard_variants`].
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -26,7 +26,7 @@ use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use crate::domain::ModelVersion;
 use crate::model::{ModelError, Snapshot};
-use crate::pipeline::{self, PipelineConfig, Request};
+use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig};
 
 /// Parameters of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,8 +47,8 @@ pub struct EvaluateParams {
 pub struct Variant {
     /// Row name.
     pub name: String,
-    /// The model it serves from.
-    pub snapshot: Snapshot,
+    /// The model it serves from (shared by the rows that only change the configuration).
+    pub snapshot: Arc<Snapshot>,
     /// Pipeline configuration.
     pub config: PipelineConfig,
 }
@@ -183,7 +183,7 @@ pub fn evaluate_variant(
     threads: usize,
 ) -> VariantResult {
     let started = Instant::now();
-    let snapshot = &variant.snapshot;
+    let snapshot: &Snapshot = &variant.snapshot;
     let threads = measures::worker_threads(threads).clamp(1, cases.len().max(1));
     let chunk = cases.len().div_ceil(threads).max(1);
     let parts: Vec<(Vec<CaseScore>, Vec<bool>)> = std::thread::scope(|scope| {
@@ -269,9 +269,49 @@ pub fn evaluate_variant(
     }
 }
 
-/// The standard rows: popularity, co-purchase with every estimator, content only, and the
-/// serving model with the serving pipeline configuration. `serving` was trained with
-/// `params.train`; the other estimators are trained on the same baskets.
+/// A configuration that ranks by the given signal weights only: no DPP (`theta = 1`), no
+/// substitute demotion, the same at every touchpoint; pool sizes as in `base`. The baselines
+/// use it so each row measures its signal alone.
+pub fn ranking_config(
+    base: &PipelineConfig,
+    collaborative: f32,
+    content: f32,
+    popularity: f32,
+) -> PipelineConfig {
+    let weights = TouchpointConfig {
+        collaborative,
+        content,
+        session: 0.0,
+        popularity,
+        theta: 1.0,
+        demote_substitutes: false,
+    };
+    PipelineConfig {
+        checkout: weights,
+        cart: weights,
+        product: weights,
+        ..base.clone()
+    }
+}
+
+/// The serving configuration with its checkout touchpoint (the one evaluated) changed by `f`.
+fn serving_with(serving: &PipelineConfig, f: impl FnOnce(&mut TouchpointConfig)) -> PipelineConfig {
+    let mut config = serving.clone();
+    f(&mut config.checkout);
+    config
+}
+
+/// DPP trade-offs evaluated beside the serving one.
+pub const THETAS: [f32; 5] = [1.0, 0.95, 0.9, 0.8, 0.6];
+
+/// Popularity weight of the baselines: a tie-break and the order of the fallback fill, too
+/// small to reorder anything the signal itself ranks.
+const FILL: f32 = 0.001;
+
+/// The standard rows (see the module doc): the baselines, each ranking by one signal
+/// ([`ranking_config`]); then the serving model (`serving`, trained with `params.train`) with
+/// the serving configuration, without substitute demotion, and at every theta of [`THETAS`].
+/// The other estimators are trained on the same baskets.
 pub fn standard_variants(
     history: &History,
     range: Range<usize>,
@@ -281,13 +321,16 @@ pub fn standard_variants(
     progress: &Progress,
 ) -> Result<Vec<Variant>, EvaluateError> {
     let version = ModelVersion(0);
-    let config = PipelineConfig::default();
     let set = train::TrainingSet::new(history, range);
-    let groups = measures::variant_groups(serving.items.iter().map(|i| i.id.as_str()));
+    let groups = serving
+        .params
+        .variant_groups(serving.items.iter().map(|i| i.id.as_str()));
     let mut variants = vec![Variant {
         name: "popularity".into(),
-        snapshot: serving.snapshot_with_pairs(version, &Neighbours::empty(serving.items.len()))?,
-        config: config.clone(),
+        snapshot: Arc::new(
+            serving.snapshot_with_pairs(version, &Neighbours::empty(serving.items.len()))?,
+        ),
+        config: ranking_config(serving_config, 0.0, 0.0, 1.0),
     }];
     for estimator in Estimator::ALL {
         progress.message(estimator.name());
@@ -299,21 +342,36 @@ pub fn standard_variants(
             measures::co_purchase(&set.baskets, &groups, &measure).map_err(TrainError::from)?;
         variants.push(Variant {
             name: format!("co-purchase {}", estimator.name()),
-            snapshot: serving.snapshot_with_pairs(version, &pairs)?,
-            config: config.clone(),
+            snapshot: Arc::new(serving.snapshot_with_pairs(version, &pairs)?),
+            config: ranking_config(serving_config, 1.0, 0.0, FILL),
         });
         progress.inc(1);
     }
+    let snapshot = Arc::new(serving.to_snapshot(version)?);
+    let estimator = serving.params.measure.estimator.name();
     variants.push(Variant {
-        name: "content".into(),
-        snapshot: serving.snapshot_with_pairs(version, &serving.content)?,
-        config: config.clone(),
+        name: "content only".into(),
+        snapshot: snapshot.clone(),
+        config: ranking_config(serving_config, 0.0, 1.0, FILL),
     });
+    let serving_theta = serving_config.checkout.theta;
     variants.push(Variant {
-        name: format!("pipeline ({})", serving.params.measure.estimator.name()),
-        snapshot: serving.to_snapshot(version)?,
+        name: format!("pipeline {estimator} (serving)"),
+        snapshot: snapshot.clone(),
         config: serving_config.clone(),
     });
+    variants.push(Variant {
+        name: "pipeline, substitutes kept".into(),
+        snapshot: snapshot.clone(),
+        config: serving_with(serving_config, |t| t.demote_substitutes = false),
+    });
+    for theta in THETAS.into_iter().filter(|&t| t != serving_theta) {
+        variants.push(Variant {
+            name: format!("pipeline, theta {theta}"),
+            snapshot: snapshot.clone(),
+            config: serving_with(serving_config, |t| t.theta = theta),
+        });
+    }
     Ok(variants)
 }
 
@@ -370,7 +428,7 @@ impl EvaluationReport {
     pub fn table(&self) -> String {
         let k = self.params.k;
         let mut out = format!(
-            "{:<24} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}\n",
+            "{:<32} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}\n",
             "variant",
             format!("HR@{k}"),
             format!("NDCG@{k}"),
@@ -381,7 +439,7 @@ impl EvaluationReport {
         );
         for v in &self.variants {
             out.push_str(&format!(
-                "{:<24} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9}\n",
+                "{:<32} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9}\n",
                 v.name, v.hit_rate, v.ndcg, v.mrr, v.coverage, v.diversity, v.pairs
             ));
         }

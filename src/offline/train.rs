@@ -35,6 +35,32 @@ pub struct TrainParams {
     pub seed: u64,
     /// Only baskets before this time (UTC seconds) were used, when set.
     pub until: Option<i64>,
+    /// Treat variants of one product (same stock-code stem) as unrelated items: they may then
+    /// be each other's neighbours and recommended with each other. Off in production; on to
+    /// compare with published results whose protocol does not know variants.
+    #[serde(default)]
+    pub keep_variants: bool,
+}
+
+impl TrainParams {
+    /// The variant group of each id (see [`measures::variant_groups`]); every id its own
+    /// group under `keep_variants`.
+    pub fn variant_groups<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+        if self.keep_variants {
+            (0..ids.into_iter().count() as u32).collect()
+        } else {
+            measures::variant_groups(ids)
+        }
+    }
+
+    /// The product group of `id` in a snapshot (none under `keep_variants`).
+    pub fn product_group<'a>(&self, id: &'a str) -> Option<&'a str> {
+        if self.keep_variants {
+            None
+        } else {
+            measures::variant_stem(id)
+        }
+    }
 }
 
 impl Default for TrainParams {
@@ -46,6 +72,7 @@ impl Default for TrainParams {
             content_min_similarity: 0.3,
             seed: 42,
             until: None,
+            keep_variants: false,
         }
     }
 }
@@ -194,7 +221,7 @@ pub fn train(
             }
         })
         .collect();
-    let groups = measures::variant_groups(items.iter().map(|i| i.id.as_str()));
+    let groups = params.variant_groups(items.iter().map(|i| i.id.as_str()));
     progress.inc(1);
     progress.message(params.measure.estimator.name());
     let (co_purchase, measure_stats) =
@@ -262,7 +289,7 @@ impl TrainedModel {
                 category: item.category.as_deref(),
                 price: item.price,
                 in_stock: true,
-                product_group: measures::variant_stem(&item.id),
+                product_group: self.params.product_group(&item.id),
                 ..Default::default()
             })?;
         }

@@ -42,15 +42,16 @@ pub struct TouchpointConfig {
 impl TouchpointConfig {
     const CHECKOUT: Self = Self {
         collaborative: 1.0,
-        content: 0.1,
+        content: 0.3,
         session: 0.3,
         popularity: 0.02,
-        theta: 0.9,
+        theta: 0.95,
         demote_substitutes: true,
     };
     const PRODUCT: Self = Self {
         demote_substitutes: false,
-        content: 0.3,
+        content: 0.5,
+        theta: 0.9,
         ..Self::CHECKOUT
     };
 }
@@ -91,13 +92,13 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             default_k: 10,
-            candidate_pool: 500,
+            candidate_pool: 2000,
             neighbours_per_anchor: 100,
             popular_candidates: 20,
             diversity_pool: 60,
             session_half_life: 3.0,
-            substitute_similarity: 0.85,
-            substitute_penalty: 0.3,
+            substitute_similarity: 0.9,
+            substitute_penalty: 0.5,
             promoted_boost: 0.0,
             margin_boost: 0.0,
             checkout: TouchpointConfig::CHECKOUT,
