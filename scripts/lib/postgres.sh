@@ -2,7 +2,7 @@
 # a free port, exports DATABASE_URL, and stops and deletes it when the calling shell exits.
 # It installs Debian's postgresql package when no server binaries exist and it runs as root.
 
-log() { printf '${0##*/}: %s\n' "$*" >&2; }
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 
 find_pg_bin() {
   local dir

@@ -526,7 +526,9 @@ mod tests {
         assert!(ease.hit_rate > 0.6 && ease.ndcg <= ease.hit_rate && ease.mrr <= ease.hit_rate);
         let popularity = row("popularity");
         assert!(popularity.hit_rate < 0.5, "{popularity:?}");
-        assert!(row("pipeline (ease)").hit_rate > popularity.hit_rate);
+        assert!(row("pipeline ease (serving)").hit_rate > popularity.hit_rate);
+        assert!(row("pipeline, theta 1").diversity <= row("pipeline, theta 0.6").diversity);
+        assert_eq!(row("pipeline, substitutes kept").cases, 28 * 6);
         assert!(report.table().contains("co-purchase llr"));
     }
 
