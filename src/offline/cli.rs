@@ -18,6 +18,7 @@ use super::import;
 use super::measures::{Estimator, MeasureParams};
 use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
 use super::progress::Progress;
+use super::report;
 use super::train::{self, TrainParams};
 use crate::pipeline::PipelineConfig;
 use crate::store;
@@ -190,6 +191,10 @@ pub struct EvaluateArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write JSON, a Markdown table and an SVG chart of HitRate@k against diversity
+    /// across theta into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Seed of the hidden-item choice.
     #[arg(long, default_value_t = 1)]
     pub split_seed: u64,
@@ -365,6 +370,15 @@ pub async fn run_evaluate(
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.report {
+        let files = report::write_report(&report, dir)?;
+        eprintln!(
+            "report: {}, {}, {}",
+            files.json.display(),
+            files.table.display(),
+            files.chart.display()
+        );
     }
     Ok(())
 }

@@ -98,6 +98,8 @@ pub struct EvaluationReport {
     pub skipped_baskets: usize,
     /// Items in the trained model.
     pub model_items: usize,
+    /// DPP theta of the serving configuration at checkout (the touchpoint evaluated).
+    pub serving_theta: f32,
     /// One row per variant.
     pub variants: Vec<VariantResult>,
     /// Seconds for everything.
@@ -418,6 +420,7 @@ pub fn evaluate(
         test_baskets: history.len() - split,
         skipped_baskets: skipped,
         model_items: model.items.len(),
+        serving_theta: serving_config.checkout.theta,
         variants: results,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -530,6 +533,23 @@ mod tests {
         assert!(row("pipeline, theta 1").diversity <= row("pipeline, theta 0.6").diversity);
         assert_eq!(row("pipeline, substitutes kept").cases, 28 * 6);
         assert!(report.table().contains("co-purchase llr"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = super::super::report::write_report(&report, dir.path()).unwrap();
+        let svg = std::fs::read_to_string(&files.chart).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("θ=0.6") && svg.contains("θ=1"));
+        assert!(
+            svg.contains("co-purchase ease"),
+            "baselines are on the chart"
+        );
+        let table = std::fs::read_to_string(&files.table).unwrap();
+        assert!(table.contains("| pipeline ease (serving) |"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&files.json).unwrap()).unwrap();
+        assert_eq!(
+            json["variants"].as_array().unwrap().len(),
+            report.variants.len()
+        );
     }
 
     #[test]

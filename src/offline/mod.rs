@@ -11,5 +11,6 @@ pub mod import;
 pub mod measures;
 pub mod orders;
 pub mod progress;
+pub mod report;
 pub mod synthetic;
 pub mod train;
