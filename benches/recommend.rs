@@ -1,11 +1,18 @@
-//! `recommend()` on a seeded synthetic snapshot, beside a reference (hashing the cart ids),
-//! so the ratio between the two survives a noisy machine.
+//! `recommend()` on the Online Retail model (trained on the real file before 2011-10-01, carts
+//! of five items from the baskets after it) and on seeded synthetic snapshots, each beside a
+//! reference (looking the cart ids up), so the ratio survives a noisy machine; and the DPP
+//! alone beside a plain sort.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tandem::domain::ModelVersion;
+use tandem::model::Snapshot;
+use tandem::offline::history::History;
+use tandem::offline::orders::{self, ReadOptions};
+use tandem::offline::progress::Progress;
 use tandem::offline::synthetic::SyntheticSpec;
+use tandem::offline::train::{self, TrainParams};
 use tandem::pipeline::{dpp, recommend, NoCaps, PipelineConfig, Request};
 
 fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
@@ -24,16 +31,104 @@ fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
 /// Catalogue sizes: 100,000 and 1,000,000 items under `cargo bench`; a small one when the test
 /// suite runs the benches once as a smoke test (no `--bench` flag).
 fn snapshot_sizes() -> Vec<usize> {
-    if std::env::args().any(|a| a == "--bench") {
+    if is_full_run() {
         vec![100_000, 1_000_000]
     } else {
         vec![5_000]
     }
 }
 
+/// The real order history, read from `../shared/data` (never committed to the project).
+const ONLINE_RETAIL: &str = "../shared/data/online_retail/online_retail.csv.gz";
+
+fn is_full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The Online Retail model and 256 five-item carts from held-out baskets.
+fn online_retail() -> (Snapshot, Vec<Request>) {
+    let file = std::fs::File::open(ONLINE_RETAIL)
+        .unwrap_or_else(|e| panic!("{ONLINE_RETAIL}: {e} (run from the project root)"));
+    let (history, _) = History::read(file, &ReadOptions::default()).unwrap();
+    let until = orders::parse_timestamp("2011-10-01").unwrap();
+    let split = history.split_at(until);
+    let model = train::train(
+        &history,
+        0..split,
+        &TrainParams::default(),
+        &Progress::hidden(),
+    )
+    .unwrap_or_else(|e| panic!("training: {e}"));
+    let snapshot = model.to_snapshot(ModelVersion(1)).unwrap();
+    let requests = (split..history.len())
+        .filter_map(|b| {
+            let cart: Vec<String> = history
+                .basket(b)
+                .iter()
+                .map(|&i| history.items[i as usize].id.clone())
+                .filter(|id| snapshot.index_of(id).is_some())
+                .take(5)
+                .collect();
+            (cart.len() == 5).then(|| Request {
+                cart,
+                k: 10,
+                personalize: true,
+                ..Default::default()
+            })
+        })
+        .take(256)
+        .collect();
+    (snapshot, requests)
+}
+
+fn bench_pair(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    parameter: impl std::fmt::Display,
+    snapshot: &Snapshot,
+    requests: &[Request],
+    config: &PipelineConfig,
+) {
+    let mut next = 0;
+    group.bench_function(BenchmarkId::new(name, &parameter), |b| {
+        b.iter(|| {
+            next = (next + 1) % requests.len();
+            black_box(
+                recommend(snapshot, &requests[next], config, &NoCaps)
+                    .items
+                    .len(),
+            )
+        })
+    });
+    // Reference: the cost of looking the cart up in the interner, nothing else.
+    group.bench_function(BenchmarkId::new("reference_cart_lookup", &parameter), |b| {
+        b.iter(|| {
+            next = (next + 1) % requests.len();
+            black_box(
+                requests[next]
+                    .cart
+                    .iter()
+                    .filter_map(|id| snapshot.index_of(id))
+                    .count(),
+            )
+        })
+    });
+}
+
 fn bench_recommend(c: &mut Criterion) {
     let config = PipelineConfig::default();
     let mut group = c.benchmark_group("recommend");
+    if is_full_run() {
+        let (snapshot, requests) = online_retail();
+        bench_pair(
+            &mut group,
+            "online_retail_5_item_cart_k10",
+            snapshot.len(),
+            &snapshot,
+            &requests,
+            &config,
+        );
+    }
     for items in snapshot_sizes() {
         let spec = SyntheticSpec {
             items,
@@ -43,30 +138,14 @@ fn bench_recommend(c: &mut Criterion) {
             .build_snapshot(ModelVersion(1))
             .unwrap_or_else(|e| panic!("synthetic snapshot: {e}"));
         let requests = carts(&spec, 256, 5);
-        let mut next = 0;
-        group.bench_function(BenchmarkId::new("synthetic_5_item_cart_k10", items), |b| {
-            b.iter(|| {
-                next = (next + 1) % requests.len();
-                black_box(
-                    recommend(&snapshot, &requests[next], &config, &NoCaps)
-                        .items
-                        .len(),
-                )
-            })
-        });
-        // Reference: the cost of looking the cart up in the interner, nothing else.
-        group.bench_function(BenchmarkId::new("reference_cart_lookup", items), |b| {
-            b.iter(|| {
-                next = (next + 1) % requests.len();
-                black_box(
-                    requests[next]
-                        .cart
-                        .iter()
-                        .filter_map(|id| snapshot.index_of(id))
-                        .count(),
-                )
-            })
-        });
+        bench_pair(
+            &mut group,
+            "synthetic_5_item_cart_k10",
+            items,
+            &snapshot,
+            &requests,
+            &config,
+        );
     }
     group.finish();
 }

@@ -138,7 +138,8 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     state
         .metrics
         .observe_request(method, route, status.as_str(), started.elapsed());
-    if status.is_server_error() {
+    // A 503 from /readyz is a state a probe polls for, not a failure.
+    if status.is_server_error() && route != "/readyz" {
         let detail = response
             .extensions()
             .get::<ErrorDetail>()

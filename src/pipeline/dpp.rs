@@ -4,6 +4,11 @@
 //!
 //! The incremental Cholesky rows `c_i` and residuals `d_i^2` make each pick cost one pass over
 //! the candidates: O(N k^2 + N k D) for N candidates, k picks and D dimensions.
+//!
+//! Maximising `theta * r_i + (1 - theta) * ln d_i^2` is maximising `d_i^2 * w_i` with
+//! `w_i = exp(alpha * (r_i - r_max))`, `alpha = theta / (1 - theta)` (divide by `1 - theta`,
+//! subtract a constant, exponentiate): the weights are computed once per request, so a pick
+//! costs a multiplication per candidate instead of a logarithm.
 
 /// Below this residual an item adds no new direction: picking it would make the kernel
 /// singular, so the greedy search stops.
@@ -16,6 +21,7 @@ pub struct DppScratch {
     residual: Vec<f32>,
     picked: Vec<bool>,
     pick_row: Vec<f32>,
+    weight: Vec<f64>,
 }
 
 /// `<a, b>` with eight independent accumulators, which the compiler turns into SIMD lanes.
@@ -71,18 +77,29 @@ pub fn select<'e>(
     }));
     scratch.cholesky.clear();
     scratch.cholesky.resize(n * k, 0.0);
-    let objective = |i: usize, residual: f32| theta * quality[i] + (1.0 - theta) * residual.ln();
+    // Relative to the best quality, so no weight overflows; a weight that underflows to 0
+    // belongs to an item theta ranks below every other, which the tie-break on quality keeps.
+    let alpha = f64::from(theta) / f64::from(1.0 - theta);
+    let top = quality.iter().copied().fold(f32::MIN, f32::max);
+    scratch.weight.clear();
+    scratch
+        .weight
+        .extend(quality.iter().map(|&q| (alpha * f64::from(q - top)).exp()));
 
     while out.len() < k {
         let step = out.len();
-        let mut best: Option<(usize, f32)> = None;
+        let mut best: Option<(usize, f64)> = None;
         for i in 0..n {
             let residual = scratch.residual[i];
             if scratch.picked[i] || residual < MIN_RESIDUAL {
                 continue;
             }
-            let value = objective(i, residual);
-            if best.is_none_or(|(_, b)| value > b) {
+            let value = f64::from(residual) * scratch.weight[i];
+            let better = match best {
+                None => true,
+                Some((b, v)) => value > v || (value == v && quality[i] > quality[b]),
+            };
+            if better {
                 best = Some((i, value));
             }
         }

@@ -6,6 +6,7 @@ mod copy;
 mod model_tables;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::ConnectOptions;
 use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
@@ -58,7 +59,11 @@ pub fn connect_lazy(
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url)?.application_name("tandem");
+    // Loading a version reads millions of rows in one statement by design; sqlx's default
+    // would warn about every such "slow statement" on every reload.
+    let options = PgConnectOptions::from_str(url)?
+        .application_name("tandem")
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)

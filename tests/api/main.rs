@@ -3,6 +3,7 @@
 
 mod demo;
 mod helpers;
+mod offline;
 mod operations;
 mod recommendations;
 mod reload;

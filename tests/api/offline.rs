@@ -1,0 +1,170 @@
+//! The offline side against a real Postgres: import (cleaning, bad rows, idempotence), train
+//! from the imported history, and the server serving the trained version.
+
+use std::sync::Arc;
+
+use tandem::offline::history;
+use tandem::offline::import::import_orders;
+use tandem::offline::orders::ReadOptions;
+use tandem::offline::progress::Progress;
+use tandem::offline::train::{self, TrainParams};
+
+use crate::helpers::{fresh_database, spawn_app_with, test_settings};
+
+const HEADER: &str =
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
+
+/// Twenty baskets: a red jumbo bag with its pink sibling product and, in half of them, a
+/// black-and-white variant of the red bag; cake stands whose title holds a comma; shoppers
+/// with and without ids. Then one cancellation, one postage row and one unparsable quantity
+/// (line 64).
+fn order_file() -> String {
+    let mut csv = String::from(HEADER);
+    for d in 0..20 {
+        let invoice = 560_000 + d;
+        let date = format!("2011-0{}-{:02} 10:00:00", 1 + d % 3, 1 + d);
+        let customer = if d % 4 == 0 {
+            String::new()
+        } else {
+            format!("{}.0", 12_000 + d)
+        };
+        csv.push_str(&format!(
+            "{invoice},85099B,JUMBO BAG RED RETROSPOT,10,{date},1.95,{customer},United Kingdom\n"
+        ));
+        csv.push_str(&format!(
+            "{invoice},22386,JUMBO BAG PINK POLKADOT,10,{date},1.95,{customer},United Kingdom\n"
+        ));
+        if d % 2 == 0 {
+            csv.push_str(&format!(
+                "{invoice},85099C,JUMBO BAG BAROQUE BLACK WHITE,10,{date},1.95,{customer},United Kingdom\n"
+            ));
+        } else {
+            csv.push_str(&format!(
+                "{invoice},22423,\"REGENCY CAKESTAND, 3 TIER\",1,{date},12.75,{customer},France\n"
+            ));
+        }
+    }
+    csv.push_str("C560001,85099B,JUMBO BAG RED RETROSPOT,-10,2011-03-30 11:00:00,1.95,12001.0,United Kingdom\n");
+    csv.push_str("560001,POST,POSTAGE,1,2011-02-02 10:00:00,18.00,12001.0,United Kingdom\n");
+    csv.push_str("560002,22386,JUMBO BAG PINK POLKADOT,ten,2011-03-03 10:00:00,1.95,12002.0,United Kingdom\n");
+    csv
+}
+
+async fn import(pool: &sqlx::PgPool, csv: String) -> tandem::offline::import::ImportReport {
+    import_orders(
+        pool,
+        Box::new(std::io::Cursor::new(csv.into_bytes())),
+        &ReadOptions::default(),
+        Arc::new(|| {}),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn import_cleans_reports_bad_rows_and_a_second_run_changes_nothing() {
+    let db = fresh_database().await;
+    let first = import(&db.pool, order_file()).await;
+    assert_eq!(first.rows.bad_rows, 1, "{first:?}");
+    assert_eq!(first.rows.first_bad_rows[0].line, 64, "{first:?}");
+    assert_eq!(first.rows.cancellation_lines, 1);
+    assert_eq!(first.rows.not_a_product_lines, 1);
+    assert_eq!(first.rows.basket_lines, 60);
+    assert_eq!(first.items, 4);
+    assert!(
+        first.items_changed == 4 && first.order_lines_changed > 0,
+        "{first:?}"
+    );
+
+    let (title, group): (String, Option<String>) =
+        sqlx::query_as("SELECT title, product_group FROM items WHERE id = '22423'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        title, "REGENCY CAKESTAND, 3 TIER",
+        "a quoted comma stays in the title"
+    );
+    assert_eq!(group.as_deref(), Some("22423"));
+    let (red, black): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT product_group FROM items WHERE id = '85099B'),
+                (SELECT product_group FROM items WHERE id = '85099C')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(red, black, "variants share a product group");
+    let anonymous: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE customer_id IS NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(anonymous, 5, "orders without a customer are kept");
+    let cancelled: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE cancelled")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 1);
+
+    let second = import(&db.pool, order_file()).await;
+    assert_eq!(
+        (
+            second.items_changed,
+            second.orders_changed,
+            second.order_lines_changed
+        ),
+        (0, 0, 0),
+        "{second:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_trained_from_the_imported_history_is_served() {
+    let db = fresh_database().await;
+    import(&db.pool, order_file()).await;
+    let history = history::load_history(&db.pool, None).await.unwrap();
+    assert_eq!(history.len(), 20);
+    let model = tokio::task::spawn_blocking(move || {
+        train::train(
+            &history,
+            0..history.len(),
+            &TrainParams::default(),
+            &Progress::hidden(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let version = model.write_version(&db.pool).await.unwrap();
+    let (status, params): (String, serde_json::Value) =
+        sqlx::query_as("SELECT status, params FROM model_versions WHERE version = $1")
+            .bind(version.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "ready");
+    assert_eq!(params["params"]["measure"]["estimator"], "ease");
+
+    let settings = test_settings(&db);
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model_version"], version.0, "{body}");
+    let items: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(items.first(), Some(&"22386"), "{body}");
+    assert!(
+        !items.contains(&"85099C"),
+        "a variant of a cart item: {body}"
+    );
+    assert_eq!(
+        body["items"][0]["reason"]["text"],
+        "Often bought with JUMBO BAG RED RETROSPOT"
+    );
+    app.stop().await;
+}
