@@ -2,11 +2,18 @@
 
 use std::collections::HashSet;
 
-use crate::helpers::{small_spec, spawn_app, write_version};
+use crate::helpers::{
+    fresh_database, small_spec, spawn_app, spawn_app_with, test_settings, write_version,
+};
 
 #[tokio::test]
 async fn a_loaded_version_serves_its_co_purchase_neighbours() {
-    let app = spawn_app().await;
+    // Co-purchase alone decides the order here (no content blend, no DPP reordering).
+    let db = fresh_database().await;
+    let mut settings = test_settings(&db);
+    settings.pipeline.checkout.content = 0.0;
+    settings.pipeline.checkout.theta = 1.0;
+    let app = spawn_app_with(db, settings).await;
     let version = write_version(&app.db.pool, 300, 1).await;
     app.wait_until_ready().await;
     let spec = small_spec(300, 1);
