@@ -494,4 +494,135 @@ pub(crate) mod tests {
             (0.0, 0.0, false)
         );
     }
+
+    /// A random catalogue: categories, prices (some unknown), stock, product groups, promoted
+    /// items and margins, co-purchase rows with negative weights, content rows and embeddings.
+    fn random_snapshot(seed: u64, items: usize, dim: usize) -> Snapshot {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let ids: Vec<String> = (0..items).map(|i| format!("i{i}")).collect();
+        let groups: Vec<String> = (0..items).map(|i| format!("g{}", i / 3)).collect();
+        let mut b = SnapshotBuilder::new(ModelVersion(1), dim, items);
+        for (i, id) in ids.iter().enumerate() {
+            b.add_item(ItemRecord {
+                id,
+                popularity: rng.random_range(0.0f32..100.0),
+                title: Some(id),
+                category: Some(["bags", "cables", "mugs", "books"][i % 4]),
+                price: rng
+                    .random_bool(0.9)
+                    .then(|| rng.random_range(1.0f32..100.0)),
+                in_stock: rng.random_bool(0.85),
+                product_group: rng.random_bool(0.5).then_some(groups[i].as_str()),
+                promoted: rng.random_bool(0.1),
+                margin: rng.random_bool(0.5).then(|| rng.random_range(0.0f32..1.0)),
+            })
+            .unwrap();
+        }
+        for i in 0..items {
+            for _ in 0..rng.random_range(0..12) {
+                let j = rng.random_range(0..items);
+                if j != i {
+                    b.add_pair(&ids[i], &ids[j], rng.random_range(-0.5f32..2.0))
+                        .unwrap();
+                }
+            }
+            for _ in 0..rng.random_range(0..4) {
+                let j = rng.random_range(0..items);
+                if j != i {
+                    b.add_content_pair(&ids[i], &ids[j], rng.random_range(0.0f32..1.0))
+                        .unwrap();
+                }
+            }
+            if dim > 0 {
+                let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                let v: Vec<f32> = v.iter().map(|x| x / norm).collect();
+                b.add_embedding(&ids[i], &v).unwrap();
+            }
+        }
+        b.finish().unwrap()
+    }
+
+    proptest::proptest! {
+        /// Whatever the catalogue, cart, session, budget, exclusions, caps and configuration:
+        /// at most k items, no duplicates, nothing from the cart or a variant of it, nothing
+        /// out of stock, capped, excluded or over budget, and finite scores in [0, 1].
+        #[test]
+        fn every_list_respects_the_guard_rails(
+            seed in proptest::prelude::any::<u64>(),
+            items in 2usize..80,
+            dim in proptest::sample::select(vec![0usize, 4, 16]),
+            cart_size in 0usize..8,
+            viewed_size in 0usize..5,
+            k in 1usize..=MAX_K,
+            max_price in proptest::option::of(0.5f32..120.0),
+            exclude in proptest::sample::subsequence(vec!["bags", "cables", "mugs", "nothing"], 0..3),
+            capped in proptest::collection::vec(0u32..80, 0..10),
+            theta in 0.0f32..=1.0,
+            content in 0.0f32..1.0,
+            demote in proptest::prelude::any::<bool>(),
+            promoted_boost in 0.0f32..0.5,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let snapshot = random_snapshot(seed, items, dim);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+            let mut pick = |n: usize| -> Vec<String> {
+                (0..n).map(|_| format!("i{}", rng.random_range(0..items + 2))).collect()
+            };
+            let request = Request {
+                cart: pick(cart_size),
+                viewed: pick(viewed_size),
+                k,
+                max_price,
+                exclude_categories: exclude.iter().map(|c| c.to_string()).collect(),
+                personalize: true,
+                explain: true,
+                ..Request::default()
+            };
+            let mut config = PipelineConfig {
+                promoted_boost,
+                margin_boost: promoted_boost,
+                ..PipelineConfig::default()
+            };
+            config.checkout.theta = theta;
+            config.checkout.content = content;
+            config.checkout.demote_substitutes = demote;
+            let caps = CappedItems::new(capped);
+            let answer = recommend(&snapshot, &request, &config, &caps);
+
+            proptest::prop_assert!(answer.items.len() <= k);
+            let mut seen: Vec<ItemIndex> = answer.items.iter().map(|r| r.item).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            proptest::prop_assert_eq!(seen.len(), answer.items.len(), "duplicates");
+            let cart: Vec<ItemIndex> =
+                request.cart.iter().filter_map(|id| snapshot.index_of(id)).collect();
+            let catalogue = snapshot.catalogue();
+            for r in &answer.items {
+                let item = r.item;
+                proptest::prop_assert!(
+                    !cart.iter().any(|&c| c == item || catalogue.same_product(c, item)),
+                    "{} is in the cart or a variant of a cart item", snapshot.item_id(item)
+                );
+                proptest::prop_assert!(catalogue.in_stock(item));
+                proptest::prop_assert!(!caps.is_capped(item));
+                if let Some(max) = max_price {
+                    proptest::prop_assert!(catalogue.price(item) <= max);
+                }
+                let category = catalogue.category_name(catalogue.category(item));
+                proptest::prop_assert!(!category.is_some_and(|c| exclude.contains(&c)));
+                proptest::prop_assert!(r.score.is_finite() && (0.0..=1.0).contains(&r.score));
+                let parts = r.contributions.unwrap();
+                for part in [parts.collaborative, parts.content, parts.session, parts.popularity, parts.boost] {
+                    proptest::prop_assert!(part.is_finite());
+                }
+            }
+            for id in &request.cart {
+                if snapshot.index_of(id).is_none() {
+                    proptest::prop_assert!(answer.unknown_items.contains(&id.as_str()));
+                }
+            }
+        }
+    }
 }
