@@ -299,7 +299,7 @@ impl SnapshotBuilder {
         let heap_bytes = self.items.heap_bytes()
             + catalogue.titles.heap_bytes()
             + catalogue.categories.heap_bytes()
-            + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4)
+            + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
             + co_purchase.heap_bytes()
             + content.heap_bytes()
             + embeddings.len() * 4;
@@ -319,6 +319,7 @@ impl SnapshotBuilder {
             co_purchase,
             content,
             embeddings,
+            log_popularity: popularity.iter().map(|p| p.ln_1p()).collect(),
             popularity,
             by_popularity,
             stats,

@@ -110,6 +110,8 @@ pub struct Snapshot {
     pub(super) content: Csr,
     pub(super) embeddings: Array2<f32>,
     pub(super) popularity: Vec<f32>,
+    /// `ln(1 + popularity)`, the form the popularity prior uses, computed once per load.
+    pub(super) log_popularity: Vec<f32>,
     pub(super) by_popularity: Vec<ItemIndex>,
     pub(super) stats: LoadStats,
 }
@@ -184,6 +186,12 @@ impl Snapshot {
     #[inline]
     pub fn popularity(&self, item: ItemIndex) -> f32 {
         self.popularity[item as usize]
+    }
+
+    /// `ln(1 + popularity)` of `item`.
+    #[inline]
+    pub fn log_popularity(&self, item: ItemIndex) -> f32 {
+        self.log_popularity[item as usize]
     }
 
     /// All items, most popular first.

@@ -87,7 +87,14 @@ impl<'a> CandidatePool<'a> {
         self.items.last_mut()
     }
 
-    /// Adds the best `per_anchor` co-purchase neighbours of each cart item.
+    /// The candidate for `item` if it is already in the pool.
+    fn existing(&mut self, item: ItemIndex) -> Option<&mut Candidate> {
+        let at = *self.position.get(&item)?;
+        Some(&mut self.items[at as usize])
+    }
+
+    /// Adds the positively weighted ones among the best `per_anchor` co-purchase neighbours
+    /// of each cart item (negative weights are applied by [`Self::apply_negative_weights`]).
     pub(super) fn add_collaborative(
         &mut self,
         snapshot: &Snapshot,
@@ -97,6 +104,10 @@ impl<'a> CandidatePool<'a> {
         for &anchor in cart {
             let (neighbours, scores) = snapshot.co_purchase(anchor);
             for (&item, &score) in neighbours.iter().zip(scores).take(per_anchor) {
+                if score <= 0.0 {
+                    // Rows are sorted best first: the rest are negative too.
+                    break;
+                }
                 if let Some(c) = self.entry(item) {
                     c.collaborative += score;
                     if score > c.collaborative_best || c.collaborative_anchor == NO_ANCHOR {
@@ -138,12 +149,44 @@ impl<'a> CandidatePool<'a> {
         for &(anchor, weight) in viewed {
             let (neighbours, scores) = snapshot.co_purchase(anchor);
             for (&item, &score) in neighbours.iter().zip(scores).take(per_anchor) {
+                if score <= 0.0 {
+                    break;
+                }
                 if let Some(c) = self.entry(item) {
                     let contribution = weight * score;
                     c.session += contribution;
                     if contribution > c.session_best || c.session_anchor == NO_ANCHOR {
                         c.session_best = contribution;
                         c.session_anchor = anchor;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the negative co-purchase weights (EASE keeps them: the cart argues against
+    /// those items) of the cart and viewed items to candidates already in the pool. They
+    /// never bring a candidate in, so they cannot crowd positive ones out of a full pool.
+    pub(super) fn apply_negative_weights(
+        &mut self,
+        snapshot: &Snapshot,
+        cart: &[ItemIndex],
+        viewed: &[(ItemIndex, f32)],
+        per_anchor: usize,
+    ) {
+        let anchors = cart
+            .iter()
+            .map(|&a| (a, 1.0, true))
+            .chain(viewed.iter().map(|&(a, w)| (a, w, false)));
+        for (anchor, weight, in_cart) in anchors {
+            let (neighbours, scores) = snapshot.co_purchase(anchor);
+            let row = neighbours.iter().zip(scores).take(per_anchor);
+            for (&item, &score) in row.filter(|(_, &s)| s < 0.0) {
+                if let Some(c) = self.existing(item) {
+                    if in_cart {
+                        c.collaborative += score;
+                    } else {
+                        c.session += weight * score;
                     }
                 }
             }
@@ -187,6 +230,42 @@ mod tests {
         assert!((c.collaborative - 1.6).abs() < 1e-6);
         assert_eq!(c.collaborative_anchor, bag);
         assert!(pool.items.iter().all(|c| c.item != bag && c.item != strap));
+    }
+
+    #[test]
+    fn negative_weights_lower_candidates_but_never_bring_one_in() {
+        use crate::domain::ModelVersion;
+        use crate::model::{ItemRecord, SnapshotBuilder};
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 0, 5);
+        for id in ["a", "b", "c", "d", "e"] {
+            b.add_item(ItemRecord {
+                id,
+                title: Some(id),
+                in_stock: true,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        for (x, y, w) in [
+            ("a", "b", 1.0),
+            ("a", "c", -0.5),
+            ("d", "c", 0.8),
+            ("d", "e", -0.3),
+        ] {
+            b.add_pair(x, y, w).unwrap();
+        }
+        let s = b.finish().unwrap();
+        let at = |id| s.index_of(id).unwrap();
+        let request = Request::default();
+        let cart = [at("a"), at("d")];
+        let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
+        let mut pool = CandidatePool::new(&eligibility, 100);
+        pool.add_collaborative(&s, &cart, 50);
+        pool.apply_negative_weights(&s, &cart, &[], 50);
+        let c = pool.items.iter().find(|c| c.item == at("c")).unwrap();
+        assert!((c.collaborative - 0.3).abs() < 1e-6);
+        assert_eq!(c.collaborative_anchor, at("d"));
+        assert!(pool.items.iter().all(|c| c.item != at("e")));
     }
 
     #[test]

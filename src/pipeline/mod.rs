@@ -329,6 +329,7 @@ pub fn recommend<'r>(
     }
     pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
     pool.add_popular(snapshot, config.popular_candidates.max(k));
+    pool.apply_negative_weights(snapshot, &cart, &viewed, config.neighbours_per_anchor);
     let mut candidates = pool.items;
 
     let blended = signals::blend(snapshot, &cart, &mut candidates, weights, config);

@@ -28,7 +28,7 @@ fn inverse(max: f32) -> f32 {
 
 impl Blend {
     fn popularity(&self, snapshot: &Snapshot, item: ItemIndex) -> f32 {
-        snapshot.popularity(item).ln_1p() * inverse(self.popularity_log_max)
+        snapshot.log_popularity(item) * inverse(self.popularity_log_max)
     }
 
     /// The weighted, normalised signals behind `candidate`'s score.
@@ -98,7 +98,7 @@ pub(super) fn blend(
         popularity_log_max: snapshot
             .by_popularity()
             .first()
-            .map_or(0.0, |&i| snapshot.popularity(i).ln_1p()),
+            .map_or(0.0, |&i| snapshot.log_popularity(i)),
         centroid,
     };
     for c in candidates.iter_mut() {
