@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use tandem::app::{Application, InitialModel};
+use tandem::app::InitialModel;
 use tandem::config::{Secret, Settings};
 use tandem::offline::demo::{build_demo_snapshot_with, demo_params};
 use tandem::offline::measures::Estimator;
 
-use crate::helpers::ADMIN_TOKEN;
+use crate::helpers::{RunningServer, ADMIN_TOKEN};
 
 #[tokio::test]
 async fn the_demo_serves_real_carts_without_a_database() {
@@ -24,14 +24,8 @@ async fn the_demo_serves_real_carts_without_a_database() {
     settings.server.port = 0;
     settings.database.url = None;
     settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    let app = Application::build(settings, InitialModel::Snapshot(Arc::new(snapshot)))
-        .await
-        .unwrap();
-    let address = format!("http://{}", app.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let server = RunningServer::start(settings, InitialModel::Snapshot(Arc::new(snapshot))).await;
+    let address = server.address.clone();
     let client = reqwest::Client::new();
 
     assert_eq!(
@@ -78,6 +72,5 @@ async fn the_demo_serves_real_carts_without_a_database() {
     let error: serde_json::Value = reload.json().await.unwrap();
     assert_eq!(error["error"]["code"], "database_not_configured", "{error}");
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

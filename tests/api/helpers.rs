@@ -125,8 +125,7 @@ pub struct TestApp {
     pub db: TestDatabase,
     /// A client for calls.
     pub client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<RunningServer>,
 }
 
 /// Settings for a test app on `db`.
@@ -142,21 +141,44 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings
 }
 
+/// A server started from `settings` and `initial`: its address, and what stops and joins it.
+pub struct RunningServer {
+    /// `http://127.0.0.1:port`.
+    pub address: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds a free port and serves in the background until [`RunningServer::stop`].
+    pub async fn start(settings: Settings, initial: InitialModel) -> Self {
+        let app = Application::build(settings, initial).await.unwrap();
+        let address = format!("http://{}", app.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop,
+            server,
+        }
+    }
+
+    /// Sends the shutdown signal and waits for the server to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
 /// Starts a server on `db` with `settings` tweaked by the caller.
 pub async fn spawn_app_with(db: TestDatabase, settings: Settings) -> TestApp {
-    let app = Application::build(settings, InitialModel::FromDatabase)
-        .await
-        .unwrap();
-    let address = format!("http://{}", app.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let server = RunningServer::start(settings, InitialModel::FromDatabase).await;
     TestApp {
-        address,
+        address: server.address.clone(),
         db,
         client: reqwest::Client::new(),
-        stop: Some(stop),
         server: Some(server),
     }
 }
@@ -213,11 +235,8 @@ impl TestApp {
 
     /// Sends the shutdown signal and waits for the server to finish.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
+            server.stop().await;
         }
     }
 }
