@@ -95,7 +95,7 @@ impl Default for PipelineConfig {
             candidate_pool: 2000,
             neighbours_per_anchor: 100,
             popular_candidates: 20,
-            diversity_pool: 60,
+            diversity_pool: 40,
             session_half_life: 3.0,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
