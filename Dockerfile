@@ -19,7 +19,7 @@ COPY --from=build /src/target/release/tandem /usr/local/bin/tandem
 COPY config ./config
 COPY migrations ./migrations
 USER tandem
-ENV TANDEM_CONFIG_DIR=/app/config TANDEM_LOG_FORMAT=json
+ENV TANDEM_CONFIG_DIR=/app/config TANDEM_LOG_FORMAT=json TANDEM_ENV=production
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
 ENTRYPOINT ["tandem"]

@@ -126,6 +126,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let initial = if settings.database.url.is_some() {
                 InitialModel::FromDatabase
+            } else if std::env::var("TANDEM_ENV").is_ok_and(|env| env == "production") {
+                // A deployment that lost its database secret must fail, not serve demo data.
+                anyhow::bail!("DATABASE_URL is not set and TANDEM_ENV=production: refusing to serve the demo model");
             } else {
                 InitialModel::Snapshot(Arc::new(demo_snapshot().await?))
             };

@@ -114,7 +114,8 @@ fn draw_chart(report: &EvaluationReport, path: &Path) -> Result<(), ReportError>
         (x_min, x_max) = (0.0, 1.0);
     }
     let x_pad = ((x_max - x_min) * 0.08).max(0.01);
-    let x_range = (x_min - x_pad).max(0.0)..(x_max + x_pad).min(1.0);
+    // Diversity is 1 - cosine: up to 2 when embeddings point apart.
+    let x_range = (x_min - x_pad).max(0.0)..(x_max + x_pad);
     let y_range = 0.0..(y_max * 1.12).max(0.01);
 
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();

@@ -272,7 +272,7 @@ impl TrainedModel {
     }
 
     /// A snapshot of this model whose co-purchase rows are `pairs` (for evaluation variants:
-    /// other estimators, content neighbours, or none).
+    /// other estimators, or none); content neighbours and embeddings are the model's own.
     pub fn snapshot_with_pairs(
         &self,
         version: ModelVersion,
@@ -348,7 +348,7 @@ impl TrainedModel {
                 .text(&item.title)
                 .opt_text(item.category.as_deref());
             copy.opt_display(item.price)
-                .opt_text(measures::variant_stem(&item.id));
+                .opt_text(self.params.product_group(&item.id));
             copy.end_row().await?;
         }
         copy.finish().await?;

@@ -180,8 +180,9 @@ impl<'a> CandidatePool<'a> {
             .chain(viewed.iter().map(|&(a, w)| (a, w, false)));
         for (anchor, weight, in_cart) in anchors {
             let (neighbours, scores) = snapshot.co_purchase(anchor);
-            let row = neighbours.iter().zip(scores).take(per_anchor);
-            for (&item, &score) in row.filter(|(_, &s)| s < 0.0) {
+            // Rows are sorted best first, so the strongest negatives are at the end.
+            let row = neighbours.iter().zip(scores).rev();
+            for (&item, &score) in row.take_while(|(_, &s)| s < 0.0).take(per_anchor) {
                 if let Some(c) = self.existing(item) {
                     if in_cart {
                         c.collaborative += score;

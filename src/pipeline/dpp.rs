@@ -77,8 +77,9 @@ pub fn select<'e>(
     }));
     scratch.cholesky.clear();
     scratch.cholesky.resize(n * k, 0.0);
-    // Relative to the best quality, so no weight overflows; a weight that underflows to 0
-    // belongs to an item theta ranks below every other, which the tie-break on quality keeps.
+    // Relative to the best quality, so no weight overflows. Above theta ≈ 0.998 the weights
+    // of items more than 700 / alpha below the best underflow to 0; those items are then
+    // ordered by quality alone (the tie-break), which is what such a theta asks for anyway.
     let alpha = f64::from(theta) / f64::from(1.0 - theta);
     let top = quality.iter().copied().fold(f32::MIN, f32::max);
     scratch.weight.clear();
@@ -124,7 +125,7 @@ pub fn select<'e>(
             let similarity = (1.0 + dot(e_j, embedding(i))) / 2.0;
             let e = (similarity - dot(c_j, &row[..step])) / d_j;
             row[step] = e;
-            // Rounding can push a residual a hair below zero; clamp so ln never sees it.
+            // Rounding can push a residual a hair below zero; clamp so the search never picks it.
             scratch.residual[i] = (scratch.residual[i] - e * e).max(0.0);
         }
     }
