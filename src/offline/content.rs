@@ -14,7 +14,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 
-use super::measures::Neighbours;
+use super::measures::{self, Neighbours};
 
 /// Most items searched exhaustively; larger catalogues use locality-sensitive hashing.
 pub const EXACT_LIMIT: usize = 20_000;
@@ -183,13 +183,7 @@ pub fn neighbours(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        measures::join_all(handles)
     });
     let mut rows: Vec<NeighbourRow> = parts.into_iter().flatten().collect();
     rows.sort_unstable_by_key(|r| r.0);

@@ -226,13 +226,7 @@ pub fn evaluate_variant(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        measures::join_all(handles)
     });
     let mut covered = vec![false; snapshot.len()];
     let (mut hits, mut ndcg, mut mrr, mut diversity_sum, mut lists) =

@@ -357,6 +357,17 @@ fn keep_strongest(row: &mut Vec<(u32, f32, u32)>, n: usize) {
     row.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
+/// The results of scoped worker threads, in order; a worker's panic resumes in the caller.
+pub fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .collect()
+}
+
 /// Worker threads for `requested` (0 = the available cores).
 pub fn worker_threads(requested: usize) -> usize {
     if requested > 0 {
@@ -375,6 +386,17 @@ struct RowsPart {
     support: Vec<u32>,
     co_occurring: u64,
     variants_dropped: u64,
+}
+
+impl RowsPart {
+    /// Appends one item's kept `(neighbour, score, support)` entries.
+    fn push_row(&mut self, row: &[(u32, f32, u32)]) {
+        for &(j, s, c) in row {
+            self.others.push(j);
+            self.scores.push(s);
+            self.support.push(c);
+        }
+    }
 }
 
 /// Runs `row(item, part)` for every item over `threads` threads and joins the rows.
@@ -401,13 +423,7 @@ fn rows_in_parallel<S>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        join_all(handles)
     });
     let total: usize = parts.iter().map(|p| p.others.len()).sum();
     let mut n = Neighbours {
@@ -584,11 +600,7 @@ fn sparse(
             }
             acc.touched.clear();
             keep_best(&mut acc.row, params.neighbours);
-            for &(j, s, c) in &acc.row {
-                part.others.push(j);
-                part.scores.push(s);
-                part.support.push(c);
-            }
+            part.push_row(&acc.row);
         },
     );
     Ok((
@@ -698,11 +710,7 @@ fn ease(
                 }
             }
             keep_strongest(row, params.neighbours);
-            for &(j, s, c) in row.iter() {
-                part.others.push(j);
-                part.scores.push(s);
-                part.support.push(c);
-            }
+            part.push_row(row);
         },
     );
     Ok((
