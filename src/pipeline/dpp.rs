@@ -10,6 +10,10 @@
 //! subtract a constant, exponentiate): the weights are computed once per request, so a pick
 //! costs a multiplication per candidate instead of a logarithm.
 
+use pulp::{Simd, WithSimd};
+
+use super::vector;
+
 /// Below this residual an item adds no new direction: picking it would make the kernel
 /// singular, so the greedy search stops.
 const MIN_RESIDUAL: f32 = 1e-10;
@@ -17,31 +21,19 @@ const MIN_RESIDUAL: f32 = 1e-10;
 /// Reusable buffers, so a request allocates nothing once they have grown.
 #[derive(Debug, Default)]
 pub struct DppScratch {
+    /// Step-major Cholesky entries: row `s` holds `c_i[s]` of every candidate `i`.
     cholesky: Vec<f32>,
     residual: Vec<f32>,
+    similarity: Vec<f32>,
     picked: Vec<bool>,
     pick_row: Vec<f32>,
     weight: Vec<f64>,
 }
 
-/// `<a, b>` with eight independent accumulators, which the compiler turns into SIMD lanes.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for lane in 0..8 {
-            lanes[lane] += x[lane] * y[lane];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
+/// Candidate arrays are padded to a multiple of this (every SIMD width pulp uses divides it),
+/// so the vector loops have no scalar tail; padding entries have residual 0 and are never
+/// picked.
+const PAD: usize = 16;
 
 /// Picks up to `k` of the candidates, in order, trading their `quality` (in [0, 1]) against
 /// their similarity through `embedding(i)` (L2-normalised rows, or all zeros).
@@ -63,74 +55,165 @@ pub fn select<'e>(
     if k == 0 {
         return;
     }
+    if theta < 1.0 {
+        vector::dispatch(Greedy {
+            quality,
+            embedding,
+            k,
+            theta: theta.max(0.0),
+            scratch: &mut *scratch,
+            out: &mut *out,
+        });
+    }
     scratch.picked.clear();
     scratch.picked.resize(n, false);
-    if theta >= 1.0 {
-        fill_by_quality(quality, k, &mut scratch.picked, out);
-        return;
-    }
-    let theta = theta.max(0.0);
-    scratch.residual.clear();
-    scratch.residual.extend((0..n).map(|i| {
-        let e = embedding(i);
-        (1.0 + dot(e, e)) / 2.0
-    }));
-    scratch.cholesky.clear();
-    scratch.cholesky.resize(n * k, 0.0);
-    // Relative to the best quality, so no weight overflows. Above theta ≈ 0.998 the weights
-    // of items more than 700 / alpha below the best underflow to 0; those items are then
-    // ordered by quality alone (the tie-break), which is what such a theta asks for anyway.
-    let alpha = f64::from(theta) / f64::from(1.0 - theta);
-    let top = quality.iter().copied().fold(f32::MIN, f32::max);
-    scratch.weight.clear();
-    scratch
-        .weight
-        .extend(quality.iter().map(|&q| (alpha * f64::from(q - top)).exp()));
-
-    while out.len() < k {
-        let step = out.len();
-        let mut best: Option<(usize, f64)> = None;
-        for i in 0..n {
-            let residual = scratch.residual[i];
-            if scratch.picked[i] || residual < MIN_RESIDUAL {
-                continue;
-            }
-            let value = f64::from(residual) * scratch.weight[i];
-            let better = match best {
-                None => true,
-                Some((b, v)) => value > v || (value == v && quality[i] > quality[b]),
-            };
-            if better {
-                best = Some((i, value));
-            }
-        }
-        let Some((j, _)) = best else { break };
-        scratch.picked[j] = true;
-        out.push(j);
-        if out.len() == k {
-            break;
-        }
-        let d_j = scratch.residual[j].sqrt();
-        let e_j = embedding(j);
-        scratch.pick_row.clear();
-        scratch
-            .pick_row
-            .extend_from_slice(&scratch.cholesky[j * k..j * k + step]);
-        let c_j = &scratch.pick_row;
-        for i in 0..n {
-            if scratch.picked[i] || scratch.residual[i] < MIN_RESIDUAL {
-                continue;
-            }
-            let row = &mut scratch.cholesky[i * k..i * k + k];
-            let similarity = (1.0 + dot(e_j, embedding(i))) / 2.0;
-            let e = (similarity - dot(c_j, &row[..step])) / d_j;
-            row[step] = e;
-            // Rounding can push a residual a hair below zero; clamp so the search never picks it.
-            scratch.residual[i] = (scratch.residual[i] - e * e).max(0.0);
-        }
+    for &i in out.iter() {
+        scratch.picked[i] = true;
     }
     if out.len() < k {
         fill_by_quality(quality, k, &mut scratch.picked, out);
+    }
+}
+
+/// The greedy search of [`select`] as one SIMD kernel (see [`vector::dispatch`]). A pick costs
+/// one dot product with every candidate (four rows at a time) and a few vector passes over
+/// the step-major Cholesky rows, then a scalar pass for the next argmax.
+struct Greedy<'a, E> {
+    quality: &'a [f32],
+    embedding: E,
+    k: usize,
+    theta: f32,
+    scratch: &'a mut DppScratch,
+    out: &'a mut Vec<usize>,
+}
+
+impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            quality,
+            embedding,
+            k,
+            theta,
+            scratch,
+            out,
+        } = self;
+        let n = quality.len();
+        let padded = n.next_multiple_of(PAD);
+        // Relative to the best quality, so no weight overflows. Above theta ≈ 0.998 the
+        // weights of items more than 700 / alpha below the best underflow to 0; those items
+        // are then ordered by quality alone (the tie-break), which is what such a theta asks
+        // for anyway.
+        let alpha = f64::from(theta) / f64::from(1.0 - theta);
+        let top = quality.iter().copied().fold(f32::MIN, f32::max);
+        scratch.weight.clear();
+        scratch
+            .weight
+            .extend(quality.iter().map(|&q| (alpha * f64::from(q - top)).exp()));
+        // A plain loop, not an iterator adaptor: a closure that std does not inline would
+        // be compiled without the kernel's instruction set.
+        scratch.residual.clear();
+        scratch.residual.resize(padded, 0.0);
+        for i in 0..n {
+            let e = embedding(i);
+            scratch.residual[i] = (1.0 + vector::dot_with(simd, e, e)) / 2.0;
+        }
+        scratch.similarity.clear();
+        scratch.similarity.resize(padded, 0.0);
+        scratch.cholesky.clear();
+        scratch.cholesky.resize(padded * k, 0.0);
+
+        let mut next = argmax(&scratch.residual[..n], &scratch.weight, quality);
+        while let Some(j) = next {
+            let step = out.len();
+            out.push(j);
+            if out.len() == k {
+                break;
+            }
+            let d_j = scratch.residual[j].sqrt();
+            // A picked item's residual stays 0 through every update below: never picked again.
+            scratch.residual[j] = 0.0;
+            scratch.pick_row.clear();
+            scratch
+                .pick_row
+                .extend((0..step).map(|s| scratch.cholesky[s * padded + j]));
+
+            // similarity[i] = S_ji = (1 + <e_j, e_i>) / 2, four candidates at a time.
+            let e_j = embedding(j);
+            let mut i = 0;
+            while i + 4 <= n {
+                let rows = [embedding(i), embedding(i + 1), embedding(i + 2), embedding(i + 3)];
+                let dots = vector::dot4_with(simd, e_j, rows);
+                for (offset, d) in dots.into_iter().enumerate() {
+                    scratch.similarity[i + offset] = (1.0 + d) / 2.0;
+                }
+                i += 4;
+            }
+            for i in i..n {
+                scratch.similarity[i] = (1.0 + vector::dot_with(simd, e_j, embedding(i))) / 2.0;
+            }
+
+            // c_i[step] = (S_ji - <c_j, c_i>) / d_j and d_i^2 -= c_i[step]^2, for every i at
+            // once: the step-major layout makes both plain vector loops over candidates.
+            let (earlier, rest) = scratch.cholesky.split_at_mut(step * padded);
+            let current = &mut rest[..padded];
+            current.copy_from_slice(&scratch.similarity);
+            let (current_v, _) = S::as_mut_simd_f32s(current);
+            for (s, &c_js) in scratch.pick_row.iter().enumerate() {
+                let (row_v, _) = S::as_simd_f32s(&earlier[s * padded..(s + 1) * padded]);
+                let minus_c_js = simd.splat_f32s(-c_js);
+                for (c, r) in current_v.iter_mut().zip(row_v) {
+                    *c = simd.mul_add_e_f32s(minus_c_js, *r, *c);
+                }
+            }
+            let inverse_d_j = simd.splat_f32s(1.0 / d_j);
+            let zero = simd.splat_f32s(0.0);
+            let (residual_v, _) = S::as_mut_simd_f32s(&mut scratch.residual);
+            for (c, d2) in current_v.iter_mut().zip(residual_v) {
+                let e = simd.mul_f32s(*c, inverse_d_j);
+                *c = e;
+                // Rounding can push a residual a hair below zero; clamp so it is never picked.
+                *d2 = simd.max_f32s(simd.sub_f32s(*d2, simd.mul_f32s(e, e)), zero);
+            }
+            next = argmax(&scratch.residual[..n], &scratch.weight, quality);
+        }
+    }
+}
+
+/// The candidate with the largest `residual * weight` among those whose residual is at least
+/// [`MIN_RESIDUAL`], ties broken by quality; `None` when there is none.
+#[inline(always)]
+fn argmax(residual: &[f32], weight: &[f64], quality: &[f32]) -> Option<usize> {
+    let mut best = Best::default();
+    for (i, (&r, &w)) in residual.iter().zip(weight).enumerate() {
+        if r >= MIN_RESIDUAL {
+            best.offer(i, r, w, quality);
+        }
+    }
+    best.item
+}
+
+/// The best candidate seen so far by `residual * weight`, ties broken by quality.
+#[derive(Default)]
+struct Best {
+    item: Option<usize>,
+    value: f64,
+}
+
+impl Best {
+    #[inline(always)]
+    fn offer(&mut self, i: usize, residual: f32, weight: f64, quality: &[f32]) {
+        let value = f64::from(residual) * weight;
+        let better = match self.item {
+            None => true,
+            Some(b) => value > self.value || (value == self.value && quality[i] > quality[b]),
+        };
+        if better {
+            self.item = Some(i);
+            self.value = value;
+        }
     }
 }
 
@@ -152,6 +235,7 @@ fn fill_by_quality(quality: &[f32], k: usize, picked: &mut [bool], out: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::vector::dot;
     use proptest::prelude::*;
 
     fn normalised(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {

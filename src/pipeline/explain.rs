@@ -2,7 +2,7 @@
 //! and the cart or session item behind it, named by title.
 
 use super::candidates::{Candidate, NO_ANCHOR};
-use super::dpp::dot;
+use super::vector::dot;
 use super::{Contributions, Reason, ReasonKind};
 use crate::domain::ItemIndex;
 use crate::model::Snapshot;

@@ -4,7 +4,7 @@
 use crate::domain::ItemIndex;
 use crate::model::{Snapshot, NO_CATEGORY};
 
-use super::dpp::dot;
+use super::vector::each_dot;
 use super::{CapView, Request};
 
 /// The hard filters of one request: not in the cart nor a variant of a cart item, in stock,
@@ -53,21 +53,35 @@ impl<'a> Eligibility<'a> {
     }
 }
 
-/// Whether `item` is a substitute of a cart item: same category and embeddings at least
-/// `min_similarity` alike (a second camera for a camera).
-pub(super) fn is_substitute(
+/// Calls `mark(i)` for every `items[i]` that is a substitute of a cart item: same category
+/// and embeddings at least `min_similarity` alike (a second camera for a camera). One SIMD
+/// pass over the items per cart item that has a category.
+pub(super) fn mark_substitutes(
     snapshot: &Snapshot,
     cart: &[ItemIndex],
-    item: ItemIndex,
+    items: &[ItemIndex],
     min_similarity: f32,
-) -> bool {
+    mut mark: impl FnMut(usize),
+) {
     let catalogue = snapshot.catalogue();
-    let category = catalogue.category(item);
-    if category == NO_CATEGORY || snapshot.embedding_dim() == 0 {
-        return false;
+    if snapshot.embedding_dim() == 0 {
+        return;
     }
-    let e = snapshot.embedding_slice(item);
-    cart.iter().any(|&c| {
-        catalogue.category(c) == category && dot(e, snapshot.embedding_slice(c)) >= min_similarity
-    })
+    for &c in cart {
+        let category = catalogue.category(c);
+        if category == NO_CATEGORY {
+            continue;
+        }
+        each_dot(
+            snapshot.embedding_slice(c),
+            items.len(),
+            |i| snapshot.embedding_slice(items[i]),
+            |i| catalogue.category(items[i]) == category,
+            |i, similarity| {
+                if similarity >= min_similarity {
+                    mark(i);
+                }
+            },
+        );
+    }
 }

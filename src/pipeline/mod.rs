@@ -9,6 +9,7 @@ pub mod dpp;
 mod explain;
 mod guard;
 mod signals;
+pub mod vector;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,8 +3,8 @@
 //! chooses from.
 
 use super::candidates::Candidate;
-use super::dpp::dot;
-use super::guard::is_substitute;
+use super::vector::{dot, each_dot};
+use super::guard::mark_substitutes;
 use super::{Contributions, PipelineConfig, TouchpointConfig};
 use crate::domain::ItemIndex;
 use crate::model::Snapshot;
@@ -101,26 +101,40 @@ pub(super) fn blend(
             .map_or(0.0, |&i| snapshot.log_popularity(i)),
         centroid,
     };
+    let items: Vec<ItemIndex> = candidates.iter().map(|c| c.item).collect();
+    if has_centroid {
+        // Similarity to the cart as a whole; a content neighbour keeps its own cosine to its
+        // anchor when that is higher.
+        each_dot(
+            &blend.centroid,
+            items.len(),
+            |i| snapshot.embedding_slice(items[i]),
+            |_| true,
+            |i, to_cart| {
+                let c = &mut candidates[i];
+                c.content = c.content.max(to_cart.max(0.0));
+            },
+        );
+    }
     for c in candidates.iter_mut() {
-        if has_centroid {
-            // Similarity to the cart as a whole; a content neighbour keeps its own cosine
-            // to its anchor when that is higher.
-            let to_cart = dot(snapshot.embedding_slice(c.item), &blend.centroid).max(0.0);
-            c.content = c.content.max(to_cart);
-        } else {
-            c.content = c.content.max(0.0);
-        }
+        c.content = c.content.max(0.0);
         blend.collaborative_max = blend.collaborative_max.max(c.collaborative);
         blend.session_max = blend.session_max.max(c.session);
         blend.content_max = blend.content_max.max(c.content);
     }
+    if weights.demote_substitutes {
+        mark_substitutes(
+            snapshot,
+            cart,
+            &items,
+            config.substitute_similarity,
+            |i| candidates[i].substitute = true,
+        );
+    }
     for c in candidates.iter_mut() {
         let parts = blend.contributions(snapshot, c, weights, config);
         let mut score = parts.collaborative + parts.content + parts.session + parts.popularity;
-        if weights.demote_substitutes
-            && is_substitute(snapshot, cart, c.item, config.substitute_similarity)
-        {
-            c.substitute = true;
+        if c.substitute {
             score *= config.substitute_penalty;
         }
         score += parts.boost;
