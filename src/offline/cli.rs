@@ -130,6 +130,10 @@ pub struct ModelArgs {
     /// never for a served model, where a second colour of a cart item is not a cross-sell).
     #[arg(long)]
     pub keep_variants: bool,
+    /// Half-life in days of an order's weight in popularity (default: every order counts
+    /// the same).
+    #[arg(long)]
+    pub popularity_half_life_days: Option<f64>,
 }
 
 impl ModelArgs {
@@ -151,6 +155,7 @@ impl ModelArgs {
             seed: self.seed,
             until,
             keep_variants: self.keep_variants,
+            popularity_half_life_days: self.popularity_half_life_days,
             ..TrainParams::default()
         }
     }
@@ -198,6 +203,9 @@ pub struct EvaluateArgs {
     /// Seed of the hidden-item choice.
     #[arg(long, default_value_t = 1)]
     pub split_seed: u64,
+    /// Only the serving pipeline's rows (skip the baselines, which train every estimator).
+    #[arg(long)]
+    pub serving_only: bool,
     /// Model parameters of the serving model.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -362,6 +370,7 @@ pub async fn run_evaluate(
         seed: args.split_seed,
         train: args.model.train_params(Some(until)),
         threads: args.model.threads,
+        baselines: !args.serving_only,
     };
     let report =
         tokio::task::spawn_blocking(move || evaluate::evaluate(&history, &params, &serving))

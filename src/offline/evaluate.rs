@@ -41,6 +41,8 @@ pub struct EvaluateParams {
     pub train: TrainParams,
     /// Worker threads (0 = available cores).
     pub threads: usize,
+    /// Whether the baseline rows (popularity, every estimator, content only) are evaluated.
+    pub baselines: bool,
 }
 
 /// One way of recommending, evaluated as a row.
@@ -317,6 +319,49 @@ pub fn standard_variants(
     progress: &Progress,
 ) -> Result<Vec<Variant>, EvaluateError> {
     let version = ModelVersion(0);
+    let snapshot = Arc::new(serving.to_snapshot(version)?);
+    let mut variants = Vec::new();
+    if params.baselines {
+        variants = baseline_variants(history, range, params, serving, serving_config, progress)?;
+        variants.push(Variant {
+            name: "content only".into(),
+            snapshot: snapshot.clone(),
+            config: ranking_config(serving_config, 0.0, 1.0, FILL),
+        });
+    }
+    let estimator = serving.params.measure.estimator.name();
+    let serving_theta = serving_config.checkout.theta;
+    variants.push(Variant {
+        name: format!("pipeline {estimator} (serving)"),
+        snapshot: snapshot.clone(),
+        config: serving_config.clone(),
+    });
+    variants.push(Variant {
+        name: "pipeline, substitutes kept".into(),
+        snapshot: snapshot.clone(),
+        config: serving_with(serving_config, |t| t.demote_substitutes = false),
+    });
+    for theta in THETAS.into_iter().filter(|&t| t != serving_theta) {
+        variants.push(Variant {
+            name: format!("pipeline, theta {theta}"),
+            snapshot: snapshot.clone(),
+            config: serving_with(serving_config, |t| t.theta = theta),
+        });
+    }
+    Ok(variants)
+}
+
+/// The popularity row and one row per co-purchase estimator, each trained on the same
+/// baskets as the serving model and ranking by its own signal.
+fn baseline_variants(
+    history: &History,
+    range: Range<usize>,
+    params: &EvaluateParams,
+    serving: &TrainedModel,
+    serving_config: &PipelineConfig,
+    progress: &Progress,
+) -> Result<Vec<Variant>, EvaluateError> {
+    let version = ModelVersion(0);
     let set = train::TrainingSet::new(history, range);
     let groups = serving
         .params
@@ -342,31 +387,6 @@ pub fn standard_variants(
             config: ranking_config(serving_config, 1.0, 0.0, FILL),
         });
         progress.inc(1);
-    }
-    let snapshot = Arc::new(serving.to_snapshot(version)?);
-    let estimator = serving.params.measure.estimator.name();
-    variants.push(Variant {
-        name: "content only".into(),
-        snapshot: snapshot.clone(),
-        config: ranking_config(serving_config, 0.0, 1.0, FILL),
-    });
-    let serving_theta = serving_config.checkout.theta;
-    variants.push(Variant {
-        name: format!("pipeline {estimator} (serving)"),
-        snapshot: snapshot.clone(),
-        config: serving_config.clone(),
-    });
-    variants.push(Variant {
-        name: "pipeline, substitutes kept".into(),
-        snapshot: snapshot.clone(),
-        config: serving_with(serving_config, |t| t.demote_substitutes = false),
-    });
-    for theta in THETAS.into_iter().filter(|&t| t != serving_theta) {
-        variants.push(Variant {
-            name: format!("pipeline, theta {theta}"),
-            snapshot: snapshot.clone(),
-            config: serving_with(serving_config, |t| t.theta = theta),
-        });
     }
     Ok(variants)
 }
@@ -499,6 +519,7 @@ mod tests {
                 ..TrainParams::default()
             },
             threads: 2,
+            baselines: true,
         }
     }
 

@@ -18,6 +18,12 @@ use crate::model::Snapshot;
 
 pub use explain::reason_text;
 
+thread_local! {
+    /// The DPP's buffers, grown once per thread and reused by every request it serves.
+    static DPP_SCRATCH: std::cell::RefCell<dpp::DppScratch> =
+        std::cell::RefCell::new(dpp::DppScratch::default());
+}
+
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 50;
 
@@ -347,14 +353,16 @@ pub fn recommend<'r>(
         })
         .collect();
     let mut picks = Vec::with_capacity(k);
-    dpp::select(
-        &quality,
-        |i| snapshot.embedding_slice(shortlist[i].item),
-        k,
-        weights.theta,
-        &mut dpp::DppScratch::default(),
-        &mut picks,
-    );
+    DPP_SCRATCH.with_borrow_mut(|scratch| {
+        dpp::select(
+            &quality,
+            |i| snapshot.embedding_slice(shortlist[i].item),
+            k,
+            weights.theta,
+            scratch,
+            &mut picks,
+        )
+    });
     let items = picks
         .into_iter()
         .map(|i| {
