@@ -130,10 +130,6 @@ pub struct ModelArgs {
     /// never for a served model, where a second colour of a cart item is not a cross-sell).
     #[arg(long)]
     pub keep_variants: bool,
-    /// Half-life in days of an order's weight in popularity (default: every order counts
-    /// the same).
-    #[arg(long)]
-    pub popularity_half_life_days: Option<f64>,
 }
 
 impl ModelArgs {
@@ -155,7 +151,6 @@ impl ModelArgs {
             seed: self.seed,
             until,
             keep_variants: self.keep_variants,
-            popularity_half_life_days: self.popularity_half_life_days,
             ..TrainParams::default()
         }
     }

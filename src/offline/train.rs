@@ -2,10 +2,9 @@
 //! content embeddings and content neighbours, all in memory ([`TrainedModel`]); then either
 //! written to Postgres as a new version or turned straight into a [`Snapshot`].
 //!
-//! Popularity is the number of training baskets holding the item, each basket weighted by
-//! `0.5^(age / popularity_half_life_days)` when a half-life is set (age counted back from the
-//! last training basket), so what sells now outranks what sold last season. Every item of
-//! the training history is `in_stock`.
+//! Popularity is the number of training baskets holding the item (no time decay: the
+//! evaluation's popularity baseline is the plain count, and a decay would need a half-life
+//! chosen per shop). Every item of the training history is `in_stock`.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -41,9 +40,6 @@ pub struct TrainParams {
     /// compare with published results whose protocol does not know variants.
     #[serde(default)]
     pub keep_variants: bool,
-    /// Half-life in days of a basket's weight in popularity (`None`: every basket counts 1).
-    #[serde(default)]
-    pub popularity_half_life_days: Option<f64>,
 }
 
 impl TrainParams {
@@ -77,7 +73,6 @@ impl Default for TrainParams {
             seed: 42,
             until: None,
             keep_variants: false,
-            popularity_half_life_days: None,
         }
     }
 }
@@ -196,28 +191,6 @@ impl TrainingSet {
     }
 }
 
-/// Popularity of each model item: baskets holding it, weighted by recency when `half_life_days`
-/// is set (see the module doc).
-fn popularity(
-    history: &History,
-    range: Range<usize>,
-    set: &TrainingSet,
-    half_life_days: Option<f64>,
-) -> Vec<f32> {
-    let mut popularity = vec![0f64; set.history_items.len()];
-    let newest = history.time(range.end - 1);
-    for b in range {
-        let weight = half_life_days.map_or(1.0, |half_life| {
-            let age_days = (newest - history.time(b)) as f64 / 86_400.0;
-            0.5f64.powf(age_days / half_life)
-        });
-        for &i in history.basket(b) {
-            popularity[set.model_item[i as usize] as usize] += weight;
-        }
-    }
-    popularity.into_iter().map(|p| p as f32).collect()
-}
-
 /// Trains on the baskets of `history` in `range`.
 pub fn train(
     history: &History,
@@ -232,19 +205,18 @@ pub fn train(
     progress.message("items");
     let set = TrainingSet::new(history, range.clone());
     let counts = set.baskets.item_counts();
-    let popularity = popularity(history, range.clone(), &set, params.popularity_half_life_days);
     let items: Vec<TrainedItem> = set
         .history_items
         .iter()
-        .zip(counts.iter().zip(popularity))
-        .map(|(&h, (&count, popularity))| {
+        .zip(&counts)
+        .map(|(&h, &count)| {
             let row = &history.items[h as usize];
             TrainedItem {
                 id: row.id.clone(),
                 title: row.title.clone(),
                 category: row.category.clone(),
                 price: row.price,
-                popularity,
+                popularity: count as f32,
                 baskets: count,
             }
         })
