@@ -1,5 +1,6 @@
-//! Building the application from settings: the model handle, the reloader, the router and the
-//! bound listener; then serving until a shutdown signal, with a bounded grace period.
+//! Building the application from settings: the model handle, the reloader, the event writer,
+//! the router and the bound listener; then serving until a shutdown signal, with a bounded
+//! grace period, and draining the event queue.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::capping::{MemoryCapStore, Pseudonymizer};
 use crate::config::Settings;
+use crate::events::{EventLimits, EventWriter};
 use crate::http::{self, AppState, RouterLimits};
 use crate::metrics::Metrics;
 use crate::model::{ModelHandle, Snapshot};
@@ -105,6 +107,13 @@ impl Application {
                 }))
             }
         };
+        let events = pool.clone().map(|pool| {
+            Arc::new(EventWriter::start(
+                pool,
+                settings.events.clone(),
+                metrics.clone(),
+            ))
+        });
         let state = AppState {
             model,
             reloader,
@@ -115,6 +124,11 @@ impl Application {
             caps: Arc::new(MemoryCapStore::new(settings.capping.clone())),
             capping_enabled: settings.capping.enabled,
             pseudonymizer: pseudonymizer(&settings),
+            events,
+            event_limits: EventLimits {
+                max_events: settings.events.max_events_per_request,
+                max_future_skew: chrono::Duration::minutes(10),
+            },
         };
         let limits = RouterLimits {
             request_timeout: settings.request_timeout(),
@@ -169,6 +183,10 @@ impl Application {
         };
         if let Some(task) = self.start_up_load {
             task.abort();
+        }
+        // Requests are done: whatever events they queued are written before we exit.
+        if let Some(writer) = &self.state.events {
+            writer.shutdown(grace).await;
         }
         result
     }

@@ -10,6 +10,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use crate::capping::CapPolicy;
+use crate::events::EventSettings;
 use crate::pipeline::PipelineConfig;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -51,6 +52,8 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     /// Frequency capping.
     pub capping: CapPolicy,
+    /// Storefront events and their writer.
+    pub events: EventSettings,
     /// Key of the hash that pseudonymises shopper and session ids (from
     /// `TANDEM_PSEUDONYM_KEY`); a random one per process when unset.
     #[serde(skip)]
@@ -187,6 +190,9 @@ impl Settings {
         if let Err(message) = self.capping.validate() {
             return invalid("capping", &message);
         }
+        if let Err(message) = self.events.validate() {
+            return invalid("events", &message);
+        }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be positive");
         }
@@ -219,6 +225,7 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.pipeline, PipelineConfig::default());
         assert_eq!(s.capping, CapPolicy::default());
+        assert_eq!(s.events, EventSettings::default());
         assert!(s.database.url.is_none() && s.admin_token.is_none());
     }
 

@@ -7,6 +7,7 @@ pub mod capping;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -8,6 +8,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::events::EventKind;
 use crate::model::Snapshot;
 
 /// Latency buckets from 50 µs to 5 s: the interesting range of a sub-millisecond service.
@@ -56,6 +57,11 @@ pub struct Metrics {
     model_load_duration: Histogram,
     unknown_cart_items: IntCounter,
     popular_fallback_items: IntCounter,
+    events_received: IntCounterVec,
+    events_written: IntCounter,
+    events_duplicate: IntCounter,
+    events_rejected: IntCounterVec,
+    event_queue_depth: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -156,8 +162,75 @@ impl Metrics {
                     "Recommended items that came from the popularity fallback",
                 )?,
             )?,
+            events_received: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tandem_events_received_total",
+                        "Storefront events accepted into the write queue, by kind",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            events_written: register(
+                r,
+                IntCounter::new(
+                    "tandem_events_written_total",
+                    "Storefront events written to Postgres",
+                )?,
+            )?,
+            events_duplicate: register(
+                r,
+                IntCounter::new(
+                    "tandem_events_duplicate_total",
+                    "Storefront events skipped because their event_id was already stored",
+                )?,
+            )?,
+            events_rejected: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tandem_events_rejected_total",
+                        "Storefront events not stored, by reason (invalid, queue_full, \
+                         shutting_down, write_failed)",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            event_queue_depth: register(
+                r,
+                IntGauge::new(
+                    "tandem_event_queue_depth",
+                    "Storefront events waiting to be written",
+                )?,
+            )?,
             registry,
         })
+    }
+
+    /// Counts an event accepted into the write queue.
+    pub fn event_received(&self, kind: EventKind) {
+        self.events_received
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    /// Counts events written, and those skipped as already stored.
+    pub fn events_written(&self, written: u64, duplicates: u64) {
+        self.events_written.inc_by(written);
+        self.events_duplicate.inc_by(duplicates);
+    }
+
+    /// Counts events refused or lost, by reason.
+    pub fn events_rejected(&self, reason: &str, count: u64) {
+        self.events_rejected
+            .with_label_values(&[reason])
+            .inc_by(count);
+    }
+
+    /// Sets the number of events waiting to be written.
+    pub fn event_queue_depth(&self, depth: usize) {
+        self.event_queue_depth.set(depth as i64);
     }
 
     /// Records one finished HTTP request.

@@ -17,6 +17,19 @@ pub use memory::MemoryCapStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShopperKey(pub [u8; 16]);
 
+impl ShopperKey {
+    /// Lowercase hex, as stored in Postgres.
+    pub fn to_hex(self) -> String {
+        use std::fmt::Write;
+        self.0
+            .iter()
+            .fold(String::with_capacity(32), |mut out, byte| {
+                let _ = write!(out, "{byte:02x}");
+                out
+            })
+    }
+}
+
 /// Turns shopper and session ids into keys with a secret, so stored state cannot be joined
 /// back to a shopper without the secret.
 #[derive(Clone)]

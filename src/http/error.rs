@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::events::SubmitError;
 use crate::reload::ReloadError;
 use crate::store::LoadError;
 
@@ -69,6 +70,12 @@ pub enum ApiError {
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// 503: events cannot be stored because no database is configured.
+    #[error("events are not stored: no database is configured (set DATABASE_URL)")]
+    EventsUnavailable,
+    /// 503: the event queue is full or closing; the storefront should retry.
+    #[error("events not accepted: {0}; retry shortly")]
+    EventsRefused(#[from] SubmitError),
     /// 500: a bug or an unexpected failure; detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -100,6 +107,15 @@ impl ApiError {
                 LoadError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
                 LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
+            ApiError::EventsUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_not_configured")
+            }
+            ApiError::EventsRefused(SubmitError::QueueFull) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "events_queue_full")
+            }
+            ApiError::EventsRefused(SubmitError::Closed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -18,6 +19,7 @@ use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
 use crate::capping::CapState;
 use crate::domain::{ModelVersion, Touchpoint};
+use crate::events::{self, SubmitError};
 use crate::model::Snapshot;
 use crate::pipeline::{self, reason_text, CappedItems, Contributions, ReasonKind, Request};
 use crate::reload::ReloadReport;
@@ -182,6 +184,33 @@ pub async fn recommendations_post(
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, &request).await)
+}
+
+/// `POST /events`: a JSON array of storefront events, validated as a whole and queued for the
+/// batched writer; 202 with the number accepted.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let writer = state.events.as_ref().ok_or(ApiError::EventsUnavailable)?;
+    // An opted-out shopper's events are kept for counting, without any id.
+    let pseudonymizer = (!opted_out(&headers)).then_some(&state.pseudonymizer);
+    let events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
+        .map_err(|e| {
+            state.metrics.events_rejected("invalid", 1);
+            RequestError::new("invalid_events", e.message)
+        })?;
+    let accepted = events.len();
+    writer.submit(events).map_err(|e| {
+        let reason = match e {
+            SubmitError::QueueFull => "queue_full",
+            SubmitError::Closed => "shutting_down",
+        };
+        state.metrics.events_rejected(reason, accepted as u64);
+        ApiError::from(e)
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

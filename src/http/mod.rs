@@ -1,5 +1,5 @@
-//! The HTTP layer: the router, its middleware and handlers, over the model, the pipeline and
-//! the reloader. Nothing here knows about Postgres beyond what the reloader reports.
+//! The HTTP layer: the router, its middleware and handlers, over the model, the pipeline, the
+//! reloader and the event writer. Nothing here knows about Postgres beyond what those report.
 
 mod auth;
 pub mod error;
@@ -21,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::capping::{CapStore, Pseudonymizer};
 use crate::config::Secret;
+use crate::events::{EventLimits, EventWriter};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::pipeline::PipelineConfig;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub capping_enabled: bool,
     /// Turns shopper ids into keys before they reach any store.
     pub pseudonymizer: Pseudonymizer,
+    /// Writes storefront events (none without a database).
+    pub events: Option<Arc<EventWriter>>,
+    /// Limits on one `POST /events` body.
+    pub event_limits: EventLimits,
 }
 
 /// Limits the router enforces.
@@ -80,6 +85,7 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
             "/recommendations",
             get(handlers::recommendations_get).post(handlers::recommendations_post),
         )
+        .route("/events", post(handlers::events))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(storefront_error))

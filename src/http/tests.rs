@@ -45,6 +45,11 @@ fn state(loaded: bool) -> AppState {
         })),
         capping_enabled: true,
         pseudonymizer: Pseudonymizer::new(b"test"),
+        events: None,
+        event_limits: crate::events::EventLimits {
+            max_events: 10,
+            max_future_skew: chrono::Duration::minutes(10),
+        },
     }
 }
 

@@ -144,7 +144,12 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
             let e_j = embedding(j);
             let mut i = 0;
             while i + 4 <= n {
-                let rows = [embedding(i), embedding(i + 1), embedding(i + 2), embedding(i + 3)];
+                let rows = [
+                    embedding(i),
+                    embedding(i + 1),
+                    embedding(i + 2),
+                    embedding(i + 3),
+                ];
                 let dots = vector::dot4_with(simd, e_j, rows);
                 for (offset, d) in dots.into_iter().enumerate() {
                     scratch.similarity[i + offset] = (1.0 + d) / 2.0;

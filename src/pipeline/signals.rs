@@ -3,8 +3,8 @@
 //! chooses from.
 
 use super::candidates::Candidate;
-use super::vector::{dot, each_dot};
 use super::guard::mark_substitutes;
+use super::vector::{dot, each_dot};
 use super::{Contributions, PipelineConfig, TouchpointConfig};
 use crate::domain::ItemIndex;
 use crate::model::Snapshot;
@@ -123,13 +123,9 @@ pub(super) fn blend(
         blend.content_max = blend.content_max.max(c.content);
     }
     if weights.demote_substitutes {
-        mark_substitutes(
-            snapshot,
-            cart,
-            &items,
-            config.substitute_similarity,
-            |i| candidates[i].substitute = true,
-        );
+        mark_substitutes(snapshot, cart, &items, config.substitute_similarity, |i| {
+            candidates[i].substitute = true
+        });
     }
     for c in candidates.iter_mut() {
         let parts = blend.contributions(snapshot, c, weights, config);

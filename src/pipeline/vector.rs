@@ -150,7 +150,10 @@ mod tests {
             let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
             let (fast, slow) = (dot(&a, &b), plain(&a, &b));
-            assert!((fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()), "{len}: {fast} {slow}");
+            assert!(
+                (fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()),
+                "{len}: {fast} {slow}"
+            );
         }
     }
 
@@ -175,7 +178,10 @@ mod tests {
             let got = dispatch(Four(&q, [&a, &b, &c, &d]));
             for (g, r) in got.iter().zip([&a, &b, &c, &d]) {
                 let want = plain(&q, r);
-                assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "{len}: {g} {want}");
+                assert!(
+                    (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{len}: {g} {want}"
+                );
             }
         }
     }
@@ -192,7 +198,10 @@ mod tests {
             |i, d| seen.push((i, d)),
         );
         seen.sort_by_key(|&(i, _)| i);
-        let want: Vec<(usize, f32)> = (0..11).filter(|&i| i != 1).map(|i| (i, i as f32 + 2.0)).collect();
+        let want: Vec<(usize, f32)> = (0..11)
+            .filter(|&i| i != 1)
+            .map(|i| (i, i as f32 + 2.0))
+            .collect();
         assert_eq!(seen, want);
     }
 }

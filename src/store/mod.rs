@@ -1,8 +1,10 @@
-//! Postgres: migrations, loading a model version into a snapshot, writing model tables.
+//! Postgres: migrations, loading a model version into a snapshot, writing model tables and
+//! storefront events.
 //!
 //! Loads stream one query per table (never a query per item); writes use `COPY FROM STDIN`.
 
 mod copy;
+mod events;
 mod model_tables;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -12,6 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use copy::CopyRows;
+pub use events::insert_events;
 pub use model_tables::{
     begin_version, load_snapshot, mark_failed, mark_ready, upsert_catalogue, CatalogueRow,
     VersionSelector,
