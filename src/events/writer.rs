@@ -2,7 +2,9 @@
 //! events to Postgres in batches (by size, or after a short interval), retries a failed batch,
 //! and drains the queue on shutdown.
 //!
-//! A full queue refuses the whole submission (the handler answers 503, so the storefront can
+//! The queue's capacity counts every accepted event until its batch is written (a semaphore,
+//! not the channel's length, since the writer holds a batch while it fills). A full queue
+//! refuses the whole submission (the handler answers 503, so the storefront can
 //! retry) rather than dropping events; a batch that still fails after its retries is counted
 //! in `tandem_events_rejected_total{reason="write_failed"}` and logged, never lost silently.
 
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -76,9 +80,11 @@ pub enum SubmitError {
 
 /// Handle of the writer task; submissions are cheap and never wait.
 pub struct EventWriter {
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::UnboundedSender<Event>,
+    /// One permit per event the queue still has room for.
+    room: Arc<Semaphore>,
     capacity: usize,
-    stop: std::sync::Arc<Notify>,
+    stop: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
     metrics: Metrics,
 }
@@ -86,17 +92,20 @@ pub struct EventWriter {
 impl EventWriter {
     /// Starts the writer task on the current runtime.
     pub fn start(pool: PgPool, settings: EventSettings, metrics: Metrics) -> Self {
-        let (queue, receiver) = mpsc::channel(settings.queue_capacity);
-        let stop = std::sync::Arc::new(Notify::new());
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let stop = Arc::new(Notify::new());
+        let room = Arc::new(Semaphore::new(settings.queue_capacity));
         let task = tokio::spawn(run(
             receiver,
             pool,
             settings.clone(),
             metrics.clone(),
-            std::sync::Arc::clone(&stop),
+            Arc::clone(&stop),
+            Arc::clone(&room),
         ));
         Self {
             queue,
+            room,
             capacity: settings.queue_capacity,
             stop,
             task: Mutex::new(Some(task)),
@@ -106,19 +115,22 @@ impl EventWriter {
 
     /// Queues every event of `events`, or none of them.
     pub fn submit(&self, events: Vec<Event>) -> Result<(), SubmitError> {
-        let permits = self
-            .queue
-            .try_reserve_many(events.len())
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(()) => SubmitError::QueueFull,
-                mpsc::error::TrySendError::Closed(()) => SubmitError::Closed,
-            })?;
-        for (permit, event) in permits.zip(events) {
-            self.metrics.event_received(event.kind);
-            permit.send(event);
+        if self.queue.is_closed() {
+            return Err(SubmitError::Closed);
+        }
+        let count = u32::try_from(events.len()).map_err(|_| SubmitError::QueueFull)?;
+        self.room
+            .try_acquire_many(count)
+            .map_err(|_| SubmitError::QueueFull)?
+            // The writer gives the room back once the events are written.
+            .forget();
+        for event in events {
+            let kind = event.kind;
+            self.queue.send(event).map_err(|_| SubmitError::Closed)?;
+            self.metrics.event_received(kind);
         }
         self.metrics
-            .event_queue_depth(self.capacity - self.queue.capacity());
+            .event_queue_depth(self.capacity - self.room.available_permits());
         Ok(())
     }
 
@@ -140,11 +152,12 @@ impl EventWriter {
 /// The writer task: batches by size or interval; on the stop signal, closes the queue and
 /// writes what is left.
 async fn run(
-    mut receiver: mpsc::Receiver<Event>,
+    mut receiver: mpsc::UnboundedReceiver<Event>,
     pool: PgPool,
     settings: EventSettings,
     metrics: Metrics,
-    stop: std::sync::Arc<Notify>,
+    stop: Arc<Notify>,
+    room: Arc<Semaphore>,
 ) {
     let interval = Duration::from_millis(settings.flush_interval_ms);
     let mut batch: Vec<Event> = Vec::with_capacity(settings.batch_size);
@@ -159,20 +172,34 @@ async fn run(
             return;
         }
         let deadline = Instant::now() + interval;
+        let mut stopping = false;
         while batch.len() < settings.batch_size {
-            let room = settings.batch_size - batch.len();
-            match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            let room_in_batch = settings.batch_size - batch.len();
+            tokio::select! {
+                biased;
+                () = stop.notified() => {
+                    stopping = true;
+                    break;
+                }
+                more = tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room_in_batch)) => {
+                    if matches!(more, Ok(0) | Err(_)) {
+                        break;
+                    }
+                }
             }
         }
         write_batch(&pool, &batch, &settings, &metrics).await;
+        room.add_permits(batch.len());
         batch.clear();
-        metrics.event_queue_depth(receiver.len());
+        metrics.event_queue_depth(settings.queue_capacity - room.available_permits());
+        if stopping {
+            break;
+        }
     }
     receiver.close();
     while receiver.recv_many(&mut batch, settings.batch_size).await > 0 {
         write_batch(&pool, &batch, &settings, &metrics).await;
+        room.add_permits(batch.len());
         batch.clear();
     }
     metrics.event_queue_depth(0);
