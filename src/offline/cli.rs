@@ -117,6 +117,13 @@ pub struct ModelArgs {
     /// Embedding dimension (0 = none).
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
+    /// Dimensions of `--dim` given to the behavioural (co-purchase) embedding (0 = titles
+    /// only).
+    #[arg(long, default_value_t = 0)]
+    pub behaviour_dim: usize,
+    /// Share of the behavioural embedding in item similarity (0 to 1).
+    #[arg(long, default_value_t = 0.8, value_parser = unit_interval)]
+    pub behaviour_weight: f32,
     /// Content neighbours per item.
     #[arg(long, default_value_t = 20)]
     pub content_neighbours: usize,
@@ -147,12 +154,22 @@ impl ModelArgs {
                 threads: self.threads,
             },
             dim: self.dim,
+            behaviour_dim: self.behaviour_dim.min(self.dim),
+            behaviour_weight: self.behaviour_weight,
             content_neighbours: self.content_neighbours,
             seed: self.seed,
             until,
             keep_variants: self.keep_variants,
             ..TrainParams::default()
         }
+    }
+}
+
+/// A number in [0, 1].
+fn unit_interval(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from 0 to 1, not {text}")),
     }
 }
 

@@ -6,8 +6,11 @@
 //! `seed` and the basket's number, so the choice does not depend on threads or variants) and
 //! ask for `k` items with the other known items as the cart. Metrics: HitRate@k, NDCG@k
 //! (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal rank within the list, 0
-//! outside), catalogue coverage (distinct items recommended / model items) and intra-list
-//! diversity (mean over lists of the mean pairwise `1 - cos` of item embeddings).
+//! outside), catalogue coverage (distinct items recommended / model items) and two intra-list
+//! diversities, each a mean over lists of a mean over pairs of listed items: `diversity`,
+//! `1 - cos` of their embeddings, and `category_diversity`, the share of pairs in different
+//! categories (an item without a category is a category of its own), the taxonomy distance
+//! of Ziegler et al. (WWW 2005) at its coarsest.
 //!
 //! A variant is a name, a snapshot and a pipeline configuration ([`Variant`]); adding one is
 //! one line in [`standard_variants`].
@@ -25,7 +28,7 @@ use super::measures::{self, Estimator, Neighbours};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use crate::domain::ModelVersion;
-use crate::model::{ModelError, Snapshot};
+use crate::model::{ModelError, Snapshot, NO_CATEGORY};
 use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig};
 
 /// Parameters of an evaluation.
@@ -81,6 +84,8 @@ pub struct VariantResult {
     pub coverage: f64,
     /// Mean intra-list diversity (1 - cosine).
     pub diversity: f64,
+    /// Mean share of listed pairs in different categories.
+    pub category_diversity: f64,
     /// Co-purchase entries in the snapshot.
     pub pairs: usize,
     /// Seconds to answer every case.
@@ -162,6 +167,26 @@ pub fn test_cases(
 struct CaseScore {
     rank: Option<usize>,
     diversity: Option<f64>,
+    category_diversity: Option<f64>,
+}
+
+fn category_diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
+    if items.len() < 2 {
+        return None;
+    }
+    let catalogue = snapshot.catalogue();
+    let mut different = 0usize;
+    let mut pairs = 0usize;
+    for (a, &i) in items.iter().enumerate() {
+        for &j in &items[a + 1..] {
+            let (ci, cj) = (catalogue.category(i), catalogue.category(j));
+            if ci != cj || ci == NO_CATEGORY {
+                different += 1;
+            }
+            pairs += 1;
+        }
+    }
+    Some(different as f64 / pairs as f64)
 }
 
 fn diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
@@ -221,6 +246,7 @@ pub fn evaluate_variant(
                             CaseScore {
                                 rank: list.iter().position(|&i| Some(i) == hidden),
                                 diversity: diversity(snapshot, &list),
+                                category_diversity: category_diversity(snapshot, &list),
                             }
                         })
                         .collect();
@@ -233,6 +259,7 @@ pub fn evaluate_variant(
     let mut covered = vec![false; snapshot.len()];
     let (mut hits, mut ndcg, mut mrr, mut diversity_sum, mut lists) =
         (0usize, 0.0, 0.0, 0.0, 0usize);
+    let (mut category_sum, mut category_lists) = (0.0, 0usize);
     for (scores, recommended) in &parts {
         for (c, &r) in covered.iter_mut().zip(recommended) {
             *c |= r;
@@ -247,6 +274,10 @@ pub fn evaluate_variant(
                 diversity_sum += d;
                 lists += 1;
             }
+            if let Some(d) = s.category_diversity {
+                category_sum += d;
+                category_lists += 1;
+            }
         }
     }
     let n = cases.len().max(1) as f64;
@@ -259,6 +290,11 @@ pub fn evaluate_variant(
         coverage: covered.iter().filter(|&&c| c).count() as f64 / snapshot.len().max(1) as f64,
         diversity: if lists > 0 {
             diversity_sum / lists as f64
+        } else {
+            0.0
+        },
+        category_diversity: if category_lists > 0 {
+            category_sum / category_lists as f64
         } else {
             0.0
         },
@@ -445,19 +481,27 @@ impl EvaluationReport {
     pub fn table(&self) -> String {
         let k = self.params.k;
         let mut out = format!(
-            "{:<32} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}\n",
+            "{:<32} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
             "variant",
             format!("HR@{k}"),
             format!("NDCG@{k}"),
             "MRR",
             "coverage",
             "diversity",
+            "cat.div.",
             "pairs"
         );
         for v in &self.variants {
             out.push_str(&format!(
-                "{:<32} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9}\n",
-                v.name, v.hit_rate, v.ndcg, v.mrr, v.coverage, v.diversity, v.pairs
+                "{:<32} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+                v.name,
+                v.hit_rate,
+                v.ndcg,
+                v.mrr,
+                v.coverage,
+                v.diversity,
+                v.category_diversity,
+                v.pairs
             ));
         }
         out.push_str(&format!(

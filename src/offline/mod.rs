@@ -1,6 +1,7 @@
 //! The offline side: importing order history, training model versions, evaluating them,
 //! and the embedded demo model.
 
+pub mod behaviour;
 pub mod catalogue;
 pub mod cli;
 pub mod content;

@@ -12,10 +12,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::content;
 use super::history::History;
 use super::measures::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
 use super::progress::Progress;
+use super::{behaviour, content};
 use crate::domain::ModelVersion;
 use crate::model::{ItemRecord, ModelError, Snapshot, SnapshotBuilder};
 use crate::store::{self, CopyRows};
@@ -25,8 +25,16 @@ use crate::store::{self, CopyRows};
 pub struct TrainParams {
     /// The co-purchase table.
     pub measure: MeasureParams,
-    /// Embedding dimension (0 = no embeddings and no content neighbours).
+    /// Embedding dimension (0 = no embeddings and no content neighbours), text and
+    /// behavioural parts together.
     pub dim: usize,
+    /// Dimensions of `dim` given to the behavioural (co-purchase) embedding; the rest embed
+    /// the title.
+    #[serde(default)]
+    pub behaviour_dim: usize,
+    /// Share of the behavioural part in the cosine of two items (0 to 1).
+    #[serde(default)]
+    pub behaviour_weight: f32,
     /// Content neighbours per item.
     pub content_neighbours: usize,
     /// Smallest cosine for a content neighbour.
@@ -68,6 +76,8 @@ impl Default for TrainParams {
         Self {
             measure: MeasureParams::default(),
             dim: 64,
+            behaviour_dim: 0,
+            behaviour_weight: 0.8,
             content_neighbours: 20,
             content_min_similarity: 0.3,
             seed: 42,
@@ -191,6 +201,31 @@ impl TrainingSet {
     }
 }
 
+/// The item embeddings: the title's text embedding, joined with the behavioural one when
+/// `params.behaviour_dim` is set (see [`behaviour`]).
+fn embeddings(titles: &[&str], baskets: &Baskets, params: &TrainParams) -> Vec<f32> {
+    let behaviour_dim = params.behaviour_dim.min(params.dim);
+    if behaviour_dim == 0 || params.behaviour_weight <= 0.0 {
+        return content::embed(titles, params.dim, params.seed);
+    }
+    let text_dim = params.dim - behaviour_dim;
+    let text = content::embed(titles, text_dim, params.seed);
+    let behavioural = behaviour::embed(
+        baskets,
+        behaviour_dim,
+        params.measure.max_dense_items,
+        params.seed,
+    );
+    behaviour::join(
+        titles.len(),
+        &text,
+        text_dim,
+        &behavioural,
+        behaviour_dim,
+        params.behaviour_weight.min(1.0),
+    )
+}
+
 /// Trains on the baskets of `history` in `range`.
 pub fn train(
     history: &History,
@@ -230,7 +265,7 @@ pub fn train(
     progress.message("content");
     let content_started = Instant::now();
     let titles: Vec<&str> = items.iter().map(|i| i.title.as_str()).collect();
-    let embeddings = content::embed(&titles, params.dim, params.seed);
+    let embeddings = embeddings(&titles, &set.baskets, params);
     let content = content::neighbours(
         &embeddings,
         params.dim,
