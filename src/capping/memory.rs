@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 
-use super::{CapPolicy, CapState, CapStore, ShopperKey};
+use super::{CapPolicy, CapState, CapStore, Feedback, ShopperKey};
 
 const SHARDS: usize = 16;
 
@@ -18,6 +18,8 @@ struct ShopperState {
     items: Vec<(Box<str>, Vec<Instant>)>,
     /// Times a non-empty list was served.
     responses: Vec<Instant>,
+    /// Items dismissed ("not interested") and when.
+    dismissed: Vec<(Box<str>, Instant)>,
 }
 
 /// Frequency-capping state of this process.
@@ -78,9 +80,64 @@ impl MemoryCapStore {
             .filter(|&&t| now.saturating_duration_since(t) < response_window)
             .count()
             >= self.policy.max_responses_per_window as usize;
+        let dismiss_window = self.policy.dismiss_window();
+        let dismissed_items = state
+            .dismissed
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(*t) < dismiss_window)
+            .map(|(id, _)| id.to_string())
+            .collect();
         CapState {
             capped_items,
             fatigued,
+            dismissed_items,
+        }
+    }
+
+    /// The shopper's state, made room for and created when new.
+    fn entry<'s>(
+        &self,
+        shard: &'s mut HashMap<ShopperKey, ShopperState>,
+        key: ShopperKey,
+        now: Instant,
+    ) -> &'s mut ShopperState {
+        let per_shard_limit = self.policy.max_shoppers.div_ceil(SHARDS).max(1);
+        if !shard.contains_key(&key) && shard.len() >= per_shard_limit {
+            self.evict(shard, now, per_shard_limit);
+        }
+        let state = shard.entry(key).or_default();
+        state.last_seen = Some(now);
+        state
+    }
+
+    fn feedback_at(&self, key: ShopperKey, item: &str, feedback: Feedback, now: Instant) {
+        let Ok(mut shard) = self.shard(&key).lock() else {
+            return;
+        };
+        match feedback {
+            Feedback::Impression if !self.policy.count_served_as_impressions => {
+                let state = self.entry(&mut shard, key, now);
+                self.count_impression(state, item, now);
+            }
+            Feedback::Impression => {}
+            Feedback::Engaged if self.policy.reset_fatigue_on_engagement => {
+                if let Some(state) = shard.get_mut(&key) {
+                    state.responses.clear();
+                }
+            }
+            Feedback::Engaged => {}
+            Feedback::Dismissed => {
+                let window = self.policy.dismiss_window();
+                let limit = self.policy.max_items_per_shopper;
+                let state = self.entry(&mut shard, key, now);
+                state
+                    .dismissed
+                    .retain(|(id, t)| &**id != item && now.saturating_duration_since(*t) < window);
+                if state.dismissed.len() >= limit {
+                    state.dismissed.remove(0);
+                }
+                state.dismissed.push((item.into(), now));
+            }
         }
     }
 
@@ -88,52 +145,52 @@ impl MemoryCapStore {
         let Ok(mut shard) = self.shard(&key).lock() else {
             return;
         };
-        let per_shard_limit = self.policy.max_shoppers.div_ceil(SHARDS).max(1);
-        if !shard.contains_key(&key) && shard.len() >= per_shard_limit {
-            self.evict(&mut shard, now, per_shard_limit);
-        }
-        let policy = &self.policy;
-        let state = shard.entry(key).or_default();
-        state.last_seen = Some(now);
-        let response_window = policy.response_window();
+        let state = self.entry(&mut shard, key, now);
+        let response_window = self.policy.response_window();
         state
             .responses
             .retain(|&t| now.saturating_duration_since(t) < response_window);
         state.responses.push(now);
-        if !policy.count_served_as_impressions {
+        if !self.policy.count_served_as_impressions {
             return;
         }
+        for &id in items {
+            self.count_impression(state, id, now);
+        }
+    }
+
+    /// One impression of `id` for the shopper `state`.
+    fn count_impression(&self, state: &mut ShopperState, id: &str, now: Instant) {
+        let policy = &self.policy;
         let item_window = policy.impression_window();
         let keep = policy.max_impressions_per_item as usize;
-        for &id in items {
-            let times = match state.items.iter().position(|(known, _)| &**known == id) {
-                Some(at) => &mut state.items[at].1,
-                None => {
-                    if state.items.len() >= policy.max_items_per_shopper {
-                        // Forget the item seen longest ago.
-                        if let Some(oldest) = state
-                            .items
-                            .iter()
-                            .enumerate()
-                            .min_by_key(|(_, (_, times))| times.last().copied())
-                            .map(|(i, _)| i)
-                        {
-                            state.items.swap_remove(oldest);
-                        }
-                    }
-                    state.items.push((id.into(), Vec::with_capacity(keep)));
-                    match state.items.last_mut() {
-                        Some(entry) => &mut entry.1,
-                        None => continue,
+        let times = match state.items.iter().position(|(known, _)| &**known == id) {
+            Some(at) => &mut state.items[at].1,
+            None => {
+                if state.items.len() >= policy.max_items_per_shopper {
+                    // Forget the item seen longest ago.
+                    if let Some(oldest) = state
+                        .items
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, times))| times.last().copied())
+                        .map(|(i, _)| i)
+                    {
+                        state.items.swap_remove(oldest);
                     }
                 }
-            };
-            times.retain(|&t| now.saturating_duration_since(t) < item_window);
-            if times.len() >= keep {
-                times.remove(0);
+                state.items.push((id.into(), Vec::with_capacity(keep)));
+                match state.items.last_mut() {
+                    Some(entry) => &mut entry.1,
+                    None => return,
+                }
             }
-            times.push(now);
+        };
+        times.retain(|&t| now.saturating_duration_since(t) < item_window);
+        if times.len() >= keep {
+            times.remove(0);
         }
+        times.push(now);
     }
 
     /// Drops expired shoppers; if the shard is still full, the least recently seen one.
@@ -141,7 +198,8 @@ impl MemoryCapStore {
         let horizon = self
             .policy
             .impression_window()
-            .max(self.policy.response_window());
+            .max(self.policy.response_window())
+            .max(self.policy.dismiss_window());
         shard.retain(|_, s| {
             s.last_seen
                 .is_some_and(|t| now.saturating_duration_since(t) < horizon)
@@ -171,6 +229,17 @@ impl CapStore for MemoryCapStore {
         now: Instant,
     ) -> BoxFuture<'a, ()> {
         self.record_at(shopper, items, now);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn record_feedback<'a>(
+        &'a self,
+        shopper: ShopperKey,
+        item: &'a str,
+        feedback: Feedback,
+        now: Instant,
+    ) -> BoxFuture<'a, ()> {
+        self.feedback_at(shopper, item, feedback, now);
         Box::pin(std::future::ready(()))
     }
 }
@@ -227,6 +296,51 @@ mod tests {
         }
         assert!(store.state_at(key, t0 + Duration::from_secs(3)).fatigued);
         assert!(!store.state_at(key, t0 + Duration::from_secs(12)).fatigued);
+    }
+
+    #[test]
+    fn a_dismissed_item_is_kept_from_the_shopper_for_the_dismiss_window() {
+        let store = MemoryCapStore::new(CapPolicy {
+            dismiss_secs: 100,
+            ..policy()
+        });
+        let key = ShopperKey([4; 16]);
+        let t0 = Instant::now();
+        store.feedback_at(key, "mug", Feedback::Dismissed, t0);
+        store.feedback_at(key, "mug", Feedback::Dismissed, t0 + Duration::from_secs(5));
+        let state = store.state_at(key, t0 + Duration::from_secs(50));
+        assert_eq!(
+            state.dismissed_items,
+            ["mug"],
+            "once, however often dismissed"
+        );
+        assert!(store
+            .state_at(key, t0 + Duration::from_secs(106))
+            .dismissed_items
+            .is_empty());
+    }
+
+    #[test]
+    fn engagement_resets_fatigue_and_reported_impressions_count_when_served_ones_do_not() {
+        let store = MemoryCapStore::new(CapPolicy {
+            count_served_as_impressions: false,
+            ..policy()
+        });
+        let key = ShopperKey([5; 16]);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            store.record_at(key, &["x"], t0 + Duration::from_secs(i));
+        }
+        assert!(store.state_at(key, t0 + Duration::from_secs(3)).fatigued);
+        assert!(
+            store.state_at(key, t0).capped_items.is_empty(),
+            "served ones do not count"
+        );
+        store.feedback_at(key, "x", Feedback::Engaged, t0 + Duration::from_secs(3));
+        assert!(!store.state_at(key, t0 + Duration::from_secs(3)).fatigued);
+        store.feedback_at(key, "x", Feedback::Impression, t0);
+        store.feedback_at(key, "x", Feedback::Impression, t0);
+        assert_eq!(store.state_at(key, t0).capped_items, ["x"]);
     }
 
     #[test]

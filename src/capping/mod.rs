@@ -89,6 +89,11 @@ pub struct CapPolicy {
     pub max_shoppers: usize,
     /// Most distinct items tracked per shopper.
     pub max_items_per_shopper: usize,
+    /// How long a "not interested" (dismiss event) keeps the item from that shopper.
+    pub dismiss_secs: u64,
+    /// Whether a click or add-to-cart starts the shopper's fatigue window afresh: a shopper
+    /// who engages with the lists is not tired of them.
+    pub reset_fatigue_on_engagement: bool,
 }
 
 impl Default for CapPolicy {
@@ -102,6 +107,8 @@ impl Default for CapPolicy {
             count_served_as_impressions: true,
             max_shoppers: 1_000_000,
             max_items_per_shopper: 512,
+            dismiss_secs: 30 * 86_400,
+            reset_fatigue_on_engagement: true,
         }
     }
 }
@@ -117,12 +124,20 @@ impl CapPolicy {
         Duration::from_secs(self.response_window_secs)
     }
 
+    /// How long a dismissal lasts.
+    pub fn dismiss_window(&self) -> Duration {
+        Duration::from_secs(self.dismiss_secs)
+    }
+
     /// Checks ranges serde cannot express.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_impressions_per_item == 0 || self.max_responses_per_window == 0 {
             return Err("capping limits must be positive".into());
         }
-        if self.impression_window_secs == 0 || self.response_window_secs == 0 {
+        if self.impression_window_secs == 0
+            || self.response_window_secs == 0
+            || self.dismiss_secs == 0
+        {
             return Err("capping windows must be positive".into());
         }
         if self.max_shoppers == 0 || self.max_items_per_shopper == 0 {
@@ -139,6 +154,19 @@ pub struct CapState {
     pub capped_items: Vec<String>,
     /// Whether the shopper has had as many lists as the fatigue cap allows.
     pub fatigued: bool,
+    /// Items the shopper said "not interested" in, within the dismiss window.
+    pub dismissed_items: Vec<String>,
+}
+
+/// What a storefront event tells the cap store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// The item was shown (counts toward its cap when served items do not count already).
+    Impression,
+    /// The shopper clicked the item or put it in the cart.
+    Engaged,
+    /// The shopper said "not interested".
+    Dismissed,
 }
 
 /// Where capping state lives (in memory for one process; a shared store for several replicas).
@@ -150,6 +178,14 @@ pub trait CapStore: Send + Sync {
         &'a self,
         shopper: ShopperKey,
         items: &'a [&'a str],
+        now: Instant,
+    ) -> BoxFuture<'a, ()>;
+    /// Records what a storefront event said about `item` at `now`.
+    fn record_feedback<'a>(
+        &'a self,
+        shopper: ShopperKey,
+        item: &'a str,
+        feedback: Feedback,
         now: Instant,
     ) -> BoxFuture<'a, ()>;
 }

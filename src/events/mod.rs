@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::capping::Pseudonymizer;
+use crate::capping::{Pseudonymizer, ShopperKey};
 use crate::domain::Touchpoint;
 
 pub use writer::{EventSettings, EventWriter, SubmitError};
@@ -102,6 +102,8 @@ pub struct Event {
     pub variant: Option<String>,
     /// Model version that produced the list.
     pub model_version: Option<i64>,
+    /// The frequency-capping key (user, else session); never stored with the event.
+    pub cap_key: Option<ShopperKey>,
 }
 
 /// Limits on one `POST /events` body.
@@ -200,6 +202,8 @@ fn validate(
     if occurred_at > now + limits.max_future_skew {
         return Err(format!("timestamp {occurred_at} is in the future"));
     }
+    let cap_key =
+        pseudonymizer.and_then(|p| p.shopper_key(input.user.as_deref(), input.session.as_deref()));
     let (shopper, session) = match pseudonymizer {
         Some(p) => (
             input
@@ -226,6 +230,7 @@ fn validate(
         touchpoint: input.touchpoint,
         variant: input.variant,
         model_version: input.model_version,
+        cap_key,
     })
 }
 

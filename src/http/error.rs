@@ -70,9 +70,6 @@ pub enum ApiError {
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
-    /// 503: events cannot be stored because no database is configured.
-    #[error("events are not stored: no database is configured (set DATABASE_URL)")]
-    EventsUnavailable,
     /// 503: the event queue is full or closing; the storefront should retry.
     #[error("events not accepted: {0}; retry shortly")]
     EventsRefused(#[from] SubmitError),
@@ -107,9 +104,6 @@ impl ApiError {
                 LoadError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
                 LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
-            ApiError::EventsUnavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "database_not_configured")
-            }
             ApiError::EventsRefused(SubmitError::QueueFull) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "events_queue_full")
             }

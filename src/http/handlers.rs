@@ -17,9 +17,9 @@ use super::auth::authorize_admin;
 use super::error::{ApiError, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
-use crate::capping::CapState;
+use crate::capping::{CapState, Feedback, ShopperKey};
 use crate::domain::{ModelVersion, Touchpoint};
-use crate::events::{self, SubmitError};
+use crate::events::{self, EventKind, SubmitError};
 use crate::model::Snapshot;
 use crate::pipeline::{self, reason_text, CappedItems, Contributions, ReasonKind, Request};
 use crate::reload::ReloadReport;
@@ -82,12 +82,10 @@ async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Re
         Some(key) => state.caps.check(key, now).await,
         None => CapState::default(),
     };
-    let capped = CappedItems::new(
-        cap_state
-            .capped_items
-            .iter()
-            .filter_map(|id| snapshot.index_of(id))
-            .collect(),
+    let known = |ids: &[String]| ids.iter().filter_map(|id| snapshot.index_of(id)).collect();
+    let capped = CappedItems::with_dismissed(
+        known(&cap_state.capped_items),
+        known(&cap_state.dismissed_items),
     );
     let mut result = pipeline::recommend(snapshot, request, &state.pipeline, &capped);
     if cap_state.fatigued {
@@ -186,14 +184,15 @@ pub async fn recommendations_post(
     Ok(respond(&state, &snapshot, &request).await)
 }
 
-/// `POST /events`: a JSON array of storefront events, validated as a whole and queued for the
-/// batched writer; 202 with the number accepted.
+/// `POST /events`: a JSON array of storefront events, validated as a whole, fed to frequency
+/// capping ("not interested", engagement, reported impressions) and queued for the batched
+/// writer; 202 with the number accepted and whether they are stored (not without a database:
+/// the embedded demo still honours "not interested").
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let writer = state.events.as_ref().ok_or(ApiError::EventsUnavailable)?;
     // An opted-out shopper's events are kept for counting, without any id.
     let pseudonymizer = (!opted_out(&headers)).then_some(&state.pseudonymizer);
     let events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
@@ -202,15 +201,43 @@ pub async fn events(
             RequestError::new("invalid_events", e.message)
         })?;
     let accepted = events.len();
-    writer.submit(events).map_err(|e| {
-        let reason = match e {
-            SubmitError::QueueFull => "queue_full",
-            SubmitError::Closed => "shutting_down",
-        };
-        state.metrics.events_rejected(reason, accepted as u64);
-        ApiError::from(e)
-    })?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
+    // What capping needs is taken before the events move into the queue.
+    let feedback: Vec<(ShopperKey, String, Feedback)> = if state.capping_enabled {
+        events
+            .iter()
+            .filter_map(|e| {
+                let feedback = match e.kind {
+                    EventKind::Impression => Feedback::Impression,
+                    EventKind::Click | EventKind::AddToCart => Feedback::Engaged,
+                    EventKind::Dismiss => Feedback::Dismissed,
+                    EventKind::Purchase => return None,
+                };
+                Some((e.cap_key?, e.item_id.clone(), feedback))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(writer) = &state.events {
+        writer.submit(events).map_err(|e| {
+            let reason = match e {
+                SubmitError::QueueFull => "queue_full",
+                SubmitError::Closed => "shutting_down",
+            };
+            state.metrics.events_rejected(reason, accepted as u64);
+            ApiError::from(e)
+        })?;
+    }
+    let now = Instant::now();
+    for (key, item, kind) in &feedback {
+        state.caps.record_feedback(*key, item, *kind, now).await;
+    }
+    let stored = state.events.is_some();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": accepted, "stored": stored })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -294,3 +294,49 @@ async fn opted_out_requests_write_no_capping_state() {
     call(&s, get("/recommendations?cart=bag&session=s1")).await;
     assert_eq!(store.shoppers(), 1);
 }
+
+fn post_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_dismissed_item_is_not_shown_to_that_shopper_again() {
+    let s = state(true);
+    let uri = "/recommendations?cart=bag&k=1&user=dana";
+    assert_eq!(first_item(&call(&s, get(uri)).await.1), "cable");
+    let (status, body) = call(
+        &s,
+        post_json(
+            "/events",
+            r#"[{"kind": "dismiss", "item_id": "cable", "user": "dana"}]"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, serde_json::json!({"accepted": 1, "stored": false}));
+    assert_ne!(first_item(&call(&s, get(uri)).await.1), "cable");
+    let other = "/recommendations?cart=bag&k=1&user=erin";
+    assert_eq!(first_item(&call(&s, get(other)).await.1), "cable");
+}
+
+#[tokio::test]
+async fn bad_events_get_400_with_the_event_index() {
+    let s = state(true);
+    let (status, body) = call(
+        &s,
+        post_json(
+            "/events",
+            r#"[{"kind": "click", "item_id": "a"}, {"kind": "nope"}]"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_events");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("event 1:"));
+}

@@ -35,6 +35,8 @@ pub(super) struct Candidate {
     pub score: f32,
     /// Whether it was demoted as a substitute of a cart item (filled by the signals stage).
     pub substitute: bool,
+    /// Whether it was demoted as close to a dismissed item (filled by the signals stage).
+    pub near_dismissed: bool,
 }
 
 impl Candidate {
@@ -51,6 +53,7 @@ impl Candidate {
             content_anchor: NO_ANCHOR,
             score: 0.0,
             substitute: false,
+            near_dismissed: false,
         }
     }
 }

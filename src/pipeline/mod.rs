@@ -87,6 +87,10 @@ pub struct PipelineConfig {
     pub promoted_boost: f32,
     /// Score added per unit of margin (margin in [0, 1]).
     pub margin_boost: f32,
+    /// Cosine at or above which an item counts as close to one the shopper dismissed.
+    pub dismissed_neighbour_similarity: f32,
+    /// Factor applied to the score of an item close to a dismissed one.
+    pub dismissed_neighbour_penalty: f32,
     /// Checkout page.
     pub checkout: TouchpointConfig,
     /// Cart page.
@@ -108,6 +112,8 @@ impl Default for PipelineConfig {
             substitute_penalty: 0.5,
             promoted_boost: 0.0,
             margin_boost: 0.0,
+            dismissed_neighbour_similarity: 0.8,
+            dismissed_neighbour_penalty: 0.5,
             checkout: TouchpointConfig::CHECKOUT,
             cart: TouchpointConfig::CHECKOUT,
             product: TouchpointConfig::PRODUCT,
@@ -138,6 +144,10 @@ impl PipelineConfig {
             ("substitute_penalty", self.substitute_penalty),
             ("promoted_boost", self.promoted_boost),
             ("margin_boost", self.margin_boost),
+            (
+                "dismissed_neighbour_penalty",
+                self.dismissed_neighbour_penalty,
+            ),
         ];
         for (key, value) in finite_non_negative {
             if !value.is_finite() || value < 0.0 {
@@ -171,6 +181,10 @@ impl PipelineConfig {
 pub trait CapView {
     /// Whether `item` must not be shown to this shopper now.
     fn is_capped(&self, item: ItemIndex) -> bool;
+    /// Items the shopper said "not interested" in (their close neighbours are demoted).
+    fn dismissed(&self) -> &[ItemIndex] {
+        &[]
+    }
 }
 
 /// No caps: anonymous or opted-out shoppers, evaluation, benchmarks.
@@ -183,22 +197,38 @@ impl CapView for NoCaps {
     }
 }
 
-/// A shopper's capped items, sorted for binary search.
+/// A shopper's capped and dismissed items (both kept off the list), sorted for binary search.
 #[derive(Debug, Clone, Default)]
-pub struct CappedItems(Vec<ItemIndex>);
+pub struct CappedItems {
+    blocked: Vec<ItemIndex>,
+    dismissed: Vec<ItemIndex>,
+}
 
 impl CappedItems {
     /// The capped set from any list of items.
-    pub fn new(mut items: Vec<ItemIndex>) -> Self {
-        items.sort_unstable();
-        items.dedup();
-        Self(items)
+    pub fn new(items: Vec<ItemIndex>) -> Self {
+        Self::with_dismissed(items, Vec::new())
+    }
+
+    /// Capped items and dismissed ones.
+    pub fn with_dismissed(capped: Vec<ItemIndex>, mut dismissed: Vec<ItemIndex>) -> Self {
+        dismissed.sort_unstable();
+        dismissed.dedup();
+        let mut blocked = capped;
+        blocked.extend_from_slice(&dismissed);
+        blocked.sort_unstable();
+        blocked.dedup();
+        Self { blocked, dismissed }
     }
 }
 
 impl CapView for CappedItems {
     fn is_capped(&self, item: ItemIndex) -> bool {
-        self.0.binary_search(&item).is_ok()
+        self.blocked.binary_search(&item).is_ok()
+    }
+
+    fn dismissed(&self) -> &[ItemIndex] {
+        &self.dismissed
     }
 }
 
@@ -265,6 +295,8 @@ pub struct Contributions {
     pub boost: f32,
     /// Whether the item was demoted as a substitute of a cart item.
     pub substitute: bool,
+    /// Whether the item was demoted as close to one the shopper dismissed.
+    pub near_dismissed: bool,
 }
 
 /// One recommended item.
@@ -339,7 +371,14 @@ pub fn recommend<'r>(
     pool.apply_negative_weights(snapshot, &cart, &viewed, config.neighbours_per_anchor);
     let mut candidates = pool.items;
 
-    let blended = signals::blend(snapshot, &cart, &mut candidates, weights, config);
+    let blended = signals::blend(
+        snapshot,
+        &cart,
+        caps.dismissed(),
+        &mut candidates,
+        weights,
+        config,
+    );
     let shortlist = signals::shortlist(&mut candidates, config.diversity_pool.max(k));
     let top = shortlist.first().map_or(0.0, |c| c.score);
     let quality: Vec<f32> = shortlist
@@ -503,6 +542,45 @@ pub(crate) mod tests {
             (parts.content, parts.session, parts.substitute),
             (0.0, 0.0, false)
         );
+    }
+
+    #[test]
+    fn items_close_to_a_dismissed_one_are_demoted_and_it_is_dropped() {
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4);
+        for id in ["cart", "a", "a-twin", "b"] {
+            b.add_item(ItemRecord {
+                id,
+                popularity: 1.0,
+                title: Some(id),
+                in_stock: true,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        for (other, score) in [("a", 0.9), ("a-twin", 0.8), ("b", 0.7)] {
+            b.add_pair("cart", other, score).unwrap();
+        }
+        for (id, e) in [
+            ("cart", [0.0, 1.0]),
+            ("a", [1.0, 0.0]),
+            ("a-twin", [1.0, 0.0]),
+            ("b", [0.0, 1.0]),
+        ] {
+            b.add_embedding(id, &e).unwrap();
+        }
+        let s = b.finish().unwrap();
+        let mut config = PipelineConfig::default();
+        config.checkout.theta = 1.0;
+        config.checkout.content = 0.0;
+        let req = request(&["cart"], 3);
+        let dismissed = CappedItems::with_dismissed(Vec::new(), vec![s.index_of("a").unwrap()]);
+        let r = recommend(&s, &req, &config, &dismissed);
+        assert_eq!(
+            ids(&s, &r),
+            ["b", "a-twin"],
+            "a is dropped, its twin demoted below b"
+        );
+        assert!(r.items[1].reason.anchor.is_some());
     }
 
     /// A random catalogue: categories, prices (some unknown), stock, product groups, promoted

@@ -48,6 +48,7 @@ impl Blend {
             popularity: weights.popularity * self.popularity(snapshot, candidate.item),
             boost: boost(snapshot, candidate, config),
             substitute: candidate.substitute,
+            near_dismissed: candidate.near_dismissed,
         }
     }
 }
@@ -73,6 +74,7 @@ fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) ->
 pub(super) fn blend(
     snapshot: &Snapshot,
     cart: &[ItemIndex],
+    dismissed: &[ItemIndex],
     candidates: &mut [Candidate],
     weights: &TouchpointConfig,
     config: &PipelineConfig,
@@ -127,11 +129,31 @@ pub(super) fn blend(
             candidates[i].substitute = true
         });
     }
+    if snapshot.embedding_dim() > 0 {
+        // "Not interested" in one item says little for certain about its neighbours: demote
+        // them, do not drop them.
+        for &d in dismissed {
+            each_dot(
+                snapshot.embedding_slice(d),
+                items.len(),
+                |i| snapshot.embedding_slice(items[i]),
+                |_| true,
+                |i, similarity| {
+                    if similarity >= config.dismissed_neighbour_similarity {
+                        candidates[i].near_dismissed = true;
+                    }
+                },
+            );
+        }
+    }
     for c in candidates.iter_mut() {
         let parts = blend.contributions(snapshot, c, weights, config);
         let mut score = parts.collaborative + parts.content + parts.session + parts.popularity;
         if c.substitute {
             score *= config.substitute_penalty;
+        }
+        if c.near_dismissed {
+            score *= config.dismissed_neighbour_penalty;
         }
         score += parts.boost;
         c.score = if score.is_finite() {
