@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::capping::{MemoryCapStore, Pseudonymizer};
+use crate::capping::{CapStore, CapStoreKind, MemoryCapStore, Pseudonymizer, RedisCapStore};
 use crate::config::Settings;
 use crate::events::{EventLimits, EventWriter};
 use crate::http::{self, AppState, RouterLimits};
@@ -34,6 +34,9 @@ pub enum StartError {
     /// The database URL is malformed.
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(sqlx::Error),
+    /// The Redis cap store cannot be set up (a malformed URL).
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(String),
     /// The metrics registry refused a metric (a bug).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -114,6 +117,7 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let caps = cap_store(&settings, &metrics)?;
         let state = AppState {
             model,
             reloader,
@@ -121,7 +125,7 @@ impl Application {
             pipeline: Arc::new(settings.pipeline.clone()),
             admin_token: settings.admin_token.clone(),
             max_query_bytes: settings.server.max_query_bytes,
-            caps: Arc::new(MemoryCapStore::new(settings.capping.clone())),
+            caps,
             capping_enabled: settings.capping.enabled,
             pseudonymizer: pseudonymizer(&settings),
             events,
@@ -189,6 +193,20 @@ impl Application {
             writer.shutdown(grace).await;
         }
         result
+    }
+}
+
+/// The configured cap store: in memory, or Redis (connected lazily, so a Redis that is down at
+/// start only means uncapped requests until it is back).
+fn cap_store(settings: &Settings, metrics: &Metrics) -> Result<Arc<dyn CapStore>, StartError> {
+    match (settings.capping.store, &settings.redis_url) {
+        (CapStoreKind::Redis, Some(url)) => {
+            let store = RedisCapStore::new(settings.capping.clone(), url.expose(), metrics.clone())
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+        (CapStoreKind::Redis, None) => Err(StartError::Redis("REDIS_URL is not set".into())),
+        (CapStoreKind::Memory, _) => Ok(Arc::new(MemoryCapStore::new(settings.capping.clone()))),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::capping::CapPolicy;
+use crate::capping::{CapPolicy, CapStoreKind};
 use crate::events::EventSettings;
 use crate::pipeline::PipelineConfig;
 
@@ -61,6 +61,9 @@ pub struct Settings {
     /// Admin bearer token (from `TANDEM_ADMIN_TOKEN`); admin endpoints refuse all calls without it.
     #[serde(skip)]
     pub admin_token: Option<Secret>,
+    /// Redis URL of the shared cap store (from `REDIS_URL`), for `capping.store = "redis"`.
+    #[serde(skip)]
+    pub redis_url: Option<Secret>,
 }
 
 /// HTTP server settings.
@@ -152,6 +155,10 @@ impl Settings {
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new);
+        settings.redis_url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new);
         settings.pseudonym_key = std::env::var("TANDEM_PSEUDONYM_KEY")
             .ok()
             .filter(|t| !t.is_empty())
@@ -189,6 +196,9 @@ impl Settings {
         }
         if let Err(message) = self.capping.validate() {
             return invalid("capping", &message);
+        }
+        if self.capping.store == CapStoreKind::Redis && self.redis_url.is_none() {
+            return invalid("capping.store", "\"redis\" needs REDIS_URL");
         }
         if let Err(message) = self.events.validate() {
             return invalid("events", &message);

@@ -62,6 +62,7 @@ pub struct Metrics {
     events_duplicate: IntCounter,
     events_rejected: IntCounterVec,
     event_queue_depth: IntGauge,
+    capping_store_errors: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -204,8 +205,20 @@ impl Metrics {
                     "Storefront events waiting to be written",
                 )?,
             )?,
+            capping_store_errors: register(
+                r,
+                IntCounter::new(
+                    "tandem_capping_store_errors_total",
+                    "Cap store calls that failed or timed out (the request was served uncapped)",
+                )?,
+            )?,
             registry,
         })
+    }
+
+    /// Counts a cap store call that failed open.
+    pub fn capping_store_error(&self) {
+        self.capping_store_errors.inc();
     }
 
     /// Counts an event accepted into the write queue.

@@ -242,6 +242,17 @@ impl CapStore for MemoryCapStore {
         self.feedback_at(shopper, item, feedback, now);
         Box::pin(std::future::ready(()))
     }
+
+    fn forget(&self, shopper: ShopperKey) -> BoxFuture<'_, bool> {
+        let forgotten = match self.shard(&shopper).lock() {
+            Ok(mut shard) => {
+                shard.remove(&shopper);
+                true
+            }
+            Err(_) => false,
+        };
+        Box::pin(std::future::ready(forgotten))
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! their id ([`ShopperKey`]), never by the id itself.
 
 mod memory;
+mod redis;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 pub use memory::MemoryCapStore;
+pub use redis::RedisCapStore;
 
 /// A pseudonymous shopper (or anonymous session) key: a truncated HMAC-SHA256 of the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,12 +71,28 @@ impl Pseudonymizer {
     }
 }
 
+/// Where capping state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapStoreKind {
+    /// In this process (one replica).
+    Memory,
+    /// In Redis (`REDIS_URL`), shared by every replica.
+    Redis,
+}
+
 /// Limits, from the `[capping]` section of the settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapPolicy {
     /// Whether capping is applied at all.
     pub enabled: bool,
+    /// Where the state lives.
+    pub store: CapStoreKind,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    pub redis_prefix: String,
+    /// Deadline of one Redis round trip; past it the request is served without capping.
+    pub redis_timeout_ms: u64,
     /// Most impressions of one item per shopper within `impression_window_secs`.
     pub max_impressions_per_item: u32,
     /// Sliding window of the per-item cap.
@@ -100,6 +118,9 @@ impl Default for CapPolicy {
     fn default() -> Self {
         Self {
             enabled: true,
+            store: CapStoreKind::Memory,
+            redis_prefix: "tandem".into(),
+            redis_timeout_ms: 50,
             max_impressions_per_item: 3,
             impression_window_secs: 86_400,
             max_responses_per_window: 200,
@@ -139,6 +160,9 @@ impl CapPolicy {
             || self.dismiss_secs == 0
         {
             return Err("capping windows must be positive".into());
+        }
+        if self.redis_timeout_ms == 0 || self.redis_prefix.is_empty() {
+            return Err("capping.redis_timeout_ms and redis_prefix must be set".into());
         }
         if self.max_shoppers == 0 || self.max_items_per_shopper == 0 {
             return Err("capping.max_shoppers and max_items_per_shopper must be positive".into());
@@ -188,6 +212,8 @@ pub trait CapStore: Send + Sync {
         feedback: Feedback,
         now: Instant,
     ) -> BoxFuture<'a, ()>;
+    /// Erases everything stored about the shopper; false when the store could not be reached.
+    fn forget(&self, shopper: ShopperKey) -> BoxFuture<'_, bool>;
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ async fn events_are_stored_once_with_pseudonymous_ids() {
     ]);
     assert_eq!(
         post_events(&app, &body, &[]).await,
-        (202, json!({"accepted": 3}))
+        (202, json!({"accepted": 3, "stored": true}))
     );
     // The storefront resends the first event (same event_id): it is stored once.
     let resent = json!([body[0].clone()]);

@@ -1,0 +1,140 @@
+//! Frequency capping shared through Redis: two servers in one process agree on what a shopper
+//! has seen and dismissed, and a Redis that is down costs capping, never an answer.
+//!
+//! These tests need `REDIS_URL` (scripts/test starts a throwaway Redis); without it they say so
+//! loudly and return.
+
+use serde_json::json;
+use tandem::app::InitialModel;
+use tandem::capping::CapStoreKind;
+use tandem::config::{Secret, Settings};
+
+use crate::helpers::{fresh_database, test_settings, write_version, RunningServer, TestDatabase};
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("SKIPPED: REDIS_URL is not set, so this Redis test did not run");
+    }
+    url
+}
+
+/// Settings for a server on `db` whose capping lives in Redis under a prefix of its own.
+fn redis_settings(db: &TestDatabase, url: &str, prefix: &str) -> Settings {
+    let mut settings = test_settings(db);
+    settings.capping.store = CapStoreKind::Redis;
+    settings.capping.redis_prefix = prefix.to_string();
+    settings.capping.max_impressions_per_item = 1;
+    settings.capping.redis_timeout_ms = 500;
+    settings.redis_url = Some(Secret::new(url));
+    // Replicas share the pseudonym key, or they would not recognise one another's shoppers.
+    settings.pseudonym_key = Some(Secret::new("shared-test-key"));
+    settings
+}
+
+async fn first_item(client: &reqwest::Client, server: &RunningServer, query: &str) -> String {
+    let body: serde_json::Value = client
+        .get(format!("{}/recommendations?{query}", server.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"][0]["item_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_ready(client: &reqwest::Client, server: &RunningServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client
+        .get(format!("{}/readyz", server.address))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_impression_caps_and_dismissals_through_redis() {
+    let Some(url) = redis_url() else { return };
+    let db = fresh_database().await;
+    write_version(&db.pool, 40, 3).await;
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let a = RunningServer::start(
+        redis_settings(&db, &url, &prefix),
+        InitialModel::FromDatabase,
+    )
+    .await;
+    let b = RunningServer::start(
+        redis_settings(&db, &url, &prefix),
+        InitialModel::FromDatabase,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, &a).await;
+    wait_ready(&client, &b).await;
+
+    let query = "cart=S0000001&k=1&user=alice";
+    let shown_by_a = first_item(&client, &a, query).await;
+    assert!(!shown_by_a.is_empty());
+    // One impression per item is the cap: B must not show alice the same item again.
+    let shown_by_b = first_item(&client, &b, query).await;
+    assert_ne!(shown_by_b, shown_by_a, "b saw a's impression through redis");
+    assert_eq!(
+        first_item(&client, &b, "cart=S0000001&k=1&user=bob").await,
+        shown_by_a
+    );
+
+    // carol dismisses an item on A; B keeps it from her.
+    let carol = "cart=S0000001&k=1&user=carol";
+    let top = first_item(&client, &b, "cart=S0000001&k=1").await;
+    let response = client
+        .post(format!("{}/events", a.address))
+        .json(&json!([{"kind": "dismiss", "item_id": top, "user": "carol"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_ne!(first_item(&client, &b, carol).await, top);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_that_is_down_costs_capping_not_answers() {
+    if redis_url().is_none() {
+        return;
+    }
+    let db = fresh_database().await;
+    write_version(&db.pool, 40, 3).await;
+    // Nothing listens on port 9 (discard) here: every Redis call fails.
+    let settings = redis_settings(&db, "redis://127.0.0.1:9", "down");
+    let server = RunningServer::start(settings, InitialModel::FromDatabase).await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, &server).await;
+    for _ in 0..3 {
+        let query = "cart=S0000001&k=1&user=dave";
+        assert!(!first_item(&client, &server, query).await.is_empty());
+    }
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tandem_capping_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 3.0, "{errors}");
+    server.stop().await;
+}
