@@ -94,7 +94,7 @@ impl History {
         let mut rows = 0u64;
         let report = orders::read_lines(input, options, |_, line, line_use| {
             rows += 1;
-            if rows % 65_536 == 0 {
+            if rows.is_multiple_of(65_536) {
                 progress(rows);
             }
             let item = catalogue.add(

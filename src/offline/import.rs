@@ -185,7 +185,7 @@ fn parse_into_chunks(
         };
         buffer.end_row();
         rows += 1;
-        if rows % 8192 == 0 {
+        if rows.is_multiple_of(8192) {
             tick();
         }
         if buffer.0.len() >= CHUNK_BYTES && !receiver_gone {
