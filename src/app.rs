@@ -94,19 +94,21 @@ impl Application {
             }
             InitialModel::FromDatabase => {
                 let reloader = Arc::clone(&reloader);
-                let selector = settings
-                    .model
-                    .version
-                    .map_or(VersionSelector::NewestReady, |v| {
-                        VersionSelector::Exact(crate::domain::ModelVersion(v))
-                    });
+                let selector = settings.model.version.map_or(VersionSelector::Active, |v| {
+                    VersionSelector::Exact(crate::domain::ModelVersion(v))
+                });
                 let migrate = settings.database.migrate_on_start;
                 let initial_backoff = Duration::from_millis(settings.model.retry_initial_ms);
                 let max_backoff = Duration::from_millis(settings.model.retry_max_ms);
+                // A replica pinned to a version stays on it; the others follow activations.
+                let follow = settings.model.version.is_none();
                 Some(tokio::spawn(async move {
                     reloader
                         .load_at_start(migrate, selector, initial_backoff, max_backoff)
                         .await;
+                    if follow {
+                        reloader.follow_activations(max_backoff).await;
+                    }
                 }))
             }
         };

@@ -50,6 +50,16 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Write a synthetic model version of any size (for load and scale tests) and mark it ready.
     Generate(GenerateArgs),
+    /// Make a ready version the active one: every running replica loads it (LISTEN/NOTIFY),
+    /// and replicas started later load it too.
+    Activate(ActivateArgs),
+}
+
+/// Options of `tandem activate`.
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The version to activate.
+    pub version: i64,
 }
 
 /// Options of `tandem serve`.
@@ -139,6 +149,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => run_train(args, optional_pool(&settings)?).await?,
         Command::Evaluate(args) => {
             run_evaluate(args, optional_pool(&settings)?, settings.pipeline.clone()).await?
+        }
+        Command::Activate(args) => {
+            let pool = database_pool(&settings)?;
+            store::migrate(&pool).await?;
+            store::activate(&pool, crate::domain::ModelVersion(args.version)).await?;
+            println!(
+                "activated version {}; running replicas are loading it",
+                args.version
+            );
         }
         Command::Migrate => {
             let pool = database_pool(&settings)?;

@@ -1,5 +1,6 @@
 //! Loading a model version from Postgres into the live handle: one load at a time, the old
-//! snapshot kept serving whenever a load fails.
+//! snapshot kept serving whenever a load fails; activating a version for every replica and
+//! following the activations other replicas (or `tandem activate`) announce with NOTIFY.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,16 @@ pub enum ReloadError {
     /// The version could not be loaded; the old model keeps serving.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The version serves here but could not be made active for the other replicas.
+    #[error(
+        "version {version} serves on this replica but was not activated for the others: {source}"
+    )]
+    Activation {
+        /// The version now serving here.
+        version: ModelVersion,
+        /// Why activation failed.
+        source: LoadError,
+    },
 }
 
 /// Serialises reloads and swaps their result into the live handle.
@@ -99,6 +110,85 @@ impl Reloader {
             "model loaded"
         );
         Ok(report)
+    }
+
+    /// Loads the selected version here, then makes it the active one, which every other
+    /// replica then loads (see [`Reloader::follow_activations`]).
+    pub async fn activate(&self, selector: VersionSelector) -> Result<ReloadReport, ReloadError> {
+        let report = self.reload(selector).await?;
+        let pool = self.pool.as_ref().ok_or(ReloadError::NoDatabase)?;
+        store::activate(pool, report.new_version)
+            .await
+            .map_err(|source| ReloadError::Activation {
+                version: report.new_version,
+                source,
+            })?;
+        Ok(report)
+    }
+
+    /// Serves whatever version is activated, for as long as the process runs: LISTENs on the
+    /// activation channel, and after every (re)connection loads the active version in case a
+    /// notification was missed while disconnected.
+    pub async fn follow_activations(self: Arc<Self>, retry: Duration) {
+        let Some(pool) = self.pool.clone() else {
+            return;
+        };
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?retry, "cannot listen for activations");
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen(store::ACTIVATION_CHANNEL).await {
+                tracing::warn!(%error, retry_in = ?retry, "cannot listen for activations");
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+            self.serve_active(&pool, retry).await;
+            loop {
+                match listener.try_recv().await {
+                    // The payload names the version, but notifications can arrive late (after
+                    // a newer activation): what is active now is what counts.
+                    Ok(Some(_)) => self.serve_active(&pool, retry).await,
+                    // The connection dropped and came back: notifications may have been lost.
+                    Ok(None) => self.serve_active(&pool, retry).await,
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?retry, "activation listener failed");
+                        tokio::time::sleep(retry).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads the active version unless it already serves.
+    async fn serve_active(&self, pool: &PgPool, retry: Duration) {
+        match store::active_version(pool).await {
+            Ok(Some(version)) => self.serve_version(version, retry).await,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the active version"),
+        }
+    }
+
+    /// Loads `version` unless it already serves, waiting out a reload in progress.
+    async fn serve_version(&self, version: ModelVersion, retry: Duration) {
+        for _ in 0..20 {
+            if self.model.current().is_some_and(|s| s.version() == version) {
+                return;
+            }
+            match self.reload(VersionSelector::Exact(version)).await {
+                Ok(_) => return,
+                Err(ReloadError::InProgress) => {
+                    tokio::time::sleep(retry.min(Duration::from_millis(200))).await
+                }
+                // Logged by `reload`; the old model keeps serving.
+                Err(_) => return,
+            }
+        }
     }
 
     /// At start-up: migrate if asked, then load until a model serves, backing off between tries.

@@ -80,6 +80,7 @@ pub enum SubmitError {
 
 /// Handle of the writer task; submissions are cheap and never wait.
 pub struct EventWriter {
+    pool: PgPool,
     queue: mpsc::UnboundedSender<Event>,
     /// One permit per event the queue still has room for.
     room: Arc<Semaphore>,
@@ -97,13 +98,14 @@ impl EventWriter {
         let room = Arc::new(Semaphore::new(settings.queue_capacity));
         let task = tokio::spawn(run(
             receiver,
-            pool,
+            pool.clone(),
             settings.clone(),
             metrics.clone(),
             Arc::clone(&stop),
             Arc::clone(&room),
         ));
         Self {
+            pool,
             queue,
             room,
             capacity: settings.queue_capacity,
@@ -132,6 +134,12 @@ impl EventWriter {
         self.metrics
             .event_queue_depth(self.capacity - self.room.available_permits());
         Ok(())
+    }
+
+    /// Deletes the stored events of a shopper (user key `shopper`, session key `session`, both
+    /// hex), for an erasure request; returns how many were deleted.
+    pub async fn erase(&self, shopper: &str, session: &str) -> Result<u64, sqlx::Error> {
+        store::delete_shopper_events(&self.pool, shopper, session).await
     }
 
     /// Stops accepting events and waits up to `grace` for the queue to be written.

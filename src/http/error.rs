@@ -70,6 +70,9 @@ pub enum ApiError {
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// 503: the cap store could not be reached, so state may remain; retry.
+    #[error("the capping store could not be reached; nothing is certain to be erased, retry")]
+    CapStoreUnavailable,
     /// 503: the event queue is full or closing; the storefront should retry.
     #[error("events not accepted: {0}; retry shortly")]
     EventsRefused(#[from] SubmitError),
@@ -96,6 +99,9 @@ impl ApiError {
             ApiError::Reload(ReloadError::InProgress) => {
                 (StatusCode::CONFLICT, "reload_in_progress")
             }
+            ApiError::Reload(ReloadError::Activation { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "activation_failed")
+            }
             ApiError::Reload(ReloadError::Load(e)) => match e {
                 LoadError::NoReadyVersion => (StatusCode::NOT_FOUND, "no_ready_version"),
                 LoadError::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
@@ -104,6 +110,9 @@ impl ApiError {
                 LoadError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
                 LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
+            ApiError::CapStoreUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "capping_store_unavailable")
+            }
             ApiError::EventsRefused(SubmitError::QueueFull) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "events_queue_full")
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -240,13 +240,46 @@ pub async fn events(
         .into_response())
 }
 
+/// `DELETE /shoppers/{id}` (admin): erases what Tandem holds about a shopper, whether `id` is
+/// their user id or a session id: stored events and frequency-capping state.
+pub async fn erase_shopper(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), &headers)?;
+    if id.is_empty() || id.len() > 128 {
+        return Err(RequestError::new("invalid_shopper", "the id must be 1 to 128 bytes").into());
+    }
+    let as_user = state.pseudonymizer.shopper_key(Some(&id), None);
+    let as_session = state.pseudonymizer.shopper_key(None, Some(&id));
+    let (Some(as_user), Some(as_session)) = (as_user, as_session) else {
+        return Err(ApiError::Internal(
+            "no shopper key for a non-empty id".into(),
+        ));
+    };
+    let events_deleted = match &state.events {
+        Some(writer) => writer
+            .erase(&as_user.to_hex(), &as_session.to_hex())
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot delete events: {e}")))?,
+        None => 0,
+    };
+    let erased = state.caps.forget(as_user).await & state.caps.forget(as_session).await;
+    if !erased {
+        return Err(ApiError::CapStoreUnavailable);
+    }
+    Ok(Json(json!({ "events_deleted": events_deleted, "cap_state_erased": true })).into_response())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReloadBody {
     version: Option<i64>,
 }
 
-/// `POST /reload` (admin): loads the newest ready version, or `{"version": N}`, and swaps it in.
+/// `POST /reload` (admin): loads the newest ready version, or `{"version": N}`, swaps it in and
+/// activates it, so every replica follows.
 pub async fn reload(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -276,7 +309,7 @@ pub async fn reload(
     };
     // The load runs in its own task: a client that hangs up must not cancel it half-way.
     let reloader = Arc::clone(&state.reloader);
-    let report = tokio::spawn(async move { reloader.reload(selector).await })
+    let report = tokio::spawn(async move { reloader.activate(selector).await })
         .await
         .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))??;
     Ok(Json(report))

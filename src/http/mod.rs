@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -95,6 +95,7 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         );
     let operations = Router::new()
         .route("/reload", post(handlers::reload))
+        .route("/shoppers/{id}", delete(handlers::erase_shopper))
         .route("/model", get(handlers::model))
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))

@@ -50,3 +50,18 @@ pub async fn insert_events(pool: &PgPool, events: &[Event]) -> Result<u64, sqlx:
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Deletes every event of the shopper whose user key is `shopper` or whose session key is
+/// `session` (hex keyed hashes); returns how many were deleted.
+pub async fn delete_shopper_events(
+    pool: &PgPool,
+    shopper: &str,
+    session: &str,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM events WHERE shopper = $1 OR session = $2")
+        .bind(shopper)
+        .bind(session)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}

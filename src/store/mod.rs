@@ -14,10 +14,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use copy::CopyRows;
-pub use events::insert_events;
+pub use events::{delete_shopper_events, insert_events};
 pub use model_tables::{
-    begin_version, load_snapshot, mark_failed, mark_ready, upsert_catalogue, CatalogueRow,
-    VersionSelector,
+    activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready,
+    upsert_catalogue, CatalogueRow, VersionSelector, ACTIVATION_CHANNEL,
 };
 
 use crate::domain::ModelVersion;

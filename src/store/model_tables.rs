@@ -12,6 +12,8 @@ use crate::model::{ItemRecord, Snapshot, SnapshotBuilder};
 /// Which version to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSelector {
+    /// The `ready` version activated last; the newest ready one when none was ever activated.
+    Active,
     /// The highest-numbered `ready` version.
     NewestReady,
     /// Exactly this version (must be `ready`).
@@ -23,6 +25,15 @@ async fn resolve(
     selector: VersionSelector,
 ) -> Result<(ModelVersion, usize), LoadError> {
     let row: Option<(i64, String, i32)> = match selector {
+        VersionSelector::Active => {
+            sqlx::query_as(
+                "SELECT version, status, embedding_dim FROM model_versions
+                 WHERE status = 'ready'
+                 ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
         VersionSelector::NewestReady => {
             sqlx::query_as(
                 "SELECT version, status, embedding_dim FROM model_versions
@@ -41,7 +52,9 @@ async fn resolve(
         }
     };
     match (row, selector) {
-        (None, VersionSelector::NewestReady) => Err(LoadError::NoReadyVersion),
+        (None, VersionSelector::NewestReady | VersionSelector::Active) => {
+            Err(LoadError::NoReadyVersion)
+        }
         (None, VersionSelector::Exact(v)) => Err(LoadError::VersionNotFound(v)),
         (Some((version, status, _)), _) if status != "ready" => Err(LoadError::VersionNotReady {
             version: ModelVersion(version),
@@ -178,6 +191,49 @@ pub async fn mark_ready(
     } else {
         Err(sqlx::Error::RowNotFound)
     }
+}
+
+/// The channel on which activations are announced (payload: the version number).
+pub const ACTIVATION_CHANNEL: &str = "tandem_model_activated";
+
+/// Makes a `ready` version the active one and tells every replica (NOTIFY on
+/// [`ACTIVATION_CHANNEL`], delivered when the transaction commits).
+pub async fn activate(pool: &PgPool, version: ModelVersion) -> Result<(), LoadError> {
+    let mut tx = pool.begin().await?;
+    let status: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM model_versions WHERE version = $1 FOR UPDATE")
+            .bind(version.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match status {
+        None => return Err(LoadError::VersionNotFound(version)),
+        Some((status,)) if status != "ready" => {
+            return Err(LoadError::VersionNotReady { version, status })
+        }
+        Some(_) => {}
+    }
+    sqlx::query("UPDATE model_versions SET activated_at = clock_timestamp() WHERE version = $1")
+        .bind(version.0)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ACTIVATION_CHANNEL)
+        .bind(version.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The version replicas should serve (see [`VersionSelector::Active`]), if any is ready.
+pub async fn active_version(pool: &PgPool) -> Result<Option<ModelVersion>, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT version FROM model_versions WHERE status = 'ready'
+         ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(v,)| ModelVersion(v)))
 }
 
 /// Marks a version whose build failed, so it is never loaded.

@@ -202,3 +202,57 @@ async fn a_full_queue_refuses_the_whole_body_with_503() {
         "the accepted body is written, the refused one is not"
     );
 }
+
+#[tokio::test]
+async fn erasing_a_shopper_leaves_no_event_and_no_cap_state() {
+    let db = fresh_database().await;
+    let mut settings = test_settings(&db);
+    settings.capping.max_impressions_per_item = 1;
+    let app = spawn_app_with(db, settings).await;
+    crate::helpers::write_version(&app.db.pool, 40, 3).await;
+    app.wait_until_ready().await;
+    let body = json!([
+        {"kind": "click", "item_id": "S0000002", "user": "zoe", "session": "zoe-session"},
+        {"kind": "add_to_cart", "item_id": "S0000003", "session": "zoe-session"},
+        {"kind": "click", "item_id": "S0000002", "user": "yann"}
+    ]);
+    assert_eq!(post_events(&app, &body, &[]).await.0, 202);
+    wait_for_rows(&app, 3).await;
+    let first = |body: Value| body["items"][0]["item_id"].as_str().unwrap().to_string();
+    let query = "/recommendations?cart=S0000001&k=1&user=zoe";
+    let shown = first(app.get_json(query).await.1);
+    assert_ne!(
+        first(app.get_json(query).await.1),
+        shown,
+        "capped after one impression"
+    );
+
+    let erase = |id: &'static str| {
+        app.client
+            .delete(format!("{}/shoppers/{id}", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .send()
+    };
+    let response = erase("zoe").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["events_deleted"], 1);
+    let answer: Value = erase("zoe-session").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["events_deleted"], 1);
+
+    let rows = stored(&app).await;
+    assert_eq!(rows.len(), 1, "only yann's event is left: {rows:?}");
+    assert_eq!(
+        first(app.get_json(query).await.1),
+        shown,
+        "zoe's cap state is gone"
+    );
+    let unauthorised = app
+        .client
+        .delete(format!("{}/shoppers/zoe", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    app.stop().await;
+}

@@ -9,3 +9,4 @@ mod offline;
 mod operations;
 mod recommendations;
 mod reload;
+mod replicas;
