@@ -4,6 +4,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::capping::{CapStore, CapStoreKind, MemoryCapStore, Pseudonymizer, RedisCapStore};
 use crate::config::Settings;
 use crate::events::{EventLimits, EventWriter};
+use crate::experiments::{Attribution, Experiments};
 use crate::http::{self, AppState, RouterLimits};
 use crate::metrics::Metrics;
 use crate::model::{ModelHandle, Snapshot};
@@ -34,6 +36,9 @@ pub enum StartError {
     /// The database URL is malformed.
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(sqlx::Error),
+    /// The experiments are inconsistent (settings validation catches this first).
+    #[error("invalid experiments: {0}")]
+    Experiments(String),
     /// The Redis cap store cannot be set up (a malformed URL).
     #[error("invalid REDIS_URL: {0}")]
     Redis(String),
@@ -131,6 +136,14 @@ impl Application {
             capping_enabled: settings.capping.enabled,
             pseudonymizer: pseudonymizer(&settings),
             events,
+            experiments: Arc::new(
+                Experiments::build(&settings.experiments, &settings.pipeline)
+                    .map_err(StartError::Experiments)?,
+            ),
+            attribution: Arc::new(Attribution::new(
+                NonZeroUsize::new(settings.events.attribution_capacity)
+                    .unwrap_or(NonZeroUsize::MIN),
+            )),
             event_limits: EventLimits {
                 max_events: settings.events.max_events_per_request,
                 max_future_skew: chrono::Duration::minutes(10),

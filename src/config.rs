@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::capping::{CapPolicy, CapStoreKind};
 use crate::events::EventSettings;
+use crate::experiments::{ExperimentConfig, Experiments};
 use crate::pipeline::PipelineConfig;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -54,6 +55,9 @@ pub struct Settings {
     pub capping: CapPolicy,
     /// Storefront events and their writer.
     pub events: EventSettings,
+    /// Experiments (`[[experiments]]`), none by default.
+    #[serde(default)]
+    pub experiments: Vec<ExperimentConfig>,
     /// Key of the hash that pseudonymises shopper and session ids (from
     /// `TANDEM_PSEUDONYM_KEY`); a random one per process when unset.
     #[serde(skip)]
@@ -202,6 +206,9 @@ impl Settings {
         }
         if let Err(message) = self.events.validate() {
             return invalid("events", &message);
+        }
+        if let Err(message) = Experiments::build(&self.experiments, &self.pipeline) {
+            return invalid("experiments", &message);
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be positive");

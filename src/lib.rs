@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod experiments;
 pub mod http;
 pub mod metrics;
 pub mod model;

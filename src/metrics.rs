@@ -63,6 +63,8 @@ pub struct Metrics {
     events_rejected: IntCounterVec,
     event_queue_depth: IntGauge,
     capping_store_errors: IntCounter,
+    lists_served: IntCounterVec,
+    feedback_events: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -212,8 +214,44 @@ impl Metrics {
                     "Cap store calls that failed or timed out (the request was served uncapped)",
                 )?,
             )?,
+            lists_served: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tandem_recommendation_lists_total",
+                        "Non-empty recommendation lists served, by touchpoint and experiment variant",
+                    ),
+                    &["touchpoint", "variant"],
+                )?,
+            )?,
+            feedback_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tandem_feedback_events_total",
+                        "Storefront events by kind, touchpoint and experiment variant \
+                         (click-through: click / impression; conversion: purchase / impression)",
+                    ),
+                    &["kind", "touchpoint", "variant"],
+                )?,
+            )?,
             registry,
         })
+    }
+
+    /// Counts a non-empty list served at `touchpoint` by `variant`.
+    pub fn list_served(&self, touchpoint: &str, variant: &str) {
+        self.lists_served
+            .with_label_values(&[touchpoint, variant])
+            .inc();
+    }
+
+    /// Counts a storefront event for its touchpoint and variant (label values from a bounded
+    /// set: see the events handler).
+    pub fn feedback_event(&self, kind: EventKind, touchpoint: &str, variant: &str) {
+        self.feedback_events
+            .with_label_values(&[kind.as_str(), touchpoint, variant])
+            .inc();
     }
 
     /// Counts a cap store call that failed open.

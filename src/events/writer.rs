@@ -37,6 +37,9 @@ pub struct EventSettings {
     pub write_attempts: u32,
     /// Most events in one `POST /events` body.
     pub max_events_per_request: usize,
+    /// Recent request ids remembered with the variant that served them, so events citing
+    /// them are attributed to it.
+    pub attribution_capacity: usize,
 }
 
 impl Default for EventSettings {
@@ -47,6 +50,7 @@ impl Default for EventSettings {
             flush_interval_ms: 200,
             write_attempts: 5,
             max_events_per_request: 1_000,
+            attribution_capacity: 200_000,
         }
     }
 }
@@ -54,7 +58,11 @@ impl Default for EventSettings {
 impl EventSettings {
     /// Checks ranges serde cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        if self.queue_capacity == 0 || self.batch_size == 0 || self.max_events_per_request == 0 {
+        if self.queue_capacity == 0
+            || self.batch_size == 0
+            || self.max_events_per_request == 0
+            || self.attribution_capacity == 0
+        {
             return Err("events: capacities and sizes must be positive".into());
         }
         if self.max_events_per_request > self.queue_capacity {

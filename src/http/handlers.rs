@@ -20,13 +20,11 @@ use super::AppState;
 use crate::capping::{CapState, Feedback, ShopperKey};
 use crate::domain::{ModelVersion, Touchpoint};
 use crate::events::{self, EventKind, SubmitError};
+use crate::experiments::CONTROL;
 use crate::model::Snapshot;
 use crate::pipeline::{self, reason_text, CappedItems, Contributions, ReasonKind, Request};
 use crate::reload::ReloadReport;
 use crate::store::VersionSelector;
-
-/// The variant label until experiments exist: every shopper sees the configured pipeline.
-const DEFAULT_VARIANT: &str = "control";
 
 #[derive(Serialize)]
 struct ReasonBody<'a> {
@@ -69,7 +67,25 @@ fn opted_out(headers: &HeaderMap) -> bool {
     })
 }
 
-async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Response {
+/// Answers `request`, whose `k` is 0 when the client did not give one (the variant's default
+/// applies then).
+async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) -> Response {
+    // Opted-out requests are not assigned: they get the control configuration.
+    let variant = request
+        .personalize
+        .then(|| {
+            state.experiments.assign(
+                request.touchpoint,
+                request.user.as_deref(),
+                request.session.as_deref(),
+            )
+        })
+        .flatten();
+    let pipeline = variant.map_or(&state.pipeline, |v| &v.pipeline);
+    if request.k == 0 {
+        request.k = pipeline.default_k;
+    }
+    let request = &request;
     let shopper = if request.personalize && state.capping_enabled {
         state
             .pseudonymizer
@@ -87,7 +103,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Re
         known(&cap_state.capped_items),
         known(&cap_state.dismissed_items),
     );
-    let mut result = pipeline::recommend(snapshot, request, &state.pipeline, &capped);
+    let mut result = pipeline::recommend(snapshot, request, pipeline, &capped);
     if cap_state.fatigued {
         // This shopper has seen enough lists for now: an empty list is a valid answer.
         result.items.clear();
@@ -109,6 +125,17 @@ async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Re
         .metrics
         .recommendation(result.unknown_items.len(), popular);
     let request_id = uuid::Uuid::new_v4();
+    let variant_label = variant.map_or(CONTROL, |v| &v.label);
+    if !result.items.is_empty() {
+        state
+            .metrics
+            .list_served(request.touchpoint.as_str(), variant_label);
+        if let Some(v) = variant {
+            state
+                .attribution
+                .record(request_id, v.label.clone(), request.touchpoint);
+        }
+    }
     let mut id_buffer = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buffer);
     let items = result
@@ -130,7 +157,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, request: &Request) -> Re
         request_id,
         model_version: snapshot.version(),
         touchpoint: request.touchpoint,
-        variant: DEFAULT_VARIANT,
+        variant: variant_label,
         items,
         unknown_items: &result.unknown_items,
     };
@@ -158,11 +185,11 @@ pub async fn recommendations_get(
         )
         .into());
     }
-    let mut request =
-        RecommendationQuery::parse(query.as_deref())?.into_request(state.pipeline.default_k)?;
+    // k 0: not given; `respond` applies the (variant's) default.
+    let mut request = RecommendationQuery::parse(query.as_deref())?.into_request(0)?;
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, &request).await)
+    Ok(respond(&state, &snapshot, request).await)
 }
 
 /// `POST /recommendations`: the same fields as a JSON object, for large carts.
@@ -178,10 +205,10 @@ pub async fn recommendations_post(
     if !is_json {
         return Err(RequestError::new("invalid_body", "the body must be application/json").into());
     }
-    let mut request = RecommendationBody::parse(&body)?.into_request(state.pipeline.default_k)?;
+    let mut request = RecommendationBody::parse(&body)?.into_request(0)?;
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, &request).await)
+    Ok(respond(&state, &snapshot, request).await)
 }
 
 /// `POST /events`: a JSON array of storefront events, validated as a whole, fed to frequency
@@ -195,12 +222,14 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     // An opted-out shopper's events are kept for counting, without any id.
     let pseudonymizer = (!opted_out(&headers)).then_some(&state.pseudonymizer);
-    let events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
+    let mut events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
         .map_err(|e| {
             state.metrics.events_rejected("invalid", 1);
             RequestError::new("invalid_events", e.message)
         })?;
     let accepted = events.len();
+    let counted: Vec<(EventKind, &str, &str)> =
+        events.iter_mut().map(|e| attribute(&state, e)).collect();
     // What capping needs is taken before the events move into the queue.
     let feedback: Vec<(ShopperKey, String, Feedback)> = if state.capping_enabled {
         events
@@ -228,6 +257,9 @@ pub async fn events(
             ApiError::from(e)
         })?;
     }
+    for (kind, touchpoint, variant) in counted {
+        state.metrics.feedback_event(kind, touchpoint, variant);
+    }
     let now = Instant::now();
     for (key, item, kind) in &feedback {
         state.caps.record_feedback(*key, item, *kind, now).await;
@@ -238,6 +270,34 @@ pub async fn events(
         Json(json!({ "accepted": accepted, "stored": stored })),
     )
         .into_response())
+}
+
+/// Fills an event's variant and touchpoint from the request it cites when it does not carry
+/// them; returns its metric labels (kind, touchpoint, variant). Variant labels only take
+/// configured names ("other" for anything else), so a client cannot grow them without bound.
+fn attribute<'s>(
+    state: &'s AppState,
+    event: &mut events::Event,
+) -> (EventKind, &'static str, &'s str) {
+    if let Some((variant, touchpoint)) = event
+        .request_id
+        .filter(|_| event.variant.is_none() || event.touchpoint.is_none())
+        .and_then(|id| state.attribution.lookup(id))
+    {
+        event.variant.get_or_insert_with(|| variant.to_string());
+        event.touchpoint.get_or_insert(touchpoint);
+    }
+    let variant = match event.variant.as_deref() {
+        None => "unknown",
+        Some(CONTROL) => CONTROL,
+        Some(label) => state
+            .experiments
+            .labels()
+            .find(|known| *known == label)
+            .unwrap_or("other"),
+    };
+    let touchpoint = event.touchpoint.map_or("unknown", |t| t.as_str());
+    (event.kind, touchpoint, variant)
 }
 
 /// `DELETE /shoppers/{id}` (admin): erases what Tandem holds about a shopper, whether `id` is

@@ -22,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::capping::{CapStore, Pseudonymizer};
 use crate::config::Secret;
 use crate::events::{EventLimits, EventWriter};
+use crate::experiments::{Attribution, Experiments};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::pipeline::PipelineConfig;
@@ -53,6 +54,10 @@ pub struct AppState {
     pub events: Option<Arc<EventWriter>>,
     /// Limits on one `POST /events` body.
     pub event_limits: EventLimits,
+    /// Configured experiments.
+    pub experiments: Arc<Experiments>,
+    /// Which variant served each recent request id.
+    pub attribution: Arc<Attribution>,
 }
 
 /// Limits the router enforces.

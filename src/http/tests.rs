@@ -46,6 +46,10 @@ fn state(loaded: bool) -> AppState {
         capping_enabled: true,
         pseudonymizer: Pseudonymizer::new(b"test"),
         events: None,
+        experiments: Arc::new(crate::experiments::Experiments::default()),
+        attribution: Arc::new(crate::experiments::Attribution::new(
+            std::num::NonZeroUsize::new(100).unwrap(),
+        )),
         event_limits: crate::events::EventLimits {
             max_events: 10,
             max_future_skew: chrono::Duration::minutes(10),
@@ -339,4 +343,75 @@ async fn bad_events_get_400_with_the_event_index() {
         .as_str()
         .unwrap()
         .starts_with("event 1:"));
+}
+
+#[tokio::test]
+async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_for_it() {
+    use crate::experiments::{ExperimentConfig, Experiments, VariantConfig};
+    let base = state(true);
+    let only = VariantConfig {
+        name: "short".into(),
+        share: 1.0,
+        k: Some(1),
+        collaborative: None,
+        content: None,
+        session: None,
+        popularity: None,
+        theta: None,
+        demote_substitutes: None,
+    };
+    let experiments = Experiments::build(
+        &[ExperimentConfig {
+            name: "length".into(),
+            touchpoints: vec![crate::domain::Touchpoint::Checkout],
+            variants: vec![only],
+        }],
+        &base.pipeline,
+    )
+    .unwrap();
+    let s = AppState {
+        experiments: Arc::new(experiments),
+        ..base
+    };
+    let (_, body) = call(&s, get("/recommendations?cart=bag&user=frank")).await;
+    assert_eq!(body["variant"], "length/short");
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        1,
+        "the variant's k"
+    );
+    let (_, body) = call(&s, get("/recommendations?cart=bag&user=frank&k=3")).await;
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        3,
+        "a requested k wins"
+    );
+    let (_, anonymous) = call(&s, get("/recommendations?cart=bag")).await;
+    assert_eq!(anonymous["variant"], "control");
+    let (_, opted_out) = call(
+        &s,
+        get("/recommendations?cart=bag&user=frank&personalize=false"),
+    )
+    .await;
+    assert_eq!(opted_out["variant"], "control");
+
+    let request_id = body["request_id"].as_str().unwrap();
+    let events = format!(
+        r#"[{{"kind": "click", "item_id": "cable", "request_id": "{request_id}"}},
+           {{"kind": "impression", "item_id": "cable", "variant": "made-up"}}]"#
+    );
+    assert_eq!(
+        call(&s, post_json("/events", &events)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let metrics = s.metrics.render().unwrap();
+    assert!(metrics.contains(
+        r#"tandem_feedback_events_total{kind="click",touchpoint="checkout",variant="length/short"} 1"#
+    ), "{metrics}");
+    assert!(metrics.contains(
+        r#"tandem_feedback_events_total{kind="impression",touchpoint="unknown",variant="other"} 1"#
+    ));
+    assert!(metrics.contains(
+        r#"tandem_recommendation_lists_total{touchpoint="checkout",variant="length/short"} 2"#
+    ));
 }
