@@ -37,6 +37,12 @@ impl RequestError {
 #[derive(Debug, Clone)]
 pub struct ErrorDetail(pub String);
 
+/// Marks a 503 that is deliberate back-pressure (overload, a full event queue): counted in
+/// metrics, but not logged as a failure, which would flood the log exactly when the service
+/// is busiest.
+#[derive(Debug, Clone, Copy)]
+pub struct BackPressure;
+
 /// Everything an HTTP handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -141,6 +147,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(
+            self,
+            ApiError::Overloaded | ApiError::EventsRefused(SubmitError::QueueFull)
+        ) {
+            response.extensions_mut().insert(BackPressure);
         }
         if status.is_server_error() {
             let detail = match &self {

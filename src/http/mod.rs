@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::pipeline::PipelineConfig;
 use crate::reload::Reloader;
-use error::{ApiError, ErrorDetail};
+use error::{ApiError, BackPressure, ErrorDetail};
 
 /// What every handler can reach; cheap to clone.
 #[derive(Clone)]
@@ -150,8 +150,10 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     state
         .metrics
         .observe_request(method, route, status.as_str(), started.elapsed());
-    // A 503 from /readyz is a state a probe polls for, not a failure.
-    if status.is_server_error() && route != "/readyz" {
+    // A 503 from /readyz is a state a probe polls for, and back-pressure is by design: neither
+    // is a failure.
+    let expected = route == "/readyz" || response.extensions().get::<BackPressure>().is_some();
+    if status.is_server_error() && !expected {
         let detail = response
             .extensions()
             .get::<ErrorDetail>()
