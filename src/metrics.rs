@@ -323,3 +323,50 @@ impl Metrics {
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the Grafana dashboard (`dashboards/tandem.json`) queries is one this
+    /// service exports, so a renamed metric cannot silently blank a panel.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let metrics = Metrics::new().unwrap();
+        metrics.observe_request("GET", "/recommendations", "200", Duration::from_millis(1));
+        metrics.reload(ReloadOutcome::Success);
+        metrics.model_load_duration.observe(1.0);
+        metrics.recommendation(1, 1);
+        metrics.event_received(EventKind::Click);
+        metrics.events_written(1, 1);
+        metrics.events_rejected("queue_full", 1);
+        metrics.event_queue_depth(1);
+        metrics.capping_store_error();
+        metrics.list_served("checkout", "control");
+        metrics.feedback_event(EventKind::Click, "checkout", "control");
+        let exported = metrics.render().unwrap();
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../dashboards/tandem.json")).unwrap();
+        let mut queried = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for (at, _) in expr.match_indices("tandem_") {
+                    let name: String = expr[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    queried.push(name);
+                }
+            }
+        }
+        assert!(queried.len() > 10, "{queried:?}");
+        for name in queried {
+            assert!(
+                exported.lines().any(|l| l.starts_with(&name)),
+                "the dashboard queries {name}, which is not exported"
+            );
+        }
+    }
+}
