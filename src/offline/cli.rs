@@ -17,6 +17,7 @@ use super::history::{self, History};
 use super::import;
 use super::measures::{Estimator, MeasureParams};
 use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
+use super::privacy::DpParams;
 use super::progress::Progress;
 use super::report;
 use super::train::{self, TrainParams};
@@ -137,6 +138,23 @@ pub struct ModelArgs {
     /// never for a served model, where a second colour of a cart item is not a cross-sell).
     #[arg(long)]
     pub keep_variants: bool,
+    /// Train with (ε, δ)-differential privacy at this ε: bounded contributions per shopper and
+    /// Gaussian noise on the co-occurrence counts (EASE only).
+    #[arg(long)]
+    pub dp_epsilon: Option<f64>,
+    /// δ of the differential privacy.
+    #[arg(long, default_value_t = 1e-6)]
+    pub dp_delta: f64,
+    /// Baskets kept per shopper under differential privacy (the most recent).
+    #[arg(long, default_value_t = 1)]
+    pub dp_max_baskets_per_shopper: usize,
+    /// Items kept per basket under differential privacy.
+    #[arg(long, default_value_t = 20)]
+    pub dp_max_items_per_basket: usize,
+    /// Noisy pair counts below this many noise deviations are dropped: every one of the
+    /// millions of absent pairs gets noise too, and 5σ lets almost none through.
+    #[arg(long, default_value_t = 5.0)]
+    pub dp_threshold_sigmas: f64,
 }
 
 impl ModelArgs {
@@ -152,6 +170,14 @@ impl ModelArgs {
                 bm25_b: self.bm25_b,
                 max_dense_items: self.max_dense_items,
                 threads: self.threads,
+                dp: self.dp_epsilon.map(|epsilon| DpParams {
+                    epsilon,
+                    delta: self.dp_delta,
+                    max_baskets_per_shopper: self.dp_max_baskets_per_shopper,
+                    max_items_per_basket: self.dp_max_items_per_basket,
+                    threshold_sigmas: self.dp_threshold_sigmas,
+                    seed: self.seed,
+                }),
             },
             dim: self.dim,
             behaviour_dim: self.behaviour_dim.min(self.dim),

@@ -411,8 +411,10 @@ fn baseline_variants(
     }];
     for estimator in Estimator::ALL {
         progress.message(estimator.name());
+        // Baselines are exact: privacy is a property of the serving model under test.
         let measure = measures::MeasureParams {
             estimator,
+            dp: None,
             ..params.train.measure.clone()
         };
         let (pairs, _) =
@@ -441,8 +443,19 @@ pub fn evaluate(
     };
     let progress = Progress::start("train", Some(3), "steps");
     let model = train::train(history, 0..split, &train_params, &progress)?;
+    let privacy = model
+        .stats
+        .co_purchase
+        .dp
+        .as_ref()
+        .map_or(String::new(), |dp| {
+            format!(
+                "; differential privacy ε {} δ {}: noise σ {:.1}, {} of {} co-occurring pairs kept",
+                dp.epsilon, dp.delta, dp.sigma, dp.pairs_kept, dp.pairs_before
+            )
+        });
     progress.finish(&format!(
-        "{} baskets, {} items, {} pairs",
+        "{} baskets, {} items, {} pairs{privacy}",
         model.stats.baskets, model.stats.items, model.stats.co_purchase.pairs_kept
     ));
     let (cases, skipped) = test_cases(history, split..history.len(), &model, params.seed);

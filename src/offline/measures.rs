@@ -26,6 +26,8 @@ use std::time::Instant;
 
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
+
+use super::privacy::{DpParams, DpReport};
 use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +96,9 @@ pub struct MeasureParams {
     pub max_dense_items: usize,
     /// Worker threads (0 = available cores).
     pub threads: usize,
+    /// Differential privacy of the released counts (EASE only; see [`super::privacy`]).
+    #[serde(default)]
+    pub dp: Option<DpParams>,
 }
 
 impl Default for MeasureParams {
@@ -107,6 +112,7 @@ impl Default for MeasureParams {
             bm25_b: 0.75,
             max_dense_items: 6000,
             threads: 0,
+            dp: None,
         }
     }
 }
@@ -285,6 +291,12 @@ pub struct MeasureStats {
     pub dense_items: usize,
     /// Items left out of the dense inverse because the catalogue is too big.
     pub items_beyond_dense_limit: usize,
+    /// The differentially private release, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpReport>,
+    /// The released (noisy) basket count of every item, under differential privacy.
+    #[serde(skip)]
+    pub released_item_counts: Option<Vec<f32>>,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -476,6 +488,14 @@ pub fn co_purchase(
             "one variant group per item is needed".into(),
         ));
     }
+    if params.dp.is_some() && params.estimator != Estimator::Ease {
+        return Err(MeasureError::InvalidParameter(
+            "differential privacy needs the ease estimator".into(),
+        ));
+    }
+    if let Some(dp) = &params.dp {
+        dp.validate().map_err(MeasureError::InvalidParameter)?;
+    }
     let (neighbours, mut stats) = match params.estimator {
         Estimator::Ease => ease(baskets, variant_groups, params)?,
         estimator => sparse(baskets, variant_groups, params, estimator)?,
@@ -660,16 +680,33 @@ fn ease(
             }
         }
     }
-    let support = |a: usize, b: usize, gram: &Mat<f64>| gram.col_as_slice(a)[b] as u32;
-    let mut regularised = gram.clone();
-    for a in 0..m {
-        regularised.col_as_slice_mut(a)[a] += params.lambda;
-    }
-    let inverse = regularised
-        .llt(Side::Lower)
-        .map_err(|_| MeasureError::NotPositiveDefinite)?
-        .inverse();
-    drop(regularised);
+    // Under differential privacy the counts are released once, noisy; all that follows only
+    // reads the released matrix.
+    let dp = params
+        .dp
+        .as_ref()
+        .map(|p| super::privacy::release_gram(&mut gram, p));
+    let released_item_counts = dp.is_some().then(|| {
+        let mut counts = vec![0f32; items];
+        for (p, &i) in dense.iter().enumerate() {
+            counts[i as usize] = gram.col_as_slice(p)[p] as f32;
+        }
+        counts
+    });
+    let support = |a: usize, b: usize, gram: &Mat<f64>| gram.col_as_slice(a)[b].round() as u32;
+    // Noise can leave the released matrix indefinite: more regularisation until it inverts.
+    let mut lambda = params.lambda;
+    let inverse = loop {
+        let mut regularised = gram.clone();
+        for a in 0..m {
+            regularised.col_as_slice_mut(a)[a] += lambda;
+        }
+        match regularised.llt(Side::Lower) {
+            Ok(factor) => break factor.inverse(),
+            Err(_) if dp.is_some() && lambda < params.lambda * 1e6 => lambda *= 2.0,
+            Err(_) => return Err(MeasureError::NotPositiveDefinite),
+        }
+    };
     let diagonal: Vec<f64> = (0..m).map(|a| inverse.col_as_slice(a)[a]).collect();
 
     let (neighbours, co_occurring, variants) = rows_in_parallel(
@@ -720,6 +757,8 @@ fn ease(
             variant_pairs_dropped: variants,
             dense_items: m,
             items_beyond_dense_limit: beyond,
+            dp,
+            released_item_counts,
             ..MeasureStats::default()
         },
     ))
@@ -919,6 +958,42 @@ mod tests {
         }
         assert_eq!(variant_stem("15056bl"), Some("15056"));
         assert_eq!(variant_stem("POST"), None);
+    }
+
+    #[test]
+    fn a_private_table_releases_only_pairs_that_clear_the_noise() {
+        // 400 baskets of {0, 1}, and one basket of {2, 3}.
+        let mut list: Vec<&[u32]> = vec![&[0, 1]; 400];
+        list.push(&[2, 3]);
+        let b = baskets(4, &list);
+        let dp = DpParams {
+            epsilon: 5.0,
+            delta: 1e-6,
+            max_baskets_per_shopper: 1,
+            max_items_per_basket: 2,
+            threshold_sigmas: 5.0,
+            seed: 3,
+        };
+        let p = MeasureParams {
+            dp: Some(dp),
+            ..params(Estimator::Ease)
+        };
+        let (n, stats) = co_purchase(&b, &[u32::MAX; 4], &p).unwrap();
+        let report = stats.dp.unwrap();
+        assert_eq!(
+            (report.pairs_before, report.pairs_kept),
+            (2, 1),
+            "{report:?}"
+        );
+        assert!(score(&n, 0, 1).is_some_and(|s| s > 0.0));
+        assert!(score(&n, 2, 3).is_none());
+        let released = stats.released_item_counts.unwrap();
+        assert!((released[0] - 400.0).abs() < 10.0 * report.sigma as f32);
+        let bm25 = MeasureParams {
+            estimator: Estimator::Bm25,
+            ..p
+        };
+        assert!(co_purchase(&b, &[u32::MAX; 4], &bm25).is_err());
     }
 
     #[test]

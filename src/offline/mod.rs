@@ -11,6 +11,7 @@ pub mod history;
 pub mod import;
 pub mod measures;
 pub mod orders;
+pub mod privacy;
 pub mod progress;
 pub mod report;
 pub mod synthetic;

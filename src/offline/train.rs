@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::history::History;
+use super::history::NO_CUSTOMER;
 use super::measures::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
+use super::privacy::{self, DpParams};
 use super::progress::Progress;
 use super::{behaviour, content};
 use crate::domain::ModelVersion;
@@ -205,7 +207,9 @@ impl TrainingSet {
 /// `params.behaviour_dim` is set (see [`behaviour`]).
 fn embeddings(titles: &[&str], baskets: &Baskets, params: &TrainParams) -> Vec<f32> {
     let behaviour_dim = params.behaviour_dim.min(params.dim);
-    if behaviour_dim == 0 || params.behaviour_weight <= 0.0 {
+    // The behavioural embedding reads raw co-purchases, which differential privacy forbids.
+    let private = params.measure.dp.is_some();
+    if behaviour_dim == 0 || params.behaviour_weight <= 0.0 || private {
         return content::embed(titles, params.dim, params.seed);
     }
     let text_dim = params.dim - behaviour_dim;
@@ -226,6 +230,32 @@ fn embeddings(titles: &[&str], baskets: &Baskets, params: &TrainParams) -> Vec<f
     )
 }
 
+impl TrainingSet {
+    /// The baskets of `range` with every shopper's contribution bounded for differential
+    /// privacy (see [`privacy::bound_contributions`]); the item universe is that of all of
+    /// `range` (the catalogue is public).
+    pub fn bounded(history: &History, range: Range<usize>, dp: &DpParams) -> Self {
+        let mut set = Self::new(history, range.clone());
+        let order = range.map(|b| {
+            let customer = history.customer(b);
+            (
+                (customer != NO_CUSTOMER).then_some(customer),
+                history.basket(b),
+            )
+        });
+        let mut baskets = Baskets::new(set.history_items.len());
+        let mut buffer = Vec::with_capacity(64);
+        for basket in privacy::bound_contributions(order, dp) {
+            buffer.clear();
+            buffer.extend(basket.iter().map(|&i| set.model_item[i as usize]));
+            buffer.sort_unstable();
+            baskets.push(&buffer);
+        }
+        set.baskets = baskets;
+        set
+    }
+}
+
 /// Trains on the baskets of `history` in `range`.
 pub fn train(
     history: &History,
@@ -238,7 +268,10 @@ pub fn train(
         return Err(TrainError::NoBaskets);
     }
     progress.message("items");
-    let set = TrainingSet::new(history, range.clone());
+    let set = match &params.measure.dp {
+        Some(dp) => TrainingSet::bounded(history, range.clone(), dp),
+        None => TrainingSet::new(history, range.clone()),
+    };
     let counts = set.baskets.item_counts();
     let items: Vec<TrainedItem> = set
         .history_items
@@ -261,6 +294,14 @@ pub fn train(
     progress.message(params.measure.estimator.name());
     let (co_purchase, measure_stats) =
         measures::co_purchase(&set.baskets, &groups, &params.measure)?;
+    let mut items = items;
+    if let Some(released) = &measure_stats.released_item_counts {
+        // Under differential privacy only released counts may leave training.
+        for (item, &count) in items.iter_mut().zip(released) {
+            item.popularity = count;
+            item.baskets = count.round() as u32;
+        }
+    }
     progress.inc(1);
     progress.message("content");
     let content_started = Instant::now();
@@ -276,7 +317,7 @@ pub fn train(
     );
     progress.inc(1);
     let stats = TrainStats {
-        baskets: range.len(),
+        baskets: set.baskets.len(),
         lines: range.clone().map(|b| history.basket(b).len()).sum(),
         items: items.len(),
         time_range: Some((history.time(range.start), history.time(range.end - 1))),
