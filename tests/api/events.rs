@@ -149,12 +149,13 @@ async fn an_opted_out_shopper_is_stored_without_any_id() {
 }
 
 #[tokio::test]
-async fn events_queued_before_shutdown_are_all_written() {
+async fn a_full_queue_is_written_completely_at_shutdown() {
     let db = fresh_database().await;
     let mut settings = test_settings(&db);
     // A long flush interval keeps accepted events in the queue until shutdown drains it.
     settings.events.flush_interval_ms = 60_000;
     settings.events.batch_size = 100_000;
+    settings.events.queue_capacity = 1_000;
     let app = spawn_app_with(db, settings).await;
     let batch: Vec<Value> = (0..50)
         .map(|i| json!({"kind": "impression", "item_id": format!("item-{i}"), "session": "s"}))
@@ -162,6 +163,8 @@ async fn events_queued_before_shutdown_are_all_written() {
     for _ in 0..20 {
         assert_eq!(post_events(&app, &json!(batch), &[]).await.0, 202);
     }
+    // The queue is full now: more is refused, and nothing accepted may be lost on the way out.
+    assert_eq!(post_events(&app, &json!(batch), &[]).await.0, 503);
     let pool = app.db.pool.clone();
     app.stop().await;
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
