@@ -328,7 +328,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// Every metric the Grafana dashboard (`dashboards/tandem.json`) queries is one this
+    /// Every metric the Grafana dashboard (`config/grafana-dashboard.json`) queries is one this
     /// service exports, so a renamed metric cannot silently blank a panel.
     #[test]
     fn the_dashboard_queries_only_exported_metrics() {
@@ -347,7 +347,7 @@ mod tests {
         let exported = metrics.render().unwrap();
 
         let dashboard: serde_json::Value =
-            serde_json::from_str(include_str!("../dashboards/tandem.json")).unwrap();
+            serde_json::from_str(include_str!("../config/grafana-dashboard.json")).unwrap();
         let mut queried = Vec::new();
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {

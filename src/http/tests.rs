@@ -415,3 +415,103 @@ async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_f
         r#"tandem_recommendation_lists_total{touchpoint="checkout",variant="length/short"} 2"#
     ));
 }
+
+use proptest::strategy::Strategy;
+
+/// Any status a client can be given for bad or odd input: 2xx, 4xx, or 503 where the service
+/// says so deliberately (no database for a reload).
+fn acceptable(status: StatusCode, body: &Value) -> bool {
+    let has_error_shape = body["error"]["code"].is_string() && body["error"]["message"].is_string();
+    status.is_success()
+        || (status.is_client_error() && has_error_shape)
+        || (status == StatusCode::SERVICE_UNAVAILABLE && has_error_shape)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Random query strings (separators, escapes, unicode, repeated and unknown keys, long
+    /// values) never panic or hang the router, and always get 2xx or a 4xx with the error shape.
+    #[test]
+    fn random_query_strings_get_2xx_or_a_described_4xx(
+        parts in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "cart", "viewed", "user", "session", "touchpoint", "k", "max_price",
+                    "exclude_categories", "personalize", "explain", "kk", "", "cart[]",
+                ]),
+                "[a-zA-Z0-9,%&=+;. \\-_\u{e9}\u{1F600}]{0,40}",
+            ),
+            0..8,
+        ),
+    ) {
+        let query: String = parts
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(' ', "%20")))
+            .collect::<Vec<_>>()
+            .join("&");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let s = state(true);
+        let uri = format!("/recommendations?{query}");
+        let Ok(request) = Request::get(uri.as_str()).body(Body::empty()) else {
+            // Not a valid URI at all: no HTTP client could send it.
+            return Ok(());
+        };
+        let (status, body) = runtime.block_on(call(&s, request));
+        proptest::prop_assert!(acceptable(status, &body), "{uri} -> {status} {body}");
+    }
+
+    /// Random JSON (and not-quite-JSON) bodies at every POST endpoint: the same promise.
+    #[test]
+    fn random_bodies_get_2xx_or_a_described_4xx(
+        endpoint in proptest::sample::select(vec!["/recommendations", "/events", "/reload"]),
+        body in proptest::prop_oneof![
+            proptest::strategy::Just(String::new()),
+            "[\\[\\]{}\",:a-z0-9 .\\-]{0,80}",
+            proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "cart", "k", "kind", "item_id", "user", "timestamp", "version", "viewed",
+                        "touchpoint", "request_id", "max_price",
+                    ]),
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("1".to_string()),
+                        proptest::strategy::Just("-1".to_string()),
+                        proptest::strategy::Just("1e308".to_string()),
+                        proptest::strategy::Just("null".to_string()),
+                        proptest::strategy::Just("\"click\"".to_string()),
+                        proptest::strategy::Just("[\"bag\", \"cable\"]".to_string()),
+                        proptest::strategy::Just("\"2026-11-26T00:00:00Z\"".to_string()),
+                        "\"[a-z0-9]{0,12}\"",
+                    ],
+                ),
+                0..6,
+            )
+            .prop_map(|fields| {
+                let object = fields
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("[{{{object}}}]")
+            }),
+        ],
+        admin in proptest::prelude::any::<bool>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let s = state(true);
+        // Bodies for /recommendations are objects; give it the object inside the array too.
+        let body = if endpoint == "/recommendations" {
+            body.trim_start_matches('[').trim_end_matches(']').to_string()
+        } else {
+            body
+        };
+        let mut request = Request::post(endpoint).header("content-type", "application/json");
+        if admin {
+            request = request.header("authorization", "Bearer token");
+        }
+        let request = request.body(Body::from(body.clone())).unwrap();
+        let (status, answer) = runtime.block_on(call(&s, request));
+        proptest::prop_assert!(acceptable(status, &answer), "{endpoint} {body} -> {status} {answer}");
+    }
+}
