@@ -391,6 +391,21 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .into_response())
 }
 
+/// The OpenAPI description of this API (kept beside the router; a test checks they agree).
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of the API.
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 /// `GET /healthz`: the process is alive and answering.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))

@@ -104,6 +104,7 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/model", get(handlers::model))
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
+        .route("/openapi.json", get(handlers::openapi))
         .route("/readyz", get(handlers::readyz));
     Router::new()
         .merge(storefront)

@@ -515,3 +515,80 @@ proptest::proptest! {
         proptest::prop_assert!(acceptable(status, &answer), "{endpoint} {body} -> {status} {answer}");
     }
 }
+
+/// The served OpenAPI description and the router agree: every documented operation is routed
+/// (neither 404 nor 405), and a real response has every property the schema requires and
+/// none it does not document.
+#[tokio::test]
+async fn the_openapi_description_matches_the_router() {
+    let s = state(true);
+    let (status, spec) = call(&s, get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let uri = path.replace("{id}", "someone");
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(uri.as_str())
+                .header("content-type", "application/json")
+                .body(Body::empty())
+                .unwrap();
+            let (status, body) = call(&s, request).await;
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not routed: {status} {body}"
+            );
+        }
+    }
+    let schema = &spec["components"]["schemas"]["Recommendations"];
+    let (_, body) = call(&s, get("/recommendations?cart=bag&explain=true")).await;
+    let documented: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in body.as_object().unwrap().keys() {
+        assert!(
+            documented.contains(&key.as_str()),
+            "{key} is not documented"
+        );
+    }
+    for required in schema["required"].as_array().unwrap() {
+        assert!(
+            body.get(required.as_str().unwrap()).is_some(),
+            "{required} missing"
+        );
+    }
+    let item = &spec["components"]["schemas"]["Item"];
+    let item_keys: Vec<&str> = item["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in body["items"][0].as_object().unwrap().keys() {
+        assert!(
+            item_keys.contains(&key.as_str()),
+            "item field {key} is not documented"
+        );
+    }
+    let contributions: Vec<&str> = item["properties"]["contributions"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in body["items"][0]["contributions"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        assert!(
+            contributions.contains(&key.as_str()),
+            "contribution {key} is not documented"
+        );
+    }
+}
