@@ -1,6 +1,7 @@
 //! Every metric the service exports, in one place: names carry the `tandem_` prefix and their
 //! unit. One registry per app (no global statics), so several apps can run in one process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -43,9 +44,21 @@ impl ReloadOutcome {
     }
 }
 
-/// The service's metrics and the registry that exports them.
+/// The service's metrics and the registry that exports them; a cheap handle (one reference
+/// count), since every request clones the application state that holds it.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Collectors>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Collectors;
+
+    fn deref(&self) -> &Collectors {
+        &self.0
+    }
+}
+
+/// The registered collectors behind [`Metrics`].
+pub struct Collectors {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
@@ -84,7 +97,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let r = &registry;
-        Ok(Self {
+        Ok(Self(Arc::new(Collectors {
             http_requests: register(
                 r,
                 IntCounterVec::new(
@@ -236,7 +249,7 @@ impl Metrics {
                 )?,
             )?,
             registry,
-        })
+        })))
     }
 
     /// Counts a non-empty list served at `touchpoint` by `variant`.

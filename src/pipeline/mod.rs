@@ -22,6 +22,8 @@ thread_local! {
     /// The DPP's buffers, grown once per thread and reused by every request it serves.
     static DPP_SCRATCH: std::cell::RefCell<dpp::DppScratch> =
         std::cell::RefCell::new(dpp::DppScratch::default());
+    /// The candidate pool's item-to-slot table, likewise (one `u32` per catalogue item).
+    static POSITIONS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Largest `k` a request may ask for.
@@ -359,17 +361,20 @@ pub fn recommend<'r>(
     };
     let k = request.k.clamp(1, MAX_K);
     let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
-    let mut pool = candidates::CandidatePool::new(&eligibility, config.candidate_pool);
-    if weights.collaborative > 0.0 {
-        pool.add_collaborative(snapshot, &cart, config.neighbours_per_anchor);
-    }
-    if weights.content > 0.0 {
-        pool.add_content(snapshot, &cart, config.neighbours_per_anchor);
-    }
-    pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
-    pool.add_popular(snapshot, config.popular_candidates.max(k));
-    pool.apply_negative_weights(snapshot, &cart, &viewed, config.neighbours_per_anchor);
-    let mut candidates = pool.items;
+    let mut candidates = POSITIONS.with_borrow_mut(|positions| {
+        let mut pool =
+            candidates::CandidatePool::new(&eligibility, config.candidate_pool, positions);
+        if weights.collaborative > 0.0 {
+            pool.add_collaborative(snapshot, &cart, config.neighbours_per_anchor);
+        }
+        if weights.content > 0.0 {
+            pool.add_content(snapshot, &cart, config.neighbours_per_anchor);
+        }
+        pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
+        pool.add_popular(snapshot, config.popular_candidates.max(k));
+        pool.apply_negative_weights(snapshot, &cart, &viewed, config.neighbours_per_anchor);
+        pool.finish()
+    });
 
     let blended = signals::blend(
         snapshot,
