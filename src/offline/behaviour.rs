@@ -11,7 +11,7 @@ use faer::{Mat, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::measures::Baskets;
+use super::measures::{self, Baskets, DenseGram};
 
 /// Power iterations of the subspace iteration; the spectrum of co-purchase matrices decays
 /// fast enough that a few give the leading directions to plotting accuracy.
@@ -27,38 +27,15 @@ pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<
     if dim == 0 || items == 0 {
         return out;
     }
-    let counts = baskets.item_counts();
-    let mut dense: Vec<u32> = (0..items as u32)
-        .filter(|&i| counts[i as usize] > 0)
-        .collect();
-    dense.sort_unstable_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
-    dense.truncate(max_items);
+    let DenseGram {
+        items: dense,
+        gram: mut cosine,
+        ..
+    } = measures::dense_gram(baskets, max_items);
     let m = dense.len();
     let rank = (dim + OVERSAMPLING).min(m);
     if rank == 0 {
         return out;
-    }
-    let mut position = vec![usize::MAX; items];
-    for (p, &i) in dense.iter().enumerate() {
-        position[i as usize] = p;
-    }
-    let mut cosine = Mat::<f64>::zeros(m, m);
-    let mut positions = Vec::with_capacity(256);
-    for b in 0..baskets.len() {
-        positions.clear();
-        positions.extend(
-            baskets
-                .basket(b)
-                .iter()
-                .map(|&i| position[i as usize])
-                .filter(|&p| p != usize::MAX),
-        );
-        for &a in &positions {
-            let column = cosine.col_as_slice_mut(a);
-            for &p in &positions {
-                column[p] += 1.0;
-            }
-        }
     }
     let scale: Vec<f64> = (0..m)
         .map(|a| 1.0 / cosine.col_as_slice(a)[a].max(1.0).sqrt())

@@ -633,34 +633,35 @@ fn sparse(
     ))
 }
 
-fn ease(
-    baskets: &Baskets,
-    groups: &[u32],
-    params: &MeasureParams,
-) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    if !(params.lambda > 0.0 && params.lambda.is_finite()) {
-        return Err(MeasureError::InvalidParameter(
-            "lambda must be positive".into(),
-        ));
-    }
+/// The Gram matrix `XᵀX` of the baskets (co-occurrence counts, basket counts on the
+/// diagonal) over the items in most baskets, at most `max_items` of them.
+pub struct DenseGram {
+    /// The items of the matrix, in item order (matrix row `p` is item `items[p]`).
+    pub items: Vec<u32>,
+    /// Row of each item (`u32::MAX` when left out).
+    pub position: Vec<u32>,
+    /// The `items.len()` square matrix.
+    pub gram: Mat<f64>,
+    /// Items that occur in some basket but were left out for `max_items`.
+    pub left_out: usize,
+}
+
+/// Counts [`DenseGram`] from `baskets`.
+pub fn dense_gram(baskets: &Baskets, max_items: usize) -> DenseGram {
     let items = baskets.items();
     let counts = baskets.item_counts();
-    let mut by_baskets: Vec<u32> = (0..items as u32)
+    let mut dense: Vec<u32> = (0..items as u32)
         .filter(|&i| counts[i as usize] > 0)
         .collect();
-    by_baskets
-        .sort_unstable_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
-    let beyond = by_baskets.len().saturating_sub(params.max_dense_items);
-    by_baskets.truncate(params.max_dense_items);
-    by_baskets.sort_unstable();
-    let dense = by_baskets;
+    dense.sort_unstable_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
+    let left_out = dense.len().saturating_sub(max_items);
+    dense.truncate(max_items);
+    dense.sort_unstable();
     let m = dense.len();
     let mut position = vec![u32::MAX; items];
     for (p, &i) in dense.iter().enumerate() {
         position[i as usize] = p as u32;
     }
-
-    // The Gram matrix XᵀX over the dense items (co-occurrence counts, n_i on the diagonal).
     let mut gram = Mat::<f64>::zeros(m, m);
     let mut positions: Vec<usize> = Vec::with_capacity(256);
     for b in 0..baskets.len() {
@@ -680,6 +681,32 @@ fn ease(
             }
         }
     }
+    DenseGram {
+        items: dense,
+        position,
+        gram,
+        left_out,
+    }
+}
+
+fn ease(
+    baskets: &Baskets,
+    groups: &[u32],
+    params: &MeasureParams,
+) -> Result<(Neighbours, MeasureStats), MeasureError> {
+    if !(params.lambda > 0.0 && params.lambda.is_finite()) {
+        return Err(MeasureError::InvalidParameter(
+            "lambda must be positive".into(),
+        ));
+    }
+    let items = baskets.items();
+    let DenseGram {
+        items: dense,
+        position,
+        mut gram,
+        left_out: beyond,
+    } = dense_gram(baskets, params.max_dense_items);
+    let m = dense.len();
     // Under differential privacy the counts are released once, noisy; all that follows only
     // reads the released matrix.
     let dp = params
