@@ -4,6 +4,7 @@
 mod capping;
 mod demo;
 mod events;
+mod faults;
 mod helpers;
 mod offline;
 mod operations;
