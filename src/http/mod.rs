@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -95,7 +96,9 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(storefront_error))
                 .load_shed()
-                .concurrency_limit(limits.max_in_flight)
+                // One limit shared by every storefront endpoint and method: a per-route
+                // `concurrency_limit` would give each its own budget (found by the overload test).
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
                 .timeout(limits.request_timeout),
         );
     let operations = Router::new()

@@ -183,3 +183,52 @@ async fn a_shutdown_under_load_lets_every_request_in_flight_finish() {
     );
     assert_eq!(failed.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_get_an_immediate_503_not_a_queue() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_database().await;
+    write_version(&db.pool, 30, 1).await;
+    let mut settings = test_settings(&db);
+    settings.server.max_in_flight = 1;
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+
+    // A client that sends its headers and then trickles its body holds the one slot.
+    let body = r#"{"cart": ["S0000001"]}"#;
+    let address = app.address.trim_start_matches("http://").to_string();
+    let mut slow = TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /recommendations HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut early = [0u8; 64];
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), slow.read(&mut early)).await
+    {
+        panic!(
+            "the server answered early: {}",
+            String::from_utf8_lossy(&early[..n])
+        );
+    }
+
+    let (status, answer) = app.get_json("/recommendations?cart=S0000001").await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("overloaded"))
+    );
+    // Operations endpoints are not limited: a busy server still says how it is.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    slow.write_all(&body.as_bytes()[1..]).await.unwrap();
+    let mut response = vec![0u8; 16];
+    slow.read_exact(&mut response).await.unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    app.stop().await;
+}
