@@ -138,3 +138,100 @@ async fn a_redis_that_is_down_costs_capping_not_answers() {
     assert!(errors >= 3.0, "{errors}");
     server.stop().await;
 }
+
+async fn capping_errors(client: &reqwest::Client, server: &RunningServer) -> f64 {
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tandem_capping_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn redis_stopped_under_load_costs_capping_not_a_single_request() {
+    if redis_url().is_none() {
+        return;
+    }
+    // A Redis of this test's own, so stopping it disturbs no other test.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let Ok(mut redis) = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        eprintln!("SKIPPED: no redis-server binary to start and stop");
+        return;
+    };
+    let db = fresh_database().await;
+    write_version(&db.pool, 40, 3).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = RunningServer::start(
+        redis_settings(&db, &url, "stop"),
+        InitialModel::FromDatabase,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, &server).await;
+
+    let stop_at = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let end = stop_at + std::time::Duration::from_millis(1_000);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, address) = (client.clone(), server.address.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut other) = (0usize, Vec::new());
+                let mut i = 0;
+                while std::time::Instant::now() < end {
+                    i += 1;
+                    let url = format!("{address}/recommendations?cart=S0000001&user=u{w}-{i}");
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => other.push(r.status().as_u16()),
+                        Err(e) => panic!("request failed: {e}"),
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(stop_at.into()).await;
+    let errors_before = capping_errors(&client, &server).await;
+    redis.kill().await.unwrap();
+    let mut served = 0;
+    for worker in workers {
+        let (ok, other) = worker.await.unwrap();
+        assert!(
+            other.is_empty(),
+            "non-200 answers while redis stopped: {other:?}"
+        );
+        served += ok;
+    }
+    assert!(served > 20, "{served}");
+    let errors = capping_errors(&client, &server).await;
+    assert!(
+        errors > errors_before,
+        "the stop was noticed and counted: {errors_before} -> {errors}"
+    );
+    server.stop().await;
+}
