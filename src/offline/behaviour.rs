@@ -31,7 +31,7 @@ pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<
         items: dense,
         gram: mut cosine,
         ..
-    } = measures::dense_gram(baskets, max_items);
+    } = measures::dense_gram(baskets, max_items, true);
     let m = dense.len();
     let rank = (dim + OVERSAMPLING).min(m);
     if rank == 0 {

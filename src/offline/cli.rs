@@ -176,7 +176,7 @@ impl ModelArgs {
                     max_baskets_per_shopper: self.dp_max_baskets_per_shopper,
                     max_items_per_basket: self.dp_max_items_per_basket,
                     threshold_sigmas: self.dp_threshold_sigmas,
-                    seed: self.seed,
+                    seed: rand::random(),
                 }),
             },
             dim: self.dim,

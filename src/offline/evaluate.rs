@@ -450,8 +450,8 @@ pub fn evaluate(
         .as_ref()
         .map_or(String::new(), |dp| {
             format!(
-                "; differential privacy ε {} δ {}: noise σ {:.1}, {} of {} co-occurring pairs kept",
-                dp.epsilon, dp.delta, dp.sigma, dp.pairs_kept, dp.pairs_before
+                "; differential privacy ε {} δ {}: noise σ {:.1}, {} pairs kept",
+                dp.epsilon, dp.delta, dp.sigma, dp.pairs_kept
             )
         });
     progress.finish(&format!(

@@ -4,6 +4,9 @@
 //! (the Gram matrix `XᵀX`, item counts on its diagonal) are released once through the Gaussian
 //! mechanism, calibrated exactly for any ε by the analytic method of Balle and Wang (ICML 2018).
 //! Everything after the release (thresholding pairs, EASE, popularity) is post-processing.
+//! Nothing else about the baskets may shape the model: under privacy the item universe and
+//! the dense set of EASE do not depend on how often items sold, and training statistics that
+//! would count baskets or name their dates are withheld.
 //!
 //! Sensitivity: one basket of `c` items adds 1 to `c` diagonal and `c(c-1)/2` pair entries of
 //! the upper triangle, an L2 norm of `sqrt(c + c(c-1)/2)`; a shopper adds at most
@@ -30,7 +33,9 @@ pub struct DpParams {
     pub max_items_per_basket: usize,
     /// Noisy pair counts below this many standard deviations of the noise are dropped.
     pub threshold_sigmas: f64,
-    /// Seed of the noise.
+    /// Seed of the noise: drawn from the operating system for every run and never stored,
+    /// since whoever knows it can subtract the noise again. Tests set it to be repeatable.
+    #[serde(skip)]
     pub seed: u64,
 }
 
@@ -110,9 +115,8 @@ pub struct DpReport {
     pub delta: f64,
     /// Deviation of the noise added to every count.
     pub sigma: f64,
-    /// Item pairs that co-occur in the bounded baskets.
-    pub pairs_before: u64,
-    /// Item pairs whose noisy count passed the threshold (only these are used).
+    /// Item pairs whose noisy count passed the threshold (only these are used). How many
+    /// pairs co-occur in the raw data is not reported: it is not part of the release.
     pub pairs_kept: u64,
 }
 
@@ -137,9 +141,6 @@ pub fn release_gram(gram: &mut Mat<f64>, params: &DpParams) -> DpReport {
             if a == b {
                 gram[(a, a)] = noisy.max(0.0);
                 continue;
-            }
-            if count > 0.0 {
-                report.pairs_before += 1;
             }
             let released = if noisy >= threshold.max(f64::MIN_POSITIVE) {
                 report.pairs_kept += 1;
@@ -246,7 +247,7 @@ mod tests {
             gram[(a, a)] = 10_000.0;
         }
         let report = release_gram(&mut gram, &params(5.0));
-        assert_eq!((report.pairs_before, report.pairs_kept), (2, 1));
+        assert_eq!(report.pairs_kept, 1);
         assert!(gram[(0, 1)] > 9_000.0 && gram[(0, 1)] == gram[(1, 0)]);
         assert_eq!(gram[(0, 2)], 0.0);
         assert!(gram[(2, 2)] >= 0.0);

@@ -232,9 +232,11 @@ fn embeddings(titles: &[&str], baskets: &Baskets, params: &TrainParams) -> Vec<f
 
 impl TrainingSet {
     /// The baskets of `range` with every shopper's contribution bounded for differential
-    /// privacy (see [`privacy::bound_contributions`]); the item universe is that of all of
-    /// `range` (the catalogue is public).
+    /// privacy (see [`privacy::bound_contributions`]).
     pub fn bounded(history: &History, range: Range<usize>, dp: &DpParams) -> Self {
+        // The item universe stands for the shop's catalogue at the cut-off, which is public;
+        // a history file only shows it as the items ordered before then. A shop training
+        // privately from its own `items` table has the catalogue itself.
         let mut set = Self::new(history, range.clone());
         let order = range.map(|b| {
             let customer = history.customer(b);
@@ -316,11 +318,17 @@ pub fn train(
         measures::worker_threads(params.measure.threads),
     );
     progress.inc(1);
+    // Under differential privacy the raw basket figures and dates stay in here.
+    let private = params.measure.dp.is_some();
     let stats = TrainStats {
-        baskets: set.baskets.len(),
-        lines: range.clone().map(|b| history.basket(b).len()).sum(),
+        baskets: if private { 0 } else { set.baskets.len() },
+        lines: if private {
+            0
+        } else {
+            range.clone().map(|b| history.basket(b).len()).sum()
+        },
         items: items.len(),
-        time_range: Some((history.time(range.start), history.time(range.end - 1))),
+        time_range: (!private).then(|| (history.time(range.start), history.time(range.end - 1))),
         co_purchase: measure_stats,
         content_pairs: content.len(),
         content_seconds: content_started.elapsed().as_secs_f64(),
