@@ -231,6 +231,12 @@ fn pseudonymizer(settings: &Settings) -> Pseudonymizer {
     match &settings.pseudonym_key {
         Some(key) => Pseudonymizer::new(key.expose().as_bytes()),
         None => {
+            if settings.database.url.is_some() {
+                tracing::warn!(
+                    "TANDEM_PSEUDONYM_KEY is not set: stored events get a key that dies with \
+                     this process, so DELETE /shoppers cannot find them after a restart"
+                );
+            }
             let key: [u8; 32] = rand::random();
             Pseudonymizer::new(&key)
         }

@@ -204,6 +204,13 @@ impl Settings {
         if self.capping.store == CapStoreKind::Redis && self.redis_url.is_none() {
             return invalid("capping.store", "\"redis\" needs REDIS_URL");
         }
+        // A per-process random key would make replicas disagree about every shopper.
+        if self.capping.store == CapStoreKind::Redis && self.pseudonym_key.is_none() {
+            return invalid(
+                "capping.store",
+                "\"redis\" needs TANDEM_PSEUDONYM_KEY, shared by every replica",
+            );
+        }
         if let Err(message) = self.events.validate() {
             return invalid("events", &message);
         }

@@ -54,6 +54,9 @@ pub enum ReloadError {
     },
 }
 
+/// How often a replica checks the active version even without a notification.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Serialises reloads and swaps their result into the live handle.
 pub struct Reloader {
     pool: Option<PgPool>,
@@ -133,6 +136,22 @@ impl Reloader {
         let Some(pool) = self.pool.clone() else {
             return;
         };
+        // Besides notifications, a periodic check: it heals a replica left behind (a reload
+        // that lost a race, an activation that failed after a local load).
+        let periodic = async {
+            let mut tick = tokio::time::interval(RESYNC_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.serve_active(&pool, retry).await;
+            }
+        };
+        tokio::join!(self.listen_for_activations(&pool, retry), periodic);
+    }
+
+    /// The LISTEN half of [`Reloader::follow_activations`].
+    async fn listen_for_activations(&self, pool: &PgPool, retry: Duration) {
+        let pool = pool.clone();
         loop {
             let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(listener) => listener,

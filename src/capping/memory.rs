@@ -234,12 +234,12 @@ impl CapStore for MemoryCapStore {
 
     fn record_feedback<'a>(
         &'a self,
-        shopper: ShopperKey,
-        item: &'a str,
-        feedback: Feedback,
+        events: &'a [(ShopperKey, &'a str, Feedback)],
         now: Instant,
     ) -> BoxFuture<'a, ()> {
-        self.feedback_at(shopper, item, feedback, now);
+        for &(shopper, item, feedback) in events {
+            self.feedback_at(shopper, item, feedback, now);
+        }
         Box::pin(std::future::ready(()))
     }
 

@@ -204,12 +204,11 @@ pub trait CapStore: Send + Sync {
         items: &'a [&'a str],
         now: Instant,
     ) -> BoxFuture<'a, ()>;
-    /// Records what a storefront event said about `item` at `now`.
+    /// Records what storefront events said (shopper, item, what) at `now`, all at once (one
+    /// round trip for a shared store, however many events a body holds).
     fn record_feedback<'a>(
         &'a self,
-        shopper: ShopperKey,
-        item: &'a str,
-        feedback: Feedback,
+        events: &'a [(ShopperKey, &'a str, Feedback)],
         now: Instant,
     ) -> BoxFuture<'a, ()>;
     /// Erases everything stored about the shopper; false when the store could not be reached.

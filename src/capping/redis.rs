@@ -186,30 +186,36 @@ impl RedisCapStore {
         self.run::<()>(pipe).await;
     }
 
-    async fn feedback(&self, shopper: ShopperKey, item: &str, feedback: Feedback) {
+    async fn feedback(&self, events: &[(ShopperKey, &str, Feedback)]) {
         let now = now_ms();
         let mut pipe = redis::pipe();
-        match feedback {
-            Feedback::Impression if !self.policy.count_served_as_impressions => {
-                self.add_impressions(&mut pipe, &self.key(shopper, "imp"), &[item], now);
+        let mut commands = 0;
+        for &(shopper, item, feedback) in events {
+            match feedback {
+                Feedback::Impression if !self.policy.count_served_as_impressions => {
+                    self.add_impressions(&mut pipe, &self.key(shopper, "imp"), &[item], now);
+                }
+                Feedback::Engaged if self.policy.reset_fatigue_on_engagement => {
+                    pipe.del(self.key(shopper, "resp")).ignore();
+                }
+                Feedback::Dismissed => {
+                    let key = self.key(shopper, "dis");
+                    let window = millis(self.policy.dismiss_window());
+                    pipe.zadd(&key, item, now).ignore();
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-(self.policy.max_items_per_shopper as i64) - 1)
+                        .ignore();
+                    pipe.pexpire(&key, window as i64).ignore();
+                }
+                Feedback::Impression | Feedback::Engaged => continue,
             }
-            Feedback::Engaged if self.policy.reset_fatigue_on_engagement => {
-                pipe.del(self.key(shopper, "resp")).ignore();
-            }
-            Feedback::Dismissed => {
-                let key = self.key(shopper, "dis");
-                let window = millis(self.policy.dismiss_window());
-                pipe.zadd(&key, item, now).ignore();
-                pipe.cmd("ZREMRANGEBYRANK")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(-(self.policy.max_items_per_shopper as i64) - 1)
-                    .ignore();
-                pipe.pexpire(&key, window as i64).ignore();
-            }
-            Feedback::Impression | Feedback::Engaged => return,
+            commands += 1;
         }
-        self.run::<()>(pipe).await;
+        if commands > 0 {
+            self.run::<()>(pipe).await;
+        }
     }
 
     async fn erase(&self, shopper: ShopperKey) -> bool {
@@ -240,12 +246,10 @@ impl CapStore for RedisCapStore {
 
     fn record_feedback<'a>(
         &'a self,
-        shopper: ShopperKey,
-        item: &'a str,
-        feedback: Feedback,
+        events: &'a [(ShopperKey, &'a str, Feedback)],
         _now: Instant,
     ) -> BoxFuture<'a, ()> {
-        Box::pin(self.feedback(shopper, item, feedback))
+        Box::pin(self.feedback(events))
     }
 
     fn forget(&self, shopper: ShopperKey) -> BoxFuture<'_, bool> {

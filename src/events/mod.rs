@@ -194,9 +194,13 @@ fn validate(
         }
     }
     if let Some(variant) = &input.variant {
-        if variant.is_empty() || variant.len() > MAX_VARIANT_LEN {
-            return Err(format!("variant must be 1 to {MAX_VARIANT_LEN} characters"));
+        if variant.len() > MAX_VARIANT_LEN {
+            return Err(format!(
+                "variant must be at most {MAX_VARIANT_LEN} characters"
+            ));
         }
+        // One NUL would make Postgres refuse the whole batch the event lands in.
+        check_id("variant", variant)?;
     }
     let occurred_at = input.timestamp.unwrap_or(now);
     if occurred_at > now + limits.max_future_skew {
@@ -310,6 +314,7 @@ mod tests {
             (br#"[{"kind":"click","item_id":"a","timestamp":"2026-11-27T12:00:00Z"}]"#, "in the future"),
             (br#"[{"kind":"click","item_id":"a","colour":"red"}]"#, "unknown field `colour`"),
             (br#"[{"kind":"click","item_id":"a","request_id":"nope"}]"#, "event 0"),
+            (br#"[{"kind":"click","item_id":"a","variant":"v\u0000"}]"#, "variant must be"),
         ] {
             let error = parse_events(body, limits(), now(), p).unwrap_err();
             assert!(error.message.contains(expected), "{expected}: {error}");

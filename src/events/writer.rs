@@ -8,6 +8,7 @@
 //! retry) rather than dropping events; a batch that still fails after its retries is counted
 //! in `tandem_events_rejected_total{reason="write_failed"}` and logged, never lost silently.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ pub enum SubmitError {
 /// Handle of the writer task; submissions are cheap and never wait.
 pub struct EventWriter {
     pool: PgPool,
+    erased: Arc<Erased>,
     queue: mpsc::UnboundedSender<Event>,
     /// One permit per event the queue still has room for.
     room: Arc<Semaphore>,
@@ -104,6 +106,7 @@ impl EventWriter {
         let (queue, receiver) = mpsc::unbounded_channel();
         let stop = Arc::new(Notify::new());
         let room = Arc::new(Semaphore::new(settings.queue_capacity));
+        let erased = Arc::new(Erased::default());
         let task = tokio::spawn(run(
             receiver,
             pool.clone(),
@@ -111,11 +114,13 @@ impl EventWriter {
             metrics.clone(),
             Arc::clone(&stop),
             Arc::clone(&room),
+            Arc::clone(&erased),
         ));
         Self {
             pool,
             queue,
             room,
+            erased,
             capacity: settings.queue_capacity,
             stop,
             task: Mutex::new(Some(task)),
@@ -147,6 +152,8 @@ impl EventWriter {
     /// Deletes the stored events of a shopper (user key `shopper`, session key `session`, both
     /// hex), for an erasure request; returns how many were deleted.
     pub async fn erase(&self, shopper: &str, session: &str) -> Result<u64, sqlx::Error> {
+        // Events of this shopper still in the queue must not be written after the delete.
+        self.erased.add(shopper, session);
         store::delete_shopper_events(&self.pool, shopper, session).await
     }
 
@@ -165,6 +172,37 @@ impl EventWriter {
     }
 }
 
+/// Shopper and session keys erased lately: queued events that carry them are dropped before
+/// they are written, so an erasure is not undone by the queue. Forgotten after
+/// [`ERASED_MEMORY`], far longer than any event waits.
+#[derive(Default)]
+struct Erased {
+    keys: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long an erased key keeps its events out of the queue's batches.
+const ERASED_MEMORY: Duration = Duration::from_secs(600);
+
+impl Erased {
+    fn add(&self, shopper: &str, session: &str) {
+        if let Ok(mut keys) = self.keys.lock() {
+            let now = Instant::now();
+            keys.retain(|_, at| now.duration_since(*at) < ERASED_MEMORY);
+            keys.insert(shopper.to_string(), now);
+            keys.insert(session.to_string(), now);
+        }
+    }
+
+    fn drop_erased(&self, batch: &mut Vec<Event>) {
+        let Ok(keys) = self.keys.lock() else { return };
+        if keys.is_empty() {
+            return;
+        }
+        let erased = |key: &Option<String>| key.as_ref().is_some_and(|k| keys.contains_key(k));
+        batch.retain(|e| !erased(&e.shopper) && !erased(&e.session));
+    }
+}
+
 /// The writer task: batches by size or interval; on the stop signal, closes the queue and
 /// writes what is left.
 async fn run(
@@ -174,6 +212,7 @@ async fn run(
     metrics: Metrics,
     stop: Arc<Notify>,
     room: Arc<Semaphore>,
+    erased: Arc<Erased>,
 ) {
     let interval = Duration::from_millis(settings.flush_interval_ms);
     let mut batch: Vec<Event> = Vec::with_capacity(settings.batch_size);
@@ -204,8 +243,10 @@ async fn run(
                 }
             }
         }
+        let accepted = batch.len();
+        erased.drop_erased(&mut batch);
         write_batch(&pool, &batch, &settings, &metrics).await;
-        room.add_permits(batch.len());
+        room.add_permits(accepted);
         batch.clear();
         metrics.event_queue_depth(settings.queue_capacity - room.available_permits());
         if stopping {
@@ -214,8 +255,10 @@ async fn run(
     }
     receiver.close();
     while receiver.recv_many(&mut batch, settings.batch_size).await > 0 {
+        let accepted = batch.len();
+        erased.drop_erased(&mut batch);
         write_batch(&pool, &batch, &settings, &metrics).await;
-        room.add_permits(batch.len());
+        room.add_permits(accepted);
         batch.clear();
     }
     metrics.event_queue_depth(0);

@@ -260,9 +260,12 @@ pub async fn events(
     for (kind, touchpoint, variant) in counted {
         state.metrics.feedback_event(kind, touchpoint, variant);
     }
-    let now = Instant::now();
-    for (key, item, kind) in &feedback {
-        state.caps.record_feedback(*key, item, *kind, now).await;
+    let feedback: Vec<(ShopperKey, &str, Feedback)> = feedback
+        .iter()
+        .map(|(key, item, kind)| (*key, item.as_str(), *kind))
+        .collect();
+    if !feedback.is_empty() {
+        state.caps.record_feedback(&feedback, Instant::now()).await;
     }
     let stored = state.events.is_some();
     Ok((

@@ -225,11 +225,12 @@ pub async fn activate(pool: &PgPool, version: ModelVersion) -> Result<(), LoadEr
     Ok(())
 }
 
-/// The version replicas should serve (see [`VersionSelector::Active`]), if any is ready.
+/// The ready version activated last, if one ever was. (Unlike [`VersionSelector::Active`],
+/// no fall-back to the newest: a running replica changes version only when told to.)
 pub async fn active_version(pool: &PgPool) -> Result<Option<ModelVersion>, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT version FROM model_versions WHERE status = 'ready'
-         ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
+        "SELECT version FROM model_versions WHERE status = 'ready' AND activated_at IS NOT NULL
+         ORDER BY activated_at DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;

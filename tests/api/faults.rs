@@ -162,7 +162,12 @@ async fn a_shutdown_under_load_lets_every_request_in_flight_finish() {
                             }
                         }
                         // Refused once the listener has closed: the shutdown is under way.
-                        Err(_) => return,
+                        Err(e) if e.is_connect() => return,
+                        // Anything else (a connection cut mid-response) is a request lost.
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
                     }
                 }
             })
