@@ -122,19 +122,7 @@ async fn a_redis_that_is_down_costs_capping_not_answers() {
         let query = "cart=S0000001&k=1&user=dave";
         assert!(!first_item(&client, &server, query).await.is_empty());
     }
-    let metrics = client
-        .get(format!("{}/metrics", server.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tandem_capping_store_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let errors = capping_errors(&client, &server).await;
     assert!(errors >= 3.0, "{errors}");
     server.stop().await;
 }
