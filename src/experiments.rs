@@ -64,6 +64,23 @@ pub struct VariantConfig {
     pub demote_substitutes: Option<bool>,
 }
 
+impl VariantConfig {
+    /// A variant named `name` with `share` of the traffic that changes nothing (yet).
+    pub fn new(name: impl Into<String>, share: f64) -> Self {
+        Self {
+            name: name.into(),
+            share,
+            k: None,
+            collaborative: None,
+            content: None,
+            session: None,
+            popularity: None,
+            theta: None,
+            demote_substitutes: None,
+        }
+    }
+}
+
 /// An assigned variant: its label and the configuration its requests use.
 #[derive(Debug)]
 pub struct Variant {
@@ -259,20 +276,6 @@ impl Attribution {
 mod tests {
     use super::*;
 
-    fn variant(name: &str, share: f64) -> VariantConfig {
-        VariantConfig {
-            name: name.into(),
-            share,
-            k: None,
-            collaborative: None,
-            content: None,
-            session: None,
-            popularity: None,
-            theta: None,
-            demote_substitutes: None,
-        }
-    }
-
     fn experiment(name: &str, touchpoints: Vec<Touchpoint>, shares: &[f64]) -> ExperimentConfig {
         ExperimentConfig {
             name: name.into(),
@@ -280,7 +283,7 @@ mod tests {
             variants: shares
                 .iter()
                 .enumerate()
-                .map(|(i, &s)| variant(&format!("v{i}"), s))
+                .map(|(i, &s)| VariantConfig::new(format!("v{i}"), s))
                 .collect(),
         }
     }

@@ -350,15 +350,8 @@ async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_f
     use crate::experiments::{ExperimentConfig, Experiments, VariantConfig};
     let base = state(true);
     let only = VariantConfig {
-        name: "short".into(),
-        share: 1.0,
         k: Some(1),
-        collaborative: None,
-        content: None,
-        session: None,
-        popularity: None,
-        theta: None,
-        demote_substitutes: None,
+        ..VariantConfig::new("short", 1.0)
     };
     let experiments = Experiments::build(
         &[ExperimentConfig {

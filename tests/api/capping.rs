@@ -9,7 +9,9 @@ use tandem::app::InitialModel;
 use tandem::capping::CapStoreKind;
 use tandem::config::{Secret, Settings};
 
-use crate::helpers::{fresh_database, test_settings, write_version, RunningServer, TestDatabase};
+use crate::helpers::{
+    fresh_database, test_settings, wait_until_ready, write_version, RunningServer, TestDatabase,
+};
 
 fn redis_url() -> Option<String> {
     let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
@@ -47,19 +49,6 @@ async fn first_item(client: &reqwest::Client, server: &RunningServer, query: &st
         .to_string()
 }
 
-async fn wait_ready(client: &reqwest::Client, server: &RunningServer) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while client
-        .get(format!("{}/readyz", server.address))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_servers_share_impression_caps_and_dismissals_through_redis() {
     let Some(url) = redis_url() else { return };
@@ -77,8 +66,8 @@ async fn two_servers_share_impression_caps_and_dismissals_through_redis() {
     )
     .await;
     let client = reqwest::Client::new();
-    wait_ready(&client, &a).await;
-    wait_ready(&client, &b).await;
+    wait_until_ready(&client, &a.address).await;
+    wait_until_ready(&client, &b.address).await;
 
     let query = "cart=S0000001&k=1&user=alice";
     let shown_by_a = first_item(&client, &a, query).await;
@@ -117,7 +106,7 @@ async fn a_redis_that_is_down_costs_capping_not_answers() {
     let settings = redis_settings(&db, "redis://127.0.0.1:9", "down");
     let server = RunningServer::start(settings, InitialModel::FromDatabase).await;
     let client = reqwest::Client::new();
-    wait_ready(&client, &server).await;
+    wait_until_ready(&client, &server.address).await;
     for _ in 0..3 {
         let query = "cart=S0000001&k=1&user=dave";
         assert!(!first_item(&client, &server, query).await.is_empty());
@@ -180,7 +169,7 @@ async fn redis_stopped_under_load_costs_capping_not_a_single_request() {
     )
     .await;
     let client = reqwest::Client::new();
-    wait_ready(&client, &server).await;
+    wait_until_ready(&client, &server.address).await;
 
     let stop_at = std::time::Instant::now() + std::time::Duration::from_millis(500);
     let end = stop_at + std::time::Duration::from_millis(1_000);

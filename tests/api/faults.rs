@@ -10,7 +10,9 @@ use tandem::config::Secret;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::helpers::{fresh_database, spawn_app_with, test_settings, write_version, RunningServer};
+use crate::helpers::{
+    fresh_database, spawn_app_with, test_settings, wait_until_ready, write_version, RunningServer,
+};
 
 /// A TCP proxy to Postgres that can be cut (every connection dropped, new ones refused) and
 /// restored.
@@ -134,16 +136,7 @@ async fn a_shutdown_under_load_lets_every_request_in_flight_finish() {
     let server = RunningServer::start(test_settings(&db), InitialModel::FromDatabase).await;
     let client = reqwest::Client::new();
     let url = format!("{}/recommendations?cart=S0000001,S0000002", server.address);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client
-        .get(&url)
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_ready(&client, &server.address).await;
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let workers: Vec<_> = (0..8)
         .map(|_| {

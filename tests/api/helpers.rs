@@ -172,6 +172,19 @@ impl RunningServer {
     }
 }
 
+/// Waits until the server at `address` says on `/readyz` that a model is loaded.
+pub async fn wait_until_ready(client: &reqwest::Client, address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client.get(format!("{address}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{address} never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts a server on `db` with `settings` tweaked by the caller.
 pub async fn spawn_app_with(db: TestDatabase, settings: Settings) -> TestApp {
     let server = RunningServer::start(settings, InitialModel::FromDatabase).await;
@@ -223,14 +236,7 @@ impl TestApp {
 
     /// Waits until `/readyz` says a model is loaded.
     pub async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.get("/readyz").await.status() == 200 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the app never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_ready(&self.client, &self.address).await;
     }
 
     /// Sends the shutdown signal and waits for the server to finish.
