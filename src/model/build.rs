@@ -51,6 +51,9 @@ pub struct SnapshotBuilder {
     content_pairs: Vec<(u32, u32, f32)>,
     embeddings: Vec<f32>,
     has_embedding: Vec<bool>,
+    diversity_dim: usize,
+    diversity: Vec<f32>,
+    has_diversity: Vec<bool>,
 }
 
 fn shown(id: &str) -> String {
@@ -79,7 +82,17 @@ impl SnapshotBuilder {
             content_pairs: Vec::new(),
             embeddings: Vec::new(),
             has_embedding: Vec::new(),
+            diversity_dim: 0,
+            diversity: Vec::new(),
+            has_diversity: Vec::new(),
         }
+    }
+
+    /// Gives the version diversity embeddings of `dim` dimensions (0 = none: the DPP then
+    /// compares the content embeddings).
+    pub fn with_diversity_dim(mut self, dim: usize) -> Self {
+        self.diversity_dim = dim;
+        self
     }
 
     /// Reserves room for `pairs` co-purchase rows.
@@ -193,8 +206,40 @@ impl SnapshotBuilder {
 
     /// Adds an embedding given as little-endian f32 bytes.
     pub fn add_embedding_bytes(&mut self, item: &str, bytes: &[u8]) -> Result<(), ModelError> {
+        self.add_vector_bytes(Vectors::Content, item, bytes)
+    }
+
+    /// Adds an embedding given as floats.
+    pub fn add_embedding(&mut self, item: &str, values: &[f32]) -> Result<(), ModelError> {
+        self.add_vector(Vectors::Content, item, values)
+    }
+
+    /// Adds a diversity embedding given as little-endian f32 bytes.
+    pub fn add_diversity_embedding_bytes(
+        &mut self,
+        item: &str,
+        bytes: &[u8],
+    ) -> Result<(), ModelError> {
+        self.add_vector_bytes(Vectors::Diversity, item, bytes)
+    }
+
+    /// Adds a diversity embedding given as floats.
+    pub fn add_diversity_embedding(
+        &mut self,
+        item: &str,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        self.add_vector(Vectors::Diversity, item, values)
+    }
+
+    fn add_vector_bytes(
+        &mut self,
+        which: Vectors,
+        item: &str,
+        bytes: &[u8],
+    ) -> Result<(), ModelError> {
         let index = self.index("item_embeddings", item)? as usize;
-        let dim = self.embedding_dim;
+        let dim = self.dim(which);
         if bytes.len() != dim * 4 || dim == 0 {
             return Err(ModelError::EmbeddingLength {
                 id: shown(item),
@@ -203,24 +248,23 @@ impl SnapshotBuilder {
                 dim,
             });
         }
-        let row = self.embedding_row(item, index)?;
+        let row = self.vector_row(which, item, index)?;
         for (value, chunk) in row.iter_mut().zip(bytes.chunks_exact(4)) {
             *value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
         if row.iter().any(|v| !v.is_finite()) {
             return Err(ModelError::NonFinite {
                 table: "item_embeddings",
-                field: "embedding",
+                field: which.field(),
                 id: shown(item),
             });
         }
         Ok(())
     }
 
-    /// Adds an embedding given as floats.
-    pub fn add_embedding(&mut self, item: &str, values: &[f32]) -> Result<(), ModelError> {
+    fn add_vector(&mut self, which: Vectors, item: &str, values: &[f32]) -> Result<(), ModelError> {
         let index = self.index("item_embeddings", item)? as usize;
-        let dim = self.embedding_dim;
+        let dim = self.dim(which);
         if values.len() != dim || dim == 0 {
             return Err(ModelError::EmbeddingLength {
                 id: shown(item),
@@ -232,25 +276,41 @@ impl SnapshotBuilder {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(ModelError::NonFinite {
                 table: "item_embeddings",
-                field: "embedding",
+                field: which.field(),
                 id: shown(item),
             });
         }
-        self.embedding_row(item, index)?.copy_from_slice(values);
+        self.vector_row(which, item, index)?.copy_from_slice(values);
         Ok(())
     }
 
-    fn embedding_row(&mut self, item: &str, index: usize) -> Result<&mut [f32], ModelError> {
-        let dim = self.embedding_dim;
-        let needed = self.items.len();
-        if self.has_embedding.len() < needed {
-            self.has_embedding.resize(needed, false);
-            self.embeddings.resize(needed * dim, 0.0);
+    fn dim(&self, which: Vectors) -> usize {
+        match which {
+            Vectors::Content => self.embedding_dim,
+            Vectors::Diversity => self.diversity_dim,
         }
-        if std::mem::replace(&mut self.has_embedding[index], true) {
+    }
+
+    fn vector_row(
+        &mut self,
+        which: Vectors,
+        item: &str,
+        index: usize,
+    ) -> Result<&mut [f32], ModelError> {
+        let dim = self.dim(which);
+        let needed = self.items.len();
+        let (values, present) = match which {
+            Vectors::Content => (&mut self.embeddings, &mut self.has_embedding),
+            Vectors::Diversity => (&mut self.diversity, &mut self.has_diversity),
+        };
+        if present.len() < needed {
+            present.resize(needed, false);
+            values.resize(needed * dim, 0.0);
+        }
+        if std::mem::replace(&mut present[index], true) {
             return Err(ModelError::DuplicateEmbedding(shown(item)));
         }
-        Ok(&mut self.embeddings[index * dim..(index + 1) * dim])
+        Ok(&mut values[index * dim..(index + 1) * dim])
     }
 
     /// Validates the whole and builds the immutable snapshot.
@@ -265,16 +325,9 @@ impl SnapshotBuilder {
             }
         }
         let dim = self.embedding_dim;
-        self.embeddings.resize(n * dim, 0.0);
         let items_with_embedding = self.has_embedding.iter().filter(|&&b| b).count();
-        for row in self.embeddings.chunks_exact_mut(dim.max(1)) {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                row.iter_mut().for_each(|v| *v /= norm);
-            }
-        }
-        let embeddings =
-            Array2::from_shape_vec((n, dim), self.embeddings).map_err(|_| ModelError::Empty)?;
+        let embeddings = normalised_rows(self.embeddings, n, dim)?;
+        let diversity = normalised_rows(self.diversity, n, self.diversity_dim)?;
         let co_purchase = Csr::from_triples(n, self.pairs);
         let content = Csr::from_triples(n, self.content_pairs);
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
@@ -302,13 +355,15 @@ impl SnapshotBuilder {
             + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
             + co_purchase.heap_bytes()
             + content.heap_bytes()
-            + embeddings.len() * 4;
+            + embeddings.len() * 4
+            + diversity.len() * 4;
         let stats = LoadStats {
             items: n,
             pairs: co_purchase.len(),
             content_pairs: content.len(),
             embedding_dim: dim,
             items_with_embedding,
+            diversity_dim: self.diversity_dim,
             items_without_catalogue: self.items_without_catalogue,
             heap_bytes,
         };
@@ -319,12 +374,43 @@ impl SnapshotBuilder {
             co_purchase,
             content,
             embeddings,
+            diversity,
             log_popularity: popularity.iter().map(|p| p.ln_1p()).collect(),
             popularity,
             by_popularity,
             stats,
         })
     }
+}
+
+/// The two kinds of vector a version may carry per item.
+#[derive(Debug, Clone, Copy)]
+enum Vectors {
+    /// What content similarity compares (`item_embeddings.embedding`).
+    Content,
+    /// What the DPP and the diversity measure compare (`item_embeddings.diversity`).
+    Diversity,
+}
+
+impl Vectors {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Content => "embedding",
+            Self::Diversity => "diversity",
+        }
+    }
+}
+
+/// `n` rows of `dim` values (missing rows all zeros), each L2-normalised.
+fn normalised_rows(mut values: Vec<f32>, n: usize, dim: usize) -> Result<Array2<f32>, ModelError> {
+    values.resize(n * dim, 0.0);
+    for row in values.chunks_exact_mut(dim.max(1)) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    Array2::from_shape_vec((n, dim), values).map_err(|_| ModelError::Empty)
 }
 
 #[cfg(test)]
@@ -375,6 +461,33 @@ mod tests {
         );
         assert_eq!(s.stats().pairs, 2);
         assert_eq!(s.stats().items_with_embedding, 2);
+    }
+
+    #[test]
+    fn diversity_embeddings_are_normalised_and_compared_instead_of_embeddings() {
+        let mut b = builder().with_diversity_dim(3);
+        b.add_embedding("a", &[3.0, 4.0]).unwrap();
+        b.add_diversity_embedding("a", &[0.0, 0.0, 2.0]).unwrap();
+        b.add_diversity_embedding_bytes("b", &[0, 0, 128, 63, 0, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert!(matches!(
+            b.add_diversity_embedding("c", &[1.0, 0.0]),
+            Err(ModelError::EmbeddingLength { dim: 3, .. })
+        ));
+        assert!(matches!(
+            b.add_diversity_embedding("a", &[1.0, 0.0, 0.0]),
+            Err(ModelError::DuplicateEmbedding(_))
+        ));
+        let s = b.finish().unwrap();
+        assert_eq!(s.diversity_slice(0), [0.0, 0.0, 1.0]);
+        assert_eq!(s.diversity_slice(1), [1.0, 0.0, 0.0]);
+        assert_eq!(s.diversity_slice(2), [0.0, 0.0, 0.0]);
+        assert_eq!(s.embedding_slice(0), [0.6, 0.8]);
+        assert_eq!(s.stats().diversity_dim, 3);
+
+        let without = builder().finish().unwrap();
+        assert_eq!(without.diversity_dim(), 0);
+        assert_eq!(without.diversity_slice(0), without.embedding_slice(0));
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct LoadStats {
     pub embedding_dim: usize,
     /// Items that have an embedding.
     pub items_with_embedding: usize,
+    /// Diversity embedding dimension (0 when the DPP compares the content embeddings).
+    pub diversity_dim: usize,
     /// Items of the version the catalogue has no row for (never recommended).
     pub items_without_catalogue: usize,
     /// Heap bytes held by the snapshot's arrays.
@@ -109,6 +111,9 @@ pub struct Snapshot {
     pub(super) co_purchase: Csr,
     pub(super) content: Csr,
     pub(super) embeddings: Array2<f32>,
+    /// What the DPP compares, when the version has its own (else `embeddings`): items a
+    /// shopper sees as alike need not have alike titles.
+    pub(super) diversity: Array2<f32>,
     pub(super) popularity: Vec<f32>,
     /// `ln(1 + popularity)`, the form the popularity prior uses, computed once per load.
     pub(super) log_popularity: Vec<f32>,
@@ -169,6 +174,25 @@ impl Snapshot {
         self.embeddings
             .as_slice()
             .map_or(&[][..], |all| &all[start..start + dim])
+    }
+
+    /// The vector the DPP and the diversity measure compare for `item`: the version's
+    /// diversity embedding when it has one, else the content embedding.
+    #[inline]
+    pub fn diversity_slice(&self, item: ItemIndex) -> &[f32] {
+        let dim = self.diversity.ncols();
+        if dim == 0 {
+            return self.embedding_slice(item);
+        }
+        let start = item as usize * dim;
+        self.diversity
+            .as_slice()
+            .map_or(&[][..], |all| &all[start..start + dim])
+    }
+
+    /// Dimension of the diversity embeddings (0 when the version has none).
+    pub fn diversity_dim(&self) -> usize {
+        self.diversity.ncols()
     }
 
     /// The L2-normalised embedding of `item` (all zeros when it has none).

@@ -4,8 +4,8 @@
 //! The matrix is the co-occurrence cosine `C_ij = n_ij / sqrt(n_i n_j)` over the items in most
 //! baskets (dense, like EASE); its leading eigenvectors come from randomised subspace
 //! iteration (Halko, Martinsson and Tropp 2011), and an item's vector is its row of `U sqrt(S)`,
-//! L2-normalised. Items outside the dense set get a zero vector (the text part still places
-//! them).
+//! L2-normalised. Items outside the dense set get a zero vector: the DPP then finds them
+//! neither like nor unlike any other item (kernel 1/2).
 
 use faer::{Mat, Side};
 use rand::{Rng, SeedableRng};
@@ -62,7 +62,8 @@ pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<
     let values = eigen.S().column_vector();
     for (p, &item) in dense.iter().enumerate() {
         let row = &mut out[item as usize * dim..(item as usize + 1) * dim];
-        for (d, value) in row.iter_mut().enumerate() {
+        // With fewer dense items than dimensions, the dimensions past the rank stay zero.
+        for (d, value) in row.iter_mut().enumerate().take(rank) {
             let column = rank - 1 - d;
             *value = (vectors[(p, column)] * values[column].max(0.0).sqrt()) as f32;
         }
@@ -146,6 +147,17 @@ mod tests {
         let e = embed(&two_groups(), 2, 3, 7);
         let zero_rows = (0..6).filter(|i| e[i * 2..i * 2 + 2] == [0.0, 0.0]).count();
         assert_eq!(zero_rows, 3);
+    }
+
+    #[test]
+    fn more_dimensions_than_items_leave_the_extra_dimensions_zero() {
+        let dim = 32;
+        let e = embed(&two_groups(), dim, 100, 7);
+        assert_eq!(e.len(), 6 * dim);
+        assert!(e.iter().all(|v| v.is_finite()));
+        // Six items span at most six directions.
+        assert!((0..6).all(|i| e[i * dim + 6..(i + 1) * dim].iter().all(|&v| v == 0.0)));
+        assert!(dot(&e[..dim], &e[dim..2 * dim]) > 0.9);
     }
 
     #[test]

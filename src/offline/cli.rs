@@ -118,12 +118,12 @@ pub struct ModelArgs {
     /// Embedding dimension (0 = none).
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    /// Dimensions of `--dim` given to the behavioural (co-purchase) embedding (0 = titles
-    /// only).
-    #[arg(long, default_value_t = 0)]
+    /// Dimension of the behavioural (co-purchase) embedding joined to the title embedding in
+    /// the diversity embedding the DPP compares (0 = the DPP compares title embeddings).
+    #[arg(long, default_value_t = 32)]
     pub behaviour_dim: usize,
-    /// Share of the behavioural embedding in item similarity (0 to 1).
-    #[arg(long, default_value_t = 0.8, value_parser = unit_interval)]
+    /// Share of the behavioural embedding in the diversity similarity (0 to 1).
+    #[arg(long, default_value_t = 1.0, value_parser = unit_interval)]
     pub behaviour_weight: f32,
     /// Content neighbours per item.
     #[arg(long, default_value_t = 20)]
@@ -180,7 +180,7 @@ impl ModelArgs {
                 }),
             },
             dim: self.dim,
-            behaviour_dim: self.behaviour_dim.min(self.dim),
+            behaviour_dim: self.behaviour_dim,
             behaviour_weight: self.behaviour_weight,
             content_neighbours: self.content_neighbours,
             seed: self.seed,

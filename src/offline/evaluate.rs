@@ -8,7 +8,8 @@
 //! (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal rank within the list, 0
 //! outside), catalogue coverage (distinct items recommended / model items) and two intra-list
 //! diversities, each a mean over lists of a mean over pairs of listed items: `diversity`,
-//! `1 - cos` of their embeddings, and `category_diversity`, the share of pairs in different
+//! `1 - cos` of the vectors the DPP compares (the diversity embeddings when the version has
+//! them, else the title embeddings), and `category_diversity`, the share of pairs in different
 //! categories (an item without a category is a category of its own), the taxonomy distance
 //! of Ziegler et al. (WWW 2005) at its coarsest.
 //!
@@ -29,6 +30,7 @@ use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use crate::domain::ModelVersion;
 use crate::model::{ModelError, Snapshot, NO_CATEGORY};
+use crate::pipeline::vector::dot;
 use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig};
 
 /// Parameters of an evaluation.
@@ -190,14 +192,15 @@ fn category_diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
 }
 
 fn diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
-    if items.len() < 2 || snapshot.embedding_dim() == 0 {
+    if items.len() < 2 || snapshot.diversity_slice(0).is_empty() {
         return None;
     }
     let mut sum = 0.0;
     let mut pairs = 0;
     for (a, &i) in items.iter().enumerate() {
         for &j in &items[a + 1..] {
-            sum += 1.0 - f64::from(snapshot.embedding(i).dot(&snapshot.embedding(j)));
+            let similarity = dot(snapshot.diversity_slice(i), snapshot.diversity_slice(j));
+            sum += 1.0 - f64::from(similarity);
             pairs += 1;
         }
     }

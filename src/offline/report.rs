@@ -133,7 +133,7 @@ fn draw_chart(report: &EvaluationReport, path: &Path) -> Result<(), ReportError>
         .map_err(|e| chart_error(&e))?;
     chart
         .configure_mesh()
-        .x_desc("intra-list diversity (mean 1 - cosine of embeddings)")
+        .x_desc("intra-list diversity (mean 1 - cosine of diversity embeddings)")
         .y_desc(format!("HitRate@{k}"))
         .draw()
         .map_err(|e| chart_error(&e))?;

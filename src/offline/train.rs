@@ -27,14 +27,15 @@ use crate::store::{self, CopyRows};
 pub struct TrainParams {
     /// The co-purchase table.
     pub measure: MeasureParams,
-    /// Embedding dimension (0 = no embeddings and no content neighbours), text and
-    /// behavioural parts together.
+    /// Dimension of the title (content) embedding (0 = no embeddings and no content
+    /// neighbours).
     pub dim: usize,
-    /// Dimensions of `dim` given to the behavioural (co-purchase) embedding; the rest embed
-    /// the title.
+    /// Dimension of the behavioural (co-purchase) embedding that, joined with the title
+    /// embedding, forms the diversity embedding the DPP compares (0 = the DPP compares title
+    /// embeddings).
     #[serde(default)]
     pub behaviour_dim: usize,
-    /// Share of the behavioural part in the cosine of two items (0 to 1).
+    /// Share of the behavioural part in the diversity cosine of two items (0 to 1).
     #[serde(default)]
     pub behaviour_weight: f32,
     /// Content neighbours per item.
@@ -78,8 +79,8 @@ impl Default for TrainParams {
         Self {
             measure: MeasureParams::default(),
             dim: 64,
-            behaviour_dim: 0,
-            behaviour_weight: 0.8,
+            behaviour_dim: 32,
+            behaviour_weight: 1.0,
             content_neighbours: 20,
             content_min_similarity: 0.3,
             seed: 42,
@@ -138,6 +139,11 @@ pub struct TrainedModel {
     pub co_purchase: Neighbours,
     /// Embeddings, row-major `items × dim`, rows L2-normalised.
     pub embeddings: Vec<f32>,
+    /// Diversity embeddings, row-major `items × diversity_dim` (empty when the version has
+    /// none).
+    pub diversity: Vec<f32>,
+    /// Dimension of the diversity embeddings (0 when the model has none).
+    pub diversity_dim: usize,
     /// Content neighbours by model index.
     pub content: Neighbours,
     /// Figures about the run.
@@ -203,31 +209,37 @@ impl TrainingSet {
     }
 }
 
-/// The item embeddings: the title's text embedding, joined with the behavioural one when
-/// `params.behaviour_dim` is set (see [`behaviour`]).
-fn embeddings(titles: &[&str], baskets: &Baskets, params: &TrainParams) -> Vec<f32> {
-    let behaviour_dim = params.behaviour_dim.min(params.dim);
+/// The diversity embeddings and their dimension: the behavioural embeddings (see
+/// [`behaviour`]), joined with the title embeddings when `params.behaviour_weight` is below 1;
+/// none (dimension 0) when `params.behaviour_dim` is 0.
+fn diversity_embeddings(
+    text: &[f32],
+    baskets: &Baskets,
+    params: &TrainParams,
+) -> (Vec<f32>, usize) {
     // The behavioural embedding reads raw co-purchases, which differential privacy forbids.
     let private = params.measure.dp.is_some();
-    if behaviour_dim == 0 || params.behaviour_weight <= 0.0 || private {
-        return content::embed(titles, params.dim, params.seed);
+    if params.behaviour_dim == 0 || params.behaviour_weight <= 0.0 || private {
+        return (Vec::new(), 0);
     }
-    let text_dim = params.dim - behaviour_dim;
-    let text = content::embed(titles, text_dim, params.seed);
     let behavioural = behaviour::embed(
         baskets,
-        behaviour_dim,
+        params.behaviour_dim,
         params.measure.max_dense_items,
         params.seed,
     );
-    behaviour::join(
-        titles.len(),
-        &text,
-        text_dim,
+    if params.behaviour_weight >= 1.0 {
+        return (behavioural, params.behaviour_dim);
+    }
+    let joined = behaviour::join(
+        baskets.items(),
+        text,
+        params.dim,
         &behavioural,
-        behaviour_dim,
-        params.behaviour_weight.min(1.0),
-    )
+        params.behaviour_dim,
+        params.behaviour_weight,
+    );
+    (joined, params.dim + params.behaviour_dim)
 }
 
 impl TrainingSet {
@@ -308,7 +320,8 @@ pub fn train(
     progress.message("content");
     let content_started = Instant::now();
     let titles: Vec<&str> = items.iter().map(|i| i.title.as_str()).collect();
-    let embeddings = embeddings(&titles, &set.baskets, params);
+    let embeddings = content::embed(&titles, params.dim, params.seed);
+    let (diversity, diversity_dim) = diversity_embeddings(&embeddings, &set.baskets, params);
     let content = content::neighbours(
         &embeddings,
         params.dim,
@@ -339,6 +352,8 @@ pub fn train(
         items,
         co_purchase,
         embeddings,
+        diversity,
+        diversity_dim,
         content,
         stats,
     })
@@ -363,7 +378,9 @@ impl TrainedModel {
         pairs: &Neighbours,
     ) -> Result<Snapshot, ModelError> {
         let dim = self.params.dim;
-        let mut builder = SnapshotBuilder::new(version, dim, self.items.len());
+        let diversity_dim = self.diversity_dim;
+        let mut builder =
+            SnapshotBuilder::new(version, dim, self.items.len()).with_diversity_dim(diversity_dim);
         builder.reserve_pairs(pairs.len());
         for item in &self.items {
             builder.add_item(ItemRecord {
@@ -389,6 +406,10 @@ impl TrainedModel {
             if dim > 0 {
                 builder.add_embedding(&item.id, &self.embeddings[i * dim..(i + 1) * dim])?;
             }
+            if diversity_dim > 0 {
+                let row = &self.diversity[i * diversity_dim..(i + 1) * diversity_dim];
+                builder.add_diversity_embedding(&item.id, row)?;
+            }
         }
         builder.finish()
     }
@@ -397,7 +418,8 @@ impl TrainedModel {
     /// transaction, then `ready`; on any error the version is marked `failed`.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, WriteError> {
         let params = serde_json::json!({ "trainer": "tandem train", "params": self.params });
-        let version = store::begin_version(pool, self.params.dim, &params).await?;
+        let version =
+            store::begin_version(pool, self.params.dim, self.diversity_dim, &params).await?;
         match self.write_tables(pool, version).await {
             Ok(()) => {
                 let stats = serde_json::to_value(&self.stats).unwrap_or_default();
@@ -477,21 +499,25 @@ impl TrainedModel {
         copy.finish().await?;
 
         let dim = self.params.dim;
-        if dim > 0 {
+        let diversity_dim = self.diversity_dim;
+        if dim > 0 || diversity_dim > 0 {
             let mut copy = CopyRows::start(
                 &mut tx,
-                "COPY item_embeddings (version, item_id, embedding) FROM STDIN",
+                "COPY item_embeddings (version, item_id, embedding, diversity) FROM STDIN",
             )
             .await?;
-            let mut bytes = Vec::with_capacity(dim * 4);
+            let mut bytes = Vec::with_capacity(dim.max(diversity_dim) * 4);
             for (i, item) in self.items.iter().enumerate() {
-                bytes.clear();
-                bytes.extend(
-                    self.embeddings[i * dim..(i + 1) * dim]
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes()),
-                );
-                copy.display(version).text(&item.id).bytea(&bytes);
+                copy.display(version).text(&item.id);
+                le_bytes(&self.embeddings[i * dim..(i + 1) * dim], &mut bytes);
+                copy.bytea(&bytes);
+                if diversity_dim > 0 {
+                    let row = &self.diversity[i * diversity_dim..(i + 1) * diversity_dim];
+                    le_bytes(row, &mut bytes);
+                    copy.bytea(&bytes);
+                } else {
+                    copy.null();
+                }
                 copy.end_row().await?;
             }
             copy.finish().await?;
@@ -515,6 +541,12 @@ impl TrainedModel {
         copy.finish().await?;
         tx.commit().await
     }
+}
+
+/// `values` as little-endian f32 bytes in `out` (the `bytea` layout of `item_embeddings`).
+fn le_bytes(values: &[f32], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
 }
 
 #[cfg(test)]

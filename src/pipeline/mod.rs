@@ -54,7 +54,7 @@ impl TouchpointConfig {
         content: 0.3,
         session: 0.3,
         popularity: 0.02,
-        theta: 0.95,
+        theta: 0.91,
         demote_substitutes: true,
     };
     const PRODUCT: Self = Self {
@@ -400,7 +400,7 @@ pub fn recommend<'r>(
     DPP_SCRATCH.with_borrow_mut(|scratch| {
         dpp::select(
             &quality,
-            |i| snapshot.embedding_slice(shortlist[i].item),
+            |i| snapshot.diversity_slice(shortlist[i].item),
             k,
             weights.theta,
             scratch,
@@ -586,6 +586,57 @@ pub(crate) mod tests {
             "a is dropped, its twin demoted below b"
         );
         assert!(r.items[1].reason.anchor.is_some());
+    }
+
+    #[test]
+    fn the_dpp_compares_diversity_embeddings_when_the_version_has_them() {
+        // Every item has the same title embedding; a and a-twin are bought in the same
+        // contexts (same diversity vector), b in others.
+        let build = |with_diversity: bool| {
+            let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4)
+                .with_diversity_dim(if with_diversity { 2 } else { 0 });
+            for id in ["cart", "a", "a-twin", "b"] {
+                b.add_item(ItemRecord {
+                    id,
+                    popularity: 1.0,
+                    title: Some(id),
+                    in_stock: true,
+                    ..Default::default()
+                })
+                .unwrap();
+                b.add_embedding(id, &[1.0, 0.0]).unwrap();
+            }
+            for (other, score) in [("a", 0.9), ("a-twin", 0.85), ("b", 0.6)] {
+                b.add_pair("cart", other, score).unwrap();
+            }
+            if with_diversity {
+                for (id, e) in [
+                    ("cart", [1.0, 1.0]),
+                    ("a", [1.0, 0.0]),
+                    ("a-twin", [1.0, 0.0]),
+                    ("b", [0.0, 1.0]),
+                ] {
+                    b.add_diversity_embedding(id, &e).unwrap();
+                }
+            }
+            b.finish().unwrap()
+        };
+        let mut config = PipelineConfig::default();
+        config.checkout.theta = 0.5;
+        config.checkout.content = 0.0;
+        config.checkout.demote_substitutes = false;
+        let req = request(&["cart"], 2);
+        let titles_only = build(false);
+        let r = recommend(&titles_only, &req, &config, &NoCaps);
+        assert_eq!(
+            ids(&titles_only, &r),
+            ["a", "a-twin"],
+            "all alike: by score"
+        );
+        let with_diversity = build(true);
+        assert_eq!(with_diversity.diversity_dim(), 2);
+        let r = recommend(&with_diversity, &req, &config, &NoCaps);
+        assert_eq!(ids(&with_diversity, &r), ["a", "b"], "a-twin repeats a");
     }
 
     /// A random catalogue: categories, prices (some unknown), stock, product groups, promoted

@@ -23,11 +23,11 @@ pub enum VersionSelector {
 async fn resolve(
     conn: &mut sqlx::PgConnection,
     selector: VersionSelector,
-) -> Result<(ModelVersion, usize), LoadError> {
-    let row: Option<(i64, String, i32)> = match selector {
+) -> Result<(ModelVersion, usize, usize), LoadError> {
+    let row: Option<(i64, String, i32, i32)> = match selector {
         VersionSelector::Active => {
             sqlx::query_as(
-                "SELECT version, status, embedding_dim FROM model_versions
+                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions
                  WHERE status = 'ready'
                  ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
             )
@@ -36,7 +36,7 @@ async fn resolve(
         }
         VersionSelector::NewestReady => {
             sqlx::query_as(
-                "SELECT version, status, embedding_dim FROM model_versions
+                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions
                  WHERE status = 'ready' ORDER BY version DESC LIMIT 1",
             )
             .fetch_optional(&mut *conn)
@@ -44,7 +44,7 @@ async fn resolve(
         }
         VersionSelector::Exact(v) => {
             sqlx::query_as(
-                "SELECT version, status, embedding_dim FROM model_versions WHERE version = $1",
+                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions WHERE version = $1",
             )
             .bind(v.0)
             .fetch_optional(&mut *conn)
@@ -56,11 +56,17 @@ async fn resolve(
             Err(LoadError::NoReadyVersion)
         }
         (None, VersionSelector::Exact(v)) => Err(LoadError::VersionNotFound(v)),
-        (Some((version, status, _)), _) if status != "ready" => Err(LoadError::VersionNotReady {
-            version: ModelVersion(version),
-            status,
-        }),
-        (Some((version, _, dim)), _) => Ok((ModelVersion(version), dim.max(0) as usize)),
+        (Some((version, status, _, _)), _) if status != "ready" => {
+            Err(LoadError::VersionNotReady {
+                version: ModelVersion(version),
+                status,
+            })
+        }
+        (Some((version, _, dim, diversity_dim)), _) => Ok((
+            ModelVersion(version),
+            dim.max(0) as usize,
+            diversity_dim.max(0) as usize,
+        )),
     }
 }
 
@@ -70,7 +76,7 @@ pub async fn load_snapshot(
     selector: VersionSelector,
 ) -> Result<Snapshot, LoadError> {
     let mut conn = pool.acquire().await?;
-    let (version, dim) = resolve(&mut conn, selector).await?;
+    let (version, dim, diversity_dim) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
 
     let (items, pairs): (i64, i64) = sqlx::query_as(
@@ -80,7 +86,8 @@ pub async fn load_snapshot(
     .bind(version.0)
     .fetch_one(&mut *conn)
     .await?;
-    let mut builder = SnapshotBuilder::new(version, dim, items.max(0) as usize);
+    let mut builder =
+        SnapshotBuilder::new(version, dim, items.max(0) as usize).with_diversity_dim(diversity_dim);
     builder.reserve_pairs(pairs.max(0) as usize);
 
     {
@@ -135,14 +142,23 @@ pub async fn load_snapshot(
         }
     }
     {
-        let mut rows =
-            sqlx::query("SELECT item_id, embedding FROM item_embeddings WHERE version = $1")
-                .bind(version.0)
-                .fetch(&mut *conn);
+        let mut rows = sqlx::query(
+            "SELECT item_id, embedding, diversity FROM item_embeddings WHERE version = $1",
+        )
+        .bind(version.0)
+        .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
-            builder
-                .add_embedding_bytes(row.try_get(0)?, row.try_get(1)?)
-                .map_err(invalid)?;
+            let item: &str = row.try_get(0)?;
+            if dim > 0 {
+                builder
+                    .add_embedding_bytes(item, row.try_get(1)?)
+                    .map_err(invalid)?;
+            }
+            if let Some(diversity) = row.try_get::<Option<&[u8]>, _>(2)? {
+                builder
+                    .add_diversity_embedding_bytes(item, diversity)
+                    .map_err(invalid)?;
+            }
         }
     }
     drop(conn);
@@ -153,19 +169,23 @@ pub async fn load_snapshot(
         .map_err(invalid)
 }
 
-/// Creates a version in status `building` and returns its number.
+/// Creates a version in status `building` whose items have embeddings of `embedding_dim`
+/// dimensions and diversity embeddings of `diversity_dim` (0 = none), and returns its number.
 pub async fn begin_version(
     pool: &PgPool,
     embedding_dim: usize,
+    diversity_dim: usize,
     params: &Value,
 ) -> Result<ModelVersion, sqlx::Error> {
-    let dim = i32::try_from(embedding_dim)
-        .map_err(|_| sqlx::Error::Protocol("embedding dimension too large".into()))?;
+    let dimension = |d: usize| {
+        i32::try_from(d).map_err(|_| sqlx::Error::Protocol("embedding dimension too large".into()))
+    };
     let (version,): (i64,) = sqlx::query_as(
-        "INSERT INTO model_versions (status, embedding_dim, params)
-         VALUES ('building', $1, $2) RETURNING version",
+        "INSERT INTO model_versions (status, embedding_dim, diversity_dim, params)
+         VALUES ('building', $1, $2, $3) RETURNING version",
     )
-    .bind(dim)
+    .bind(dimension(embedding_dim)?)
+    .bind(dimension(diversity_dim)?)
     .bind(params)
     .fetch_one(pool)
     .await?;

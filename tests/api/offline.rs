@@ -144,10 +144,24 @@ async fn a_version_trained_from_the_imported_history_is_served() {
             .unwrap();
     assert_eq!(status, "ready");
     assert_eq!(params["params"]["measure"]["estimator"], "ease");
+    let (diversity_rows,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM item_embeddings WHERE version = $1 AND diversity IS NOT NULL",
+    )
+    .bind(version.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(diversity_rows as usize, model.items.len());
 
     let settings = test_settings(&db);
     let app = spawn_app_with(db, settings).await;
     app.wait_until_ready().await;
+    let (_, body) = app.get_json("/model").await;
+    assert_eq!(
+        body["stats"]["diversity_dim"], model.diversity_dim,
+        "{body}"
+    );
+    assert_eq!(body["stats"]["embedding_dim"], 64, "{body}");
     let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model_version"], version.0, "{body}");
