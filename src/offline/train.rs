@@ -30,9 +30,9 @@ pub struct TrainParams {
     /// Dimension of the title (content) embedding (0 = no embeddings and no content
     /// neighbours).
     pub dim: usize,
-    /// Dimension of the behavioural (co-purchase) embedding that, joined with the title
-    /// embedding, forms the diversity embedding the DPP compares (0 = the DPP compares title
-    /// embeddings).
+    /// Dimension of the behavioural (co-purchase) embedding that forms the diversity
+    /// embedding the DPP compares (joined with the title embedding when `behaviour_weight` is
+    /// below 1; 0 = no diversity embedding: the DPP compares title embeddings).
     #[serde(default)]
     pub behaviour_dim: usize,
     /// Share of the behavioural part in the diversity cosine of two items (0 to 1).

@@ -54,7 +54,7 @@ impl TouchpointConfig {
         content: 0.3,
         session: 0.3,
         popularity: 0.02,
-        theta: 0.91,
+        theta: 0.9,
         demote_substitutes: true,
     };
     const PRODUCT: Self = Self {
@@ -79,6 +79,9 @@ pub struct PipelineConfig {
     pub popular_candidates: usize,
     /// Best-scored candidates the DPP chooses from.
     pub diversity_pool: usize,
+    /// Share of the best candidate's score a candidate needs for the DPP to pick it for
+    /// diversity (below it, items only fill a short list, in score order).
+    pub diversity_min_quality: f32,
     /// Viewed items lose half their weight every this many newer views.
     pub session_half_life: f32,
     /// Cosine at or above which a same-category item counts as a substitute of a cart item.
@@ -109,6 +112,7 @@ impl Default for PipelineConfig {
             neighbours_per_anchor: 100,
             popular_candidates: 20,
             diversity_pool: 40,
+            diversity_min_quality: 0.15,
             session_half_life: 3.0,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
@@ -140,6 +144,9 @@ impl PipelineConfig {
         }
         if self.candidate_pool == 0 || self.diversity_pool == 0 {
             return Err("pipeline.candidate_pool and diversity_pool must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.diversity_min_quality) {
+            return Err("pipeline.diversity_min_quality must be in [0, 1]".into());
         }
         let finite_non_negative = [
             ("session_half_life", self.session_half_life),
@@ -396,10 +403,14 @@ pub fn recommend<'r>(
             }
         })
         .collect();
+    // The DPP only chooses among candidates within `diversity_min_quality` of the best, so
+    // a weakly related item that is merely unlike the rest never displaces a relevant one;
+    // the list is filled by score from below that floor when it is short.
+    let eligible = quality.partition_point(|&q| q >= config.diversity_min_quality);
     let mut picks = Vec::with_capacity(k);
     DPP_SCRATCH.with_borrow_mut(|scratch| {
         dpp::select(
-            &quality,
+            &quality[..eligible],
             |i| snapshot.diversity_slice(shortlist[i].item),
             k,
             weights.theta,
@@ -407,6 +418,7 @@ pub fn recommend<'r>(
             &mut picks,
         )
     });
+    picks.extend((eligible..quality.len()).take(k - picks.len()));
     let items = picks
         .into_iter()
         .map(|i| {
@@ -637,6 +649,14 @@ pub(crate) mod tests {
         assert_eq!(with_diversity.diversity_dim(), 2);
         let r = recommend(&with_diversity, &req, &config, &NoCaps);
         assert_eq!(ids(&with_diversity, &r), ["a", "b"], "a-twin repeats a");
+        // b scores two thirds of a: under a higher floor it may not be picked for diversity.
+        config.diversity_min_quality = 0.7;
+        let r = recommend(&with_diversity, &req, &config, &NoCaps);
+        assert_eq!(ids(&with_diversity, &r), ["a", "a-twin"]);
+        // With the floor above every candidate the list is filled by score.
+        config.diversity_min_quality = 1.0;
+        let r = recommend(&with_diversity, &req, &config, &NoCaps);
+        assert_eq!(ids(&with_diversity, &r), ["a", "a-twin"]);
     }
 
     /// A random catalogue: categories, prices (some unknown), stock, product groups, promoted
