@@ -561,9 +561,10 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn items_close_to_a_dismissed_one_are_demoted_and_it_is_dropped() {
-        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4);
+    /// Items "cart", "a", "a-twin" and "b" (2-dimensional embeddings, `diversity_dim`
+    /// diversity ones), the last three co-bought with "cart" with `scores`.
+    fn cart_and_three(diversity_dim: usize, scores: [f32; 3]) -> SnapshotBuilder {
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4).with_diversity_dim(diversity_dim);
         for id in ["cart", "a", "a-twin", "b"] {
             b.add_item(ItemRecord {
                 id,
@@ -574,9 +575,15 @@ pub(crate) mod tests {
             })
             .unwrap();
         }
-        for (other, score) in [("a", 0.9), ("a-twin", 0.8), ("b", 0.7)] {
+        for (other, score) in ["a", "a-twin", "b"].into_iter().zip(scores) {
             b.add_pair("cart", other, score).unwrap();
         }
+        b
+    }
+
+    #[test]
+    fn items_close_to_a_dismissed_one_are_demoted_and_it_is_dropped() {
+        let mut b = cart_and_three(0, [0.9, 0.8, 0.7]);
         for (id, e) in [
             ("cart", [0.0, 1.0]),
             ("a", [1.0, 0.0]),
@@ -605,21 +612,9 @@ pub(crate) mod tests {
         // Every item has the same title embedding; a and a-twin are bought in the same
         // contexts (same diversity vector), b in others.
         let build = |with_diversity: bool| {
-            let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4)
-                .with_diversity_dim(if with_diversity { 2 } else { 0 });
+            let mut b = cart_and_three(if with_diversity { 2 } else { 0 }, [0.9, 0.85, 0.6]);
             for id in ["cart", "a", "a-twin", "b"] {
-                b.add_item(ItemRecord {
-                    id,
-                    popularity: 1.0,
-                    title: Some(id),
-                    in_stock: true,
-                    ..Default::default()
-                })
-                .unwrap();
                 b.add_embedding(id, &[1.0, 0.0]).unwrap();
-            }
-            for (other, score) in [("a", 0.9), ("a-twin", 0.85), ("b", 0.6)] {
-                b.add_pair("cart", other, score).unwrap();
             }
             if with_diversity {
                 for (id, e) in [
