@@ -169,25 +169,17 @@ impl Snapshot {
     /// The embedding of `item` as a slice (all zeros when it has none).
     #[inline]
     pub fn embedding_slice(&self, item: ItemIndex) -> &[f32] {
-        let dim = self.embeddings.ncols();
-        let start = item as usize * dim;
-        self.embeddings
-            .as_slice()
-            .map_or(&[][..], |all| &all[start..start + dim])
+        row_slice(&self.embeddings, item)
     }
 
     /// The vector the DPP and the diversity measure compare for `item`: the version's
     /// diversity embedding when it has one, else the content embedding.
     #[inline]
     pub fn diversity_slice(&self, item: ItemIndex) -> &[f32] {
-        let dim = self.diversity.ncols();
-        if dim == 0 {
+        if self.diversity.ncols() == 0 {
             return self.embedding_slice(item);
         }
-        let start = item as usize * dim;
-        self.diversity
-            .as_slice()
-            .map_or(&[][..], |all| &all[start..start + dim])
+        row_slice(&self.diversity, item)
     }
 
     /// Dimension of the diversity embeddings (0 when the version has none).
@@ -227,4 +219,14 @@ impl Snapshot {
     pub fn stats(&self) -> &LoadStats {
         &self.stats
     }
+}
+
+/// Row `item` of a row-major matrix as a slice.
+#[inline]
+fn row_slice(matrix: &Array2<f32>, item: ItemIndex) -> &[f32] {
+    let dim = matrix.ncols();
+    let start = item as usize * dim;
+    matrix
+        .as_slice()
+        .map_or(&[][..], |all| &all[start..start + dim])
 }

@@ -118,8 +118,8 @@ pub struct ModelArgs {
     /// Embedding dimension (0 = none).
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    /// Dimension of the behavioural (co-purchase) embedding joined to the title embedding in
-    /// the diversity embedding the DPP compares (0 = the DPP compares title embeddings).
+    /// Dimension of the behavioural (co-purchase) embedding that forms the diversity embedding
+    /// the DPP compares (0 = the DPP compares title embeddings).
     #[arg(long, default_value_t = 32)]
     pub behaviour_dim: usize,
     /// Share of the behavioural embedding in the diversity similarity (0 to 1).

@@ -285,11 +285,10 @@ impl SyntheticSpec {
                     "COPY item_embeddings (version, item_id, embedding) FROM STDIN",
                 )
                 .await?;
-                let mut bytes = Vec::with_capacity(self.dim * 4);
                 for item in &batch {
-                    bytes.clear();
-                    bytes.extend(item.embedding.iter().flat_map(|v| v.to_le_bytes()));
-                    copy.display(version).text(&item.id).bytea(&bytes);
+                    copy.display(version)
+                        .text(&item.id)
+                        .f32_bytea(&item.embedding);
                     copy.end_row().await?;
                 }
                 copy.finish().await?;

@@ -506,15 +506,12 @@ impl TrainedModel {
                 "COPY item_embeddings (version, item_id, embedding, diversity) FROM STDIN",
             )
             .await?;
-            let mut bytes = Vec::with_capacity(dim.max(diversity_dim) * 4);
             for (i, item) in self.items.iter().enumerate() {
-                copy.display(version).text(&item.id);
-                le_bytes(&self.embeddings[i * dim..(i + 1) * dim], &mut bytes);
-                copy.bytea(&bytes);
+                copy.display(version)
+                    .text(&item.id)
+                    .f32_bytea(&self.embeddings[i * dim..(i + 1) * dim]);
                 if diversity_dim > 0 {
-                    let row = &self.diversity[i * diversity_dim..(i + 1) * diversity_dim];
-                    le_bytes(row, &mut bytes);
-                    copy.bytea(&bytes);
+                    copy.f32_bytea(&self.diversity[i * diversity_dim..(i + 1) * diversity_dim]);
                 } else {
                     copy.null();
                 }
@@ -541,12 +538,6 @@ impl TrainedModel {
         copy.finish().await?;
         tx.commit().await
     }
-}
-
-/// `values` as little-endian f32 bytes in `out` (the `bytea` layout of `item_embeddings`).
-fn le_bytes(values: &[f32], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
 }
 
 #[cfg(test)]

@@ -80,12 +80,13 @@ impl<'c> CopyRows<'c> {
         }
     }
 
-    /// Appends a bytea field in hex form.
-    pub fn bytea(&mut self, value: &[u8]) -> &mut Self {
+    /// Appends `values` as a `bytea` of little-endian f32s (the layout of `item_embeddings`),
+    /// in hex form.
+    pub fn f32_bytea(&mut self, values: &[f32]) -> &mut Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.separator();
         self.buffer.extend_from_slice(b"\\\\x");
-        for &b in value {
+        for b in values.iter().flat_map(|v| v.to_le_bytes()) {
             self.buffer.push(HEX[(b >> 4) as usize]);
             self.buffer.push(HEX[(b & 15) as usize]);
         }
