@@ -61,6 +61,12 @@ impl Catalogue {
         self.in_stock[item as usize]
     }
 
+    /// The product `item` is a variant of, or [`NO_GROUP`].
+    #[inline]
+    pub fn product_group(&self, item: ItemIndex) -> u32 {
+        self.product_group[item as usize]
+    }
+
     /// Whether `a` and `b` are variants of one product (never both when one is in the cart).
     #[inline]
     pub fn same_product(&self, a: ItemIndex, b: ItemIndex) -> bool {
@@ -169,17 +175,30 @@ impl Snapshot {
     /// The embedding of `item` as a slice (all zeros when it has none).
     #[inline]
     pub fn embedding_slice(&self, item: ItemIndex) -> &[f32] {
-        row_slice(&self.embeddings, item)
+        self.embedding_rows().row(item)
     }
 
     /// The vector the DPP and the diversity measure compare for `item`: the version's
     /// diversity embedding when it has one, else the content embedding.
     #[inline]
     pub fn diversity_slice(&self, item: ItemIndex) -> &[f32] {
+        self.diversity_rows().row(item)
+    }
+
+    /// The content embeddings, for loops that read many rows.
+    #[inline]
+    pub fn embedding_rows(&self) -> Rows<'_> {
+        Rows::of(&self.embeddings)
+    }
+
+    /// The diversity embeddings (the content ones when the version has none), for loops
+    /// that read many rows.
+    #[inline]
+    pub fn diversity_rows(&self) -> Rows<'_> {
         if self.diversity.ncols() == 0 {
-            return self.embedding_slice(item);
+            return self.embedding_rows();
         }
-        row_slice(&self.diversity, item)
+        Rows::of(&self.diversity)
     }
 
     /// Dimension of the diversity embeddings (0 when the version has none).
@@ -221,12 +240,26 @@ impl Snapshot {
     }
 }
 
-/// Row `item` of a row-major matrix as a slice.
-#[inline]
-fn row_slice(matrix: &Array2<f32>, item: ItemIndex) -> &[f32] {
-    let dim = matrix.ncols();
-    let start = item as usize * dim;
-    matrix
-        .as_slice()
-        .map_or(&[][..], |all| &all[start..start + dim])
+/// The rows of a row-major matrix as one flat slice: resolved once per request, since
+/// asking the matrix for its slice checks its layout on every call.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    data: &'a [f32],
+    dim: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn of(matrix: &'a Array2<f32>) -> Self {
+        Self {
+            data: matrix.as_slice().unwrap_or(&[]),
+            dim: matrix.ncols(),
+        }
+    }
+
+    /// Row `item` (empty when the matrix has no such row).
+    #[inline]
+    pub fn row(&self, item: ItemIndex) -> &'a [f32] {
+        let start = item as usize * self.dim;
+        self.data.get(start..start + self.dim).unwrap_or(&[])
+    }
 }

@@ -28,7 +28,9 @@ pub(super) struct Candidate {
     pub content: f32,
     /// The cart item it is the content neighbour of.
     pub content_anchor: ItemIndex,
-    /// Blended score (filled by the signals stage).
+    /// Weighted sum of the normalised signals (filled by the signals stage).
+    pub relevance: f32,
+    /// Blended score: relevance, demoted or boosted (filled by the signals stage).
     pub score: f32,
     /// Whether it was demoted as a substitute of a cart item (filled by the signals stage).
     pub substitute: bool,
@@ -37,7 +39,7 @@ pub(super) struct Candidate {
 }
 
 impl Candidate {
-    fn new(item: ItemIndex) -> Self {
+    pub(super) fn new(item: ItemIndex) -> Self {
         Self {
             item,
             collaborative: 0.0,
@@ -48,6 +50,7 @@ impl Candidate {
             session_best: 0.0,
             content: 0.0,
             content_anchor: NO_ANCHOR,
+            relevance: 0.0,
             score: 0.0,
             substitute: false,
             near_dismissed: false,

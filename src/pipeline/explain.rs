@@ -63,13 +63,42 @@ pub(super) fn reason(
 
 /// The shopper-facing sentence for `reason`, naming the anchor item by its title.
 pub fn reason_text(snapshot: &Snapshot, reason: &Reason) -> String {
-    let anchor = reason.anchor.map(|a| snapshot.catalogue().title(a));
-    match (reason.kind, anchor) {
-        (ReasonKind::BoughtTogether, Some(title)) => format!("Often bought with {title}"),
-        (ReasonKind::SimilarTo, Some(title)) => format!("Goes well with {title}"),
-        (ReasonKind::ViewedTogether, Some(title)) => {
-            format!("Often bought with {title}, which you viewed")
+    ReasonText::new(snapshot, reason).to_string()
+}
+
+/// The shopper-facing sentence for a reason, written straight into a response (no `String`
+/// per item on the request path).
+#[derive(Debug, Clone, Copy)]
+pub struct ReasonText<'a> {
+    kind: ReasonKind,
+    anchor_title: Option<&'a str>,
+}
+
+impl<'a> ReasonText<'a> {
+    /// The sentence for `reason`, naming its anchor by the title in `snapshot`.
+    pub fn new(snapshot: &'a Snapshot, reason: &Reason) -> Self {
+        Self {
+            kind: reason.kind,
+            anchor_title: reason.anchor.map(|a| snapshot.catalogue().title(a)),
         }
-        _ => "Popular with shoppers right now".to_string(),
+    }
+}
+
+impl std::fmt::Display for ReasonText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, self.anchor_title) {
+            (ReasonKind::BoughtTogether, Some(title)) => write!(f, "Often bought with {title}"),
+            (ReasonKind::SimilarTo, Some(title)) => write!(f, "Goes well with {title}"),
+            (ReasonKind::ViewedTogether, Some(title)) => {
+                write!(f, "Often bought with {title}, which you viewed")
+            }
+            _ => f.write_str("Popular with shoppers right now"),
+        }
+    }
+}
+
+impl serde::Serialize for ReasonText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }

@@ -2,7 +2,7 @@
 //! are substitutes of a cart item (demoted, not dropped).
 
 use crate::domain::ItemIndex;
-use crate::model::{Snapshot, NO_CATEGORY};
+use crate::model::{Snapshot, NO_CATEGORY, NO_GROUP};
 
 use super::vector::each_dot;
 use super::{CapView, Request};
@@ -12,6 +12,8 @@ use super::{CapView, Request};
 pub(super) struct Eligibility<'a> {
     snapshot: &'a Snapshot,
     cart: &'a [ItemIndex],
+    /// The products the cart's items are variants of (their other variants are excluded too).
+    cart_products: Vec<u32>,
     max_price: Option<f32>,
     excluded_categories: Vec<u32>,
     caps: &'a dyn CapView,
@@ -29,9 +31,18 @@ impl<'a> Eligibility<'a> {
             .iter()
             .filter_map(|name| snapshot.catalogue().category_index(name))
             .collect();
+        let catalogue = snapshot.catalogue();
+        let mut cart_products: Vec<u32> = cart
+            .iter()
+            .map(|&c| catalogue.product_group(c))
+            .filter(|&g| g != NO_GROUP)
+            .collect();
+        cart_products.sort_unstable();
+        cart_products.dedup();
         Self {
             snapshot,
             cart,
+            cart_products,
             max_price: request.max_price,
             excluded_categories,
             caps,
@@ -47,7 +58,8 @@ impl<'a> Eligibility<'a> {
             && self
                 .max_price
                 .is_none_or(|max| catalogue.price(item) <= max)
-            && !self.cart.iter().any(|&c| catalogue.same_product(c, item))
+            && !self.cart.contains(&item)
+            && !self.cart_products.contains(&catalogue.product_group(item))
             && !self.excluded_categories.contains(&catalogue.category(item))
             && !self.caps.is_capped(item)
     }
@@ -67,15 +79,16 @@ pub(super) fn mark_substitutes(
     if snapshot.embedding_dim() == 0 {
         return;
     }
+    let rows = snapshot.embedding_rows();
     for &c in cart {
         let category = catalogue.category(c);
         if category == NO_CATEGORY {
             continue;
         }
         each_dot(
-            snapshot.embedding_slice(c),
+            rows.row(c),
             items.len(),
-            |i| snapshot.embedding_slice(items[i]),
+            |i| rows.row(items[i]),
             |i| catalogue.category(items[i]) == category,
             |i, similarity| {
                 if similarity >= min_similarity {

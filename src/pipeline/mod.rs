@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{ItemIndex, Touchpoint};
 use crate::model::Snapshot;
 
-pub use explain::reason_text;
+pub use explain::{reason_text, ReasonText};
 
 thread_local! {
     /// The DPP's buffers, grown once per thread and reused by every request it serves.
@@ -383,15 +383,16 @@ pub fn recommend<'r>(
         pool.finish()
     });
 
-    let blended = signals::blend(
+    let blended = signals::blend(snapshot, &cart, &mut candidates, weights, config);
+    let shortlist = signals::shortlist(
         snapshot,
         &cart,
         caps.dismissed(),
         &mut candidates,
+        config.diversity_pool.max(k),
         weights,
         config,
     );
-    let shortlist = signals::shortlist(&mut candidates, config.diversity_pool.max(k));
     let top = shortlist.first().map_or(0.0, |c| c.score);
     let quality: Vec<f32> = shortlist
         .iter()
@@ -408,10 +409,11 @@ pub fn recommend<'r>(
     // the list is filled by score from below that floor when it is short.
     let eligible = quality.partition_point(|&q| q >= config.diversity_min_quality);
     let mut picks = Vec::with_capacity(k);
+    let diversity = snapshot.diversity_rows();
     DPP_SCRATCH.with_borrow_mut(|scratch| {
         dpp::select(
             &quality[..eligible],
-            |i| snapshot.diversity_slice(shortlist[i].item),
+            |i| diversity.row(shortlist[i].item),
             k,
             weights.theta,
             scratch,

@@ -70,11 +70,10 @@ fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) ->
     promoted + config.margin_boost * catalogue.margin(candidate.item)
 }
 
-/// Fills every candidate's content signal and blended score.
+/// Fills every candidate's content signal, relevance and (undemoted) score.
 pub(super) fn blend(
     snapshot: &Snapshot,
     cart: &[ItemIndex],
-    dismissed: &[ItemIndex],
     candidates: &mut [Candidate],
     weights: &TouchpointConfig,
     config: &PipelineConfig,
@@ -103,14 +102,15 @@ pub(super) fn blend(
             .map_or(0.0, |&i| snapshot.log_popularity(i)),
         centroid,
     };
-    let items: Vec<ItemIndex> = candidates.iter().map(|c| c.item).collect();
     if has_centroid {
         // Similarity to the cart as a whole; a content neighbour keeps its own cosine to its
         // anchor when that is higher.
+        let items: Vec<ItemIndex> = candidates.iter().map(|c| c.item).collect();
+        let rows = snapshot.embedding_rows();
         each_dot(
             &blend.centroid,
             items.len(),
-            |i| snapshot.embedding_slice(items[i]),
+            |i| rows.row(items[i]),
             |_| true,
             |i, to_cart| {
                 let c = &mut candidates[i];
@@ -124,55 +124,235 @@ pub(super) fn blend(
         blend.session_max = blend.session_max.max(c.session);
         blend.content_max = blend.content_max.max(c.content);
     }
-    if weights.demote_substitutes {
-        mark_substitutes(snapshot, cart, &items, config.substitute_similarity, |i| {
-            candidates[i].substitute = true
-        });
-    }
-    if snapshot.embedding_dim() > 0 {
-        // "Not interested" in one item says little for certain about its neighbours: demote
-        // them, do not drop them.
-        for &d in dismissed {
-            each_dot(
-                snapshot.embedding_slice(d),
-                items.len(),
-                |i| snapshot.embedding_slice(items[i]),
-                |_| true,
-                |i, similarity| {
-                    if similarity >= config.dismissed_neighbour_similarity {
-                        candidates[i].near_dismissed = true;
-                    }
-                },
-            );
-        }
-    }
+    // The same products as `Blend::contributions`, in the same order, so a finalist's
+    // explained parts add up to exactly its score; without that call's per-item lookups.
+    let (inverse_collaborative, inverse_content, inverse_session) = (
+        inverse(blend.collaborative_max),
+        inverse(blend.content_max),
+        inverse(blend.session_max),
+    );
+    let boosted = config.promoted_boost > 0.0 || config.margin_boost > 0.0;
     for c in candidates.iter_mut() {
-        let parts = blend.contributions(snapshot, c, weights, config);
-        let mut score = parts.collaborative + parts.content + parts.session + parts.popularity;
-        if c.substitute {
-            score *= config.substitute_penalty;
-        }
-        if c.near_dismissed {
-            score *= config.dismissed_neighbour_penalty;
-        }
-        score += parts.boost;
-        c.score = if score.is_finite() {
-            score.max(0.0)
+        c.relevance = weights.collaborative * c.collaborative * inverse_collaborative
+            + weights.content * c.content * inverse_content
+            + weights.session * c.session * inverse_session
+            + weights.popularity * blend.popularity(snapshot, c.item);
+        let boost = if boosted {
+            boost(snapshot, c, config)
         } else {
             0.0
         };
+        c.score = final_score(c.relevance, 1.0, boost);
     }
     blend
 }
 
-/// Keeps the `size` best candidates, sorted by score (ties by item index, for determinism).
-pub(super) fn shortlist(candidates: &mut Vec<Candidate>, size: usize) -> &[Candidate] {
-    let order =
-        |a: &Candidate, b: &Candidate| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
-    if candidates.len() > size {
-        candidates.select_nth_unstable_by(size - 1, order);
-        candidates.truncate(size);
+/// A candidate's score from its weighted signals, its demotion factor and its boost (never
+/// negative, never NaN).
+fn final_score(relevance: f32, demotion: f32, boost: f32) -> f32 {
+    let score = relevance * demotion + boost;
+    if score.is_finite() {
+        score.max(0.0)
+    } else {
+        0.0
     }
-    candidates.sort_unstable_by(order);
-    candidates
+}
+
+/// Demotes the substitutes of cart items and the close neighbours of dismissed items among
+/// the `ranked` candidates, rescoring them and updating their rank keys.
+fn demote(
+    snapshot: &Snapshot,
+    cart: &[ItemIndex],
+    dismissed: &[ItemIndex],
+    candidates: &mut [Candidate],
+    ranked: &mut [(u64, u32)],
+    weights: &TouchpointConfig,
+    config: &PipelineConfig,
+) {
+    if snapshot.embedding_dim() == 0 || (!weights.demote_substitutes && dismissed.is_empty()) {
+        return;
+    }
+    let items: Vec<ItemIndex> = ranked
+        .iter()
+        .map(|&(_, at)| candidates[at as usize].item)
+        .collect();
+    if weights.demote_substitutes {
+        mark_substitutes(snapshot, cart, &items, config.substitute_similarity, |i| {
+            candidates[ranked[i].1 as usize].substitute = true
+        });
+    }
+    // "Not interested" in one item says little for certain about its neighbours: demote
+    // them, do not drop them.
+    let rows = snapshot.embedding_rows();
+    for &d in dismissed {
+        each_dot(
+            rows.row(d),
+            items.len(),
+            |i| rows.row(items[i]),
+            |_| true,
+            |i, similarity| {
+                if similarity >= config.dismissed_neighbour_similarity {
+                    candidates[ranked[i].1 as usize].near_dismissed = true;
+                }
+            },
+        );
+    }
+    for (key, at) in ranked.iter_mut() {
+        let c = &mut candidates[*at as usize];
+        let mut demotion = 1.0;
+        if c.substitute {
+            demotion *= config.substitute_penalty;
+        }
+        if c.near_dismissed {
+            demotion *= config.dismissed_neighbour_penalty;
+        }
+        if demotion != 1.0 {
+            c.score = final_score(c.relevance, demotion, boost(snapshot, c, config));
+            *key = rank_key(c);
+        }
+    }
+}
+
+/// Orders candidates by score, best first, ties by item index (for determinism), as one
+/// integer: a non-negative `f32`'s bits sort as the number does.
+fn rank_key(candidate: &Candidate) -> u64 {
+    let score_bits = if candidate.score > 0.0 {
+        candidate.score.to_bits()
+    } else {
+        0
+    };
+    (u64::from(score_bits) << 32) | u64::from(ItemIndex::MAX - candidate.item)
+}
+
+/// Candidates beyond this many times the shortlist's size are only checked for demotion when
+/// the best-scored ones (checked first) do not already fill the shortlist for certain.
+const DEMOTION_PREFIX: usize = 2;
+
+/// Demotes substitutes and items close to dismissed ones, then returns the `size` best
+/// candidates, sorted by score (ties by item index).
+///
+/// Demotion needs a dot product per candidate and cart item, and only matters near the top:
+/// the best `2 * size` by undemoted score are checked first, and the rest only when fewer
+/// than `size` of those still rank above every unchecked candidate (a demotion never raises
+/// a score, so the result is exactly that of checking everything). Selection and sorting
+/// move 16-byte (rank key, position) pairs rather than whole candidates.
+pub(super) fn shortlist(
+    snapshot: &Snapshot,
+    cart: &[ItemIndex],
+    dismissed: &[ItemIndex],
+    candidates: &mut [Candidate],
+    size: usize,
+    weights: &TouchpointConfig,
+    config: &PipelineConfig,
+) -> Vec<Candidate> {
+    let mut ranked: Vec<(u64, u32)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(at, c)| (rank_key(c), at as u32))
+        .collect();
+    let best_first = |a: &(u64, u32), b: &(u64, u32)| b.cmp(a);
+    let prefix = size.saturating_mul(DEMOTION_PREFIX);
+    let only_lowers = config.substitute_penalty <= 1.0 && config.dismissed_neighbour_penalty <= 1.0;
+    if only_lowers && prefix > 0 && ranked.len() > prefix {
+        ranked.select_nth_unstable_by(prefix - 1, best_first);
+        let (checked, unchecked) = ranked.split_at_mut(prefix);
+        let best_unchecked = unchecked.iter().map(|r| r.0).max().unwrap_or(0);
+        demote(
+            snapshot, cart, dismissed, candidates, checked, weights, config,
+        );
+        let certain = checked.iter().filter(|r| r.0 > best_unchecked).count();
+        if certain >= size {
+            ranked.truncate(prefix);
+        } else {
+            demote(
+                snapshot, cart, dismissed, candidates, unchecked, weights, config,
+            );
+        }
+    } else {
+        demote(
+            snapshot,
+            cart,
+            dismissed,
+            candidates,
+            &mut ranked,
+            weights,
+            config,
+        );
+    }
+    if size > 0 && ranked.len() > size {
+        ranked.select_nth_unstable_by(size - 1, best_first);
+        ranked.truncate(size);
+    }
+    ranked.sort_unstable_by(best_first);
+    ranked
+        .iter()
+        .map(|&(_, at)| candidates[at as usize])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelVersion;
+    use crate::model::{ItemRecord, SnapshotBuilder};
+
+    proptest::proptest! {
+        /// Checking only the best-ranked candidates for demotion first gives exactly the
+        /// shortlist of checking every candidate.
+        #[test]
+        fn the_lazy_shortlist_is_the_shortlist_of_demoting_everything(
+            directions in proptest::collection::vec(0usize..3, 40),
+            relevance in proptest::collection::vec(0f32..1.0, 38),
+            size in 1usize..12,
+            dismissed_item in proptest::option::of(2u32..40),
+            demote_substitutes in proptest::bool::ANY,
+        ) {
+            let ids: Vec<String> = (0..40).map(|i| format!("i{i}")).collect();
+            let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 40);
+            for (i, id) in ids.iter().enumerate() {
+                b.add_item(ItemRecord {
+                    id,
+                    category: Some(if i % 3 == 0 { "x" } else { "y" }),
+                    in_stock: true,
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            let axes = [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]];
+            for (id, &d) in ids.iter().zip(&directions) {
+                b.add_embedding(id, &axes[d]).unwrap();
+            }
+            let snapshot = b.finish().unwrap();
+            let cart = [0, 1];
+            let dismissed: Vec<ItemIndex> = dismissed_item.into_iter().collect();
+            let weights = TouchpointConfig {
+                demote_substitutes,
+                ..TouchpointConfig::CHECKOUT
+            };
+            let config = PipelineConfig::default();
+            let mut candidates: Vec<Candidate> = (2..40)
+                .zip(&relevance)
+                .map(|(item, &r)| {
+                    let mut c = Candidate::new(item);
+                    c.relevance = r;
+                    c.score = r;
+                    c
+                })
+                .collect();
+            let mut everything = candidates.clone();
+            let lazy = shortlist(&snapshot, &cart, &dismissed, &mut candidates, size, &weights, &config);
+
+            let mut ranked: Vec<(u64, u32)> =
+                (0..everything.len() as u32).map(|at| (rank_key(&everything[at as usize]), at)).collect();
+            demote(&snapshot, &cart, &dismissed, &mut everything, &mut ranked, &weights, &config);
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            let expected: Vec<(ItemIndex, f32)> = ranked
+                .iter()
+                .take(size)
+                .map(|&(_, at)| (everything[at as usize].item, everything[at as usize].score))
+                .collect();
+            let got: Vec<(ItemIndex, f32)> = lazy.iter().map(|c| (c.item, c.score)).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }
