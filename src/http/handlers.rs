@@ -180,7 +180,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
 
 /// `GET /recommendations`: fields in the query string.
 pub async fn recommendations_get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -204,7 +204,7 @@ pub async fn recommendations_get(
 
 /// `POST /recommendations`: the same fields as a JSON object, for large carts.
 pub async fn recommendations_post(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -226,7 +226,7 @@ pub async fn recommendations_post(
 /// writer; 202 with the number accepted and whether they are stored (not without a database:
 /// the embedded demo still honours "not interested").
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -316,7 +316,7 @@ fn attribute<'s>(
 /// `DELETE /shoppers/{id}` (admin): erases what Tandem holds about a shopper, whether `id` is
 /// their user id or a session id: stored events and frequency-capping state.
 pub async fn erase_shopper(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -354,7 +354,7 @@ struct ReloadBody {
 /// `POST /reload` (admin): loads the newest ready version, or `{"version": N}`, swaps it in and
 /// activates it, so every replica follows.
 pub async fn reload(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReloadReport>, ApiError> {
@@ -389,7 +389,7 @@ pub async fn reload(
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let text = state
         .metrics
         .render()
@@ -425,7 +425,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 once a model is loaded, 503 before.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.model.current() {
         Some(snapshot) => Json(json!({
             "status": "ready",
@@ -437,7 +437,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /model`: the version this replica serves and its figures.
-pub async fn model(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn model(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let snapshot = current_model(&state)?;
     Ok(Json(json!({
         "version": snapshot.version(),

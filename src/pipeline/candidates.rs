@@ -71,17 +71,21 @@ pub(super) struct CandidatePool<'a> {
 }
 
 impl<'a> CandidatePool<'a> {
-    /// An empty pool; `position` is scratch space kept between requests (grown as needed).
+    /// An empty pool; `position` is scratch space kept between requests (grown as needed), and
+    /// `items` a buffer to fill (its contents are dropped, its capacity reused).
     pub(super) fn new(
         eligibility: &'a Eligibility<'a>,
         capacity: usize,
         position: &'a mut Vec<u32>,
+        mut items: Vec<Candidate>,
     ) -> Self {
+        items.clear();
+        items.reserve(capacity.min(1024));
         Self {
             eligibility,
             capacity,
             position,
-            items: Vec::with_capacity(capacity.min(1024)),
+            items,
         }
     }
 
@@ -255,7 +259,7 @@ mod tests {
         let cart = [bag, strap];
         let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
         let mut positions = Vec::new();
-        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions);
+        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions, Vec::new());
         pool.add_collaborative(&s, &cart, 50);
         let c = pool.items.iter().find(|c| c.item == cable).unwrap();
         assert!((c.collaborative - 1.6).abs() < 1e-6);
@@ -291,7 +295,7 @@ mod tests {
         let cart = [at("a"), at("d")];
         let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
         let mut positions = Vec::new();
-        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions);
+        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions, Vec::new());
         pool.add_collaborative(&s, &cart, 50);
         pool.apply_negative_weights(&s, &cart, &[], 50);
         let c = pool.items.iter().find(|c| c.item == at("c")).unwrap();
@@ -307,7 +311,7 @@ mod tests {
         let cart = [s.index_of("bag").unwrap()];
         let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
         let mut positions = Vec::new();
-        let mut pool = CandidatePool::new(&eligibility, 2, &mut positions);
+        let mut pool = CandidatePool::new(&eligibility, 2, &mut positions, Vec::new());
         pool.add_collaborative(&s, &cart, 50);
         assert_eq!(pool.items.len(), 2);
         let ink = s.index_of("ink").unwrap();

@@ -24,6 +24,10 @@ thread_local! {
         std::cell::RefCell::new(dpp::DppScratch::default());
     /// The candidate pool's item-to-slot table, likewise (one `u32` per catalogue item).
     static POSITIONS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The candidate buffer, likewise: a request's pool is tens of kilobytes, and allocating
+    /// it afresh each time made the allocator fetch and zero new pages.
+    static CANDIDATES: std::cell::RefCell<Vec<candidates::Candidate>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Largest `k` a request may ask for.
@@ -368,9 +372,10 @@ pub fn recommend<'r>(
     };
     let k = request.k.clamp(1, MAX_K);
     let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
+    let buffer = CANDIDATES.with_borrow_mut(std::mem::take);
     let mut candidates = POSITIONS.with_borrow_mut(|positions| {
         let mut pool =
-            candidates::CandidatePool::new(&eligibility, config.candidate_pool, positions);
+            candidates::CandidatePool::new(&eligibility, config.candidate_pool, positions, buffer);
         if weights.collaborative > 0.0 {
             pool.add_collaborative(snapshot, &cart, config.neighbours_per_anchor);
         }
@@ -393,6 +398,7 @@ pub fn recommend<'r>(
         weights,
         config,
     );
+    CANDIDATES.with_borrow_mut(|buffer| *buffer = candidates);
     let top = shortlist.first().map_or(0.0, |c| c.score);
     let quality: Vec<f32> = shortlist
         .iter()
