@@ -97,10 +97,18 @@ impl<'a> CandidatePool<'a> {
     }
 
     /// The candidate for `item`, adding it when it is eligible and there is room.
+    #[inline(always)]
     fn entry(&mut self, item: ItemIndex) -> Option<&mut Candidate> {
-        if let Some(at) = self.slot(item) {
-            return Some(&mut self.items[at]);
+        match self.slot(item) {
+            Some(at) => Some(&mut self.items[at]),
+            None => self.insert(item),
         }
+    }
+
+    /// Adds `item` when it is eligible and there is room (kept out of line: the loops that
+    /// call [`Self::entry`] stay small).
+    #[inline(never)]
+    fn insert(&mut self, item: ItemIndex) -> Option<&mut Candidate> {
         if self.items.len() >= self.capacity || !self.eligibility.allows(item) {
             return None;
         }

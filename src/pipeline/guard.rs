@@ -58,11 +58,18 @@ impl<'a> Eligibility<'a> {
             && self
                 .max_price
                 .is_none_or(|max| catalogue.price(item) <= max)
-            && !self.cart.contains(&item)
-            && !self.cart_products.contains(&catalogue.product_group(item))
-            && !self.excluded_categories.contains(&catalogue.category(item))
+            && !holds(self.cart, item)
+            && !holds(&self.cart_products, catalogue.product_group(item))
+            && !holds(&self.excluded_categories, catalogue.category(item))
             && !self.caps.is_capped(item)
     }
+}
+
+/// Whether `values` holds `value`: for the few ids of a cart, a branch-free pass the compiler
+/// vectorises; `contains` cost a third of adding a candidate.
+#[inline(always)]
+fn holds(values: &[u32], value: u32) -> bool {
+    values.iter().fold(false, |found, &v| found | (v == value))
 }
 
 /// Calls `mark(i)` for every `items[i]` that is a substitute of a cart item: same category
