@@ -339,6 +339,15 @@ impl SnapshotBuilder {
         });
         self.items.shrink_to_fit();
         self.categories.shrink_to_fit();
+        let variants = Csr::from_triples(
+            self.product_groups.len(),
+            self.product_group
+                .iter()
+                .enumerate()
+                .filter(|&(_, &group)| group != NO_GROUP)
+                .map(|(item, &group)| (group, item as u32, 0.0))
+                .collect(),
+        );
         let catalogue = Catalogue {
             titles: self.titles,
             category: self.category,
@@ -346,6 +355,7 @@ impl SnapshotBuilder {
             price: self.price,
             in_stock: self.in_stock,
             product_group: self.product_group,
+            variants,
             promoted: self.promoted,
             margin: self.margin,
         };
@@ -353,6 +363,7 @@ impl SnapshotBuilder {
             + catalogue.titles.heap_bytes()
             + catalogue.categories.heap_bytes()
             + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
+            + catalogue.variants.heap_bytes()
             + co_purchase.heap_bytes()
             + content.heap_bytes()
             + embeddings.len() * 4

@@ -22,6 +22,8 @@ pub struct Catalogue {
     pub(super) price: Vec<f32>,
     pub(super) in_stock: Vec<bool>,
     pub(super) product_group: Vec<u32>,
+    /// The items of each product group (a group's row).
+    pub(super) variants: Csr,
     pub(super) promoted: Vec<bool>,
     pub(super) margin: Vec<f32>,
 }
@@ -65,6 +67,12 @@ impl Catalogue {
     #[inline]
     pub fn product_group(&self, item: ItemIndex) -> u32 {
         self.product_group[item as usize]
+    }
+
+    /// Every item of product `group` (none for [`NO_GROUP`]).
+    #[inline]
+    pub fn variants_of(&self, group: u32) -> &[ItemIndex] {
+        self.variants.row(group).0
     }
 
     /// Whether `a` and `b` are variants of one product (never both when one is in the cart).

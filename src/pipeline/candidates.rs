@@ -58,6 +58,9 @@ impl Candidate {
     }
 }
 
+/// Slot value marking an item this request excludes (see [`Eligibility::excluded_items`]).
+const EXCLUDED: u32 = u32::MAX - 1;
+
 /// The bounded set of candidates of one request.
 pub(super) struct CandidatePool<'a> {
     eligibility: &'a Eligibility<'a>,
@@ -65,7 +68,10 @@ pub(super) struct CandidatePool<'a> {
     /// Slot of each catalogue item in `items`, indexed by item: a direct lookup where a hash
     /// map cost a tenth of a request. Reused across requests (see [`CandidatePool::finish`]);
     /// a slot is trusted only when it points at its own item, so a stale one is harmless.
+    /// Excluded items hold [`EXCLUDED`] for the length of the request.
     position: &'a mut Vec<u32>,
+    /// The items marked [`EXCLUDED`], to unmark when the request is done.
+    excluded: Vec<ItemIndex>,
     /// The candidates, in order of arrival.
     pub items: Vec<Candidate>,
 }
@@ -81,10 +87,21 @@ impl<'a> CandidatePool<'a> {
     ) -> Self {
         items.clear();
         items.reserve(capacity.min(1024));
+        if position.len() < eligibility.catalogue_len() {
+            position.resize(eligibility.catalogue_len(), u32::MAX);
+        }
+        let mut excluded = Vec::new();
+        for item in eligibility.excluded_items() {
+            if let Some(slot) = position.get_mut(item as usize) {
+                *slot = EXCLUDED;
+                excluded.push(item);
+            }
+        }
         Self {
             eligibility,
             capacity,
             position,
+            excluded,
             items,
         }
     }
@@ -109,13 +126,12 @@ impl<'a> CandidatePool<'a> {
     /// call [`Self::entry`] stay small).
     #[inline(never)]
     fn insert(&mut self, item: ItemIndex) -> Option<&mut Candidate> {
-        if self.items.len() >= self.capacity || !self.eligibility.allows(item) {
+        let slot = self.position.get_mut(item as usize)?;
+        if *slot == EXCLUDED || self.items.len() >= self.capacity || !self.eligibility.allows(item)
+        {
             return None;
         }
-        if self.position.len() <= item as usize {
-            self.position.resize(item as usize + 1, u32::MAX);
-        }
-        self.position[item as usize] = self.items.len() as u32;
+        *slot = self.items.len() as u32;
         self.items.push(Candidate::new(item));
         self.items.last_mut()
     }
@@ -128,8 +144,8 @@ impl<'a> CandidatePool<'a> {
 
     /// The candidates, leaving the scratch clean for the next request.
     pub(super) fn finish(self) -> Vec<Candidate> {
-        for c in &self.items {
-            self.position[c.item as usize] = u32::MAX;
+        for item in self.items.iter().map(|c| c.item).chain(self.excluded) {
+            self.position[item as usize] = u32::MAX;
         }
         self.items
     }

@@ -49,7 +49,24 @@ impl<'a> Eligibility<'a> {
         }
     }
 
-    /// Whether `item` may be recommended.
+    /// The items excluded one by one, whatever their columns say: the cart, every variant of
+    /// a cart item, and what this shopper's caps block. The candidate pool marks them once
+    /// per request, so adding a candidate does not search these lists.
+    pub(super) fn excluded_items(&self) -> impl Iterator<Item = ItemIndex> + '_ {
+        let catalogue = self.snapshot.catalogue();
+        self.cart
+            .iter()
+            .chain(
+                self.cart_products
+                    .iter()
+                    .flat_map(|&group| catalogue.variants_of(group)),
+            )
+            .chain(self.caps.blocked())
+            .copied()
+    }
+
+    /// Whether an item that is not one of [`Self::excluded_items`] may be recommended: in
+    /// stock, within budget, not in an excluded category.
     #[inline]
     pub(super) fn allows(&self, item: ItemIndex) -> bool {
         let catalogue = self.snapshot.catalogue();
@@ -58,10 +75,13 @@ impl<'a> Eligibility<'a> {
             && self
                 .max_price
                 .is_none_or(|max| catalogue.price(item) <= max)
-            && !holds(self.cart, item)
-            && !holds(&self.cart_products, catalogue.product_group(item))
-            && !holds(&self.excluded_categories, catalogue.category(item))
-            && !self.caps.is_capped(item)
+            && (self.excluded_categories.is_empty()
+                || !holds(&self.excluded_categories, catalogue.category(item)))
+    }
+
+    /// Items in the catalogue.
+    pub(super) fn catalogue_len(&self) -> usize {
+        self.snapshot.len()
     }
 }
 

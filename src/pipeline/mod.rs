@@ -192,8 +192,12 @@ impl PipelineConfig {
 
 /// What the pipeline may know of a shopper's frequency caps and "not interested" items.
 pub trait CapView {
+    /// Every item that must not be shown to this shopper now.
+    fn blocked(&self) -> &[ItemIndex];
     /// Whether `item` must not be shown to this shopper now.
-    fn is_capped(&self, item: ItemIndex) -> bool;
+    fn is_capped(&self, item: ItemIndex) -> bool {
+        self.blocked().contains(&item)
+    }
     /// Items the shopper said "not interested" in (their close neighbours are demoted).
     fn dismissed(&self) -> &[ItemIndex] {
         &[]
@@ -205,8 +209,8 @@ pub trait CapView {
 pub struct NoCaps;
 
 impl CapView for NoCaps {
-    fn is_capped(&self, _item: ItemIndex) -> bool {
-        false
+    fn blocked(&self) -> &[ItemIndex] {
+        &[]
     }
 }
 
@@ -236,6 +240,10 @@ impl CappedItems {
 }
 
 impl CapView for CappedItems {
+    fn blocked(&self) -> &[ItemIndex] {
+        &self.blocked
+    }
+
     fn is_capped(&self, item: ItemIndex) -> bool {
         self.blocked.binary_search(&item).is_ok()
     }
