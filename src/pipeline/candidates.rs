@@ -76,6 +76,14 @@ pub(super) struct CandidatePool<'a> {
     pub items: Vec<Candidate>,
 }
 
+impl Drop for CandidatePool<'_> {
+    /// Also when a request unwinds: an [`EXCLUDED`] mark left in the per-thread table would
+    /// hide that item from every later request this thread serves.
+    fn drop(&mut self) {
+        self.clear_slots();
+    }
+}
+
 impl<'a> CandidatePool<'a> {
     /// An empty pool; `position` is scratch space kept between requests (grown as needed), and
     /// `items` a buffer to fill (its contents are dropped, its capacity reused).
@@ -143,11 +151,21 @@ impl<'a> CandidatePool<'a> {
     }
 
     /// The candidates, leaving the scratch clean for the next request.
-    pub(super) fn finish(self) -> Vec<Candidate> {
-        for item in self.items.iter().map(|c| c.item).chain(self.excluded) {
+    pub(super) fn finish(mut self) -> Vec<Candidate> {
+        self.clear_slots();
+        std::mem::take(&mut self.items)
+    }
+
+    /// Resets the slots this request set, so the table is clean for the next one.
+    fn clear_slots(&mut self) {
+        for item in self
+            .items
+            .iter()
+            .map(|c| c.item)
+            .chain(self.excluded.drain(..))
+        {
             self.position[item as usize] = u32::MAX;
         }
-        self.items
     }
 
     /// Adds the positively weighted ones among the best `per_anchor` co-purchase neighbours
@@ -326,6 +344,25 @@ mod tests {
         assert!((c.collaborative - 0.3).abs() < 1e-6);
         assert_eq!(c.collaborative_anchor, at("d"));
         assert!(pool.items.iter().all(|c| c.item != at("e")));
+    }
+
+    #[test]
+    fn a_pool_leaves_the_slot_table_clean_even_when_dropped_midway() {
+        let s = small_snapshot();
+        let request = Request::default();
+        let cart = [s.index_of("bag").unwrap()];
+        let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
+        let mut positions = Vec::new();
+        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions, Vec::new());
+        pool.add_collaborative(&s, &cart, 50);
+        assert!(!pool.items.is_empty());
+        drop(pool);
+        assert!(positions.iter().all(|&p| p == u32::MAX), "{positions:?}");
+        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions, Vec::new());
+        pool.add_collaborative(&s, &cart, 50);
+        let items = pool.finish();
+        assert!(!items.is_empty());
+        assert!(positions.iter().all(|&p| p == u32::MAX), "{positions:?}");
     }
 
     #[test]

@@ -279,8 +279,10 @@ pub(super) fn shortlist(
             config,
         );
     }
-    if size > 0 && ranked.len() > size {
-        ranked.select_nth_unstable_by(size - 1, best_first);
+    if ranked.len() > size {
+        if size > 0 {
+            ranked.select_nth_unstable_by(size - 1, best_first);
+        }
         ranked.truncate(size);
     }
     ranked.sort_unstable_by(best_first);
