@@ -347,6 +347,43 @@ mod tests {
     }
 
     #[test]
+    fn variants_of_a_large_product_group_are_excluded_too() {
+        use crate::domain::ModelVersion;
+        use crate::model::{ItemRecord, SnapshotBuilder};
+        let ids: Vec<String> = (0..300).map(|i| format!("g{i}")).collect();
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 0, 301);
+        for id in &ids {
+            b.add_item(ItemRecord {
+                id,
+                title: Some(id),
+                in_stock: true,
+                product_group: Some("g"),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        b.add_item(ItemRecord {
+            id: "other",
+            title: Some("other"),
+            in_stock: true,
+            ..Default::default()
+        })
+        .unwrap();
+        for (other, w) in [("g1", 0.9), ("g299", 0.8), ("other", 0.5)] {
+            b.add_pair("g0", other, w).unwrap();
+        }
+        let s = b.finish().unwrap();
+        let request = Request::default();
+        let cart = [s.index_of("g0").unwrap()];
+        let eligibility = Eligibility::new(&s, &request, &cart, &NoCaps);
+        let mut positions = Vec::new();
+        let mut pool = CandidatePool::new(&eligibility, 100, &mut positions, Vec::new());
+        pool.add_collaborative(&s, &cart, 50);
+        let got: Vec<&str> = pool.items.iter().map(|c| s.item_id(c.item)).collect();
+        assert_eq!(got, ["other"]);
+    }
+
+    #[test]
     fn a_pool_leaves_the_slot_table_clean_even_when_dropped_midway() {
         let s = small_snapshot();
         let request = Request::default();

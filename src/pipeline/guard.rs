@@ -7,13 +7,20 @@ use crate::model::{Snapshot, NO_CATEGORY, NO_GROUP};
 use super::vector::each_dot;
 use super::{CapView, Request};
 
+/// Product groups with more variants than this are not marked item by item (a request would
+/// pay for every variant of every cart item); their variants are checked per candidate.
+const MARKED_VARIANTS: usize = 256;
+
 /// The hard filters of one request: not in the cart nor a variant of a cart item, in stock,
 /// within budget, not in an excluded category, not capped for this shopper.
 pub(super) struct Eligibility<'a> {
     snapshot: &'a Snapshot,
     cart: &'a [ItemIndex],
-    /// The products the cart's items are variants of (their other variants are excluded too).
+    /// The products the cart's items are variants of (their other variants are excluded too),
+    /// those with at most [`MARKED_VARIANTS`] variants, whose items are marked one by one...
     cart_products: Vec<u32>,
+    /// ...and the larger ones, checked per candidate instead.
+    large_cart_products: Vec<u32>,
     max_price: Option<f32>,
     excluded_categories: Vec<u32>,
     caps: &'a dyn CapView,
@@ -39,10 +46,14 @@ impl<'a> Eligibility<'a> {
             .collect();
         cart_products.sort_unstable();
         cart_products.dedup();
+        let (large_cart_products, cart_products) = cart_products
+            .into_iter()
+            .partition(|&g| catalogue.variants_of(g).len() > MARKED_VARIANTS);
         Self {
             snapshot,
             cart,
             cart_products,
+            large_cart_products,
             max_price: request.max_price,
             excluded_categories,
             caps,
@@ -66,7 +77,8 @@ impl<'a> Eligibility<'a> {
     }
 
     /// Whether an item that is not one of [`Self::excluded_items`] may be recommended: in
-    /// stock, within budget, not in an excluded category.
+    /// stock, within budget, not in an excluded category, not a variant of a cart item's large
+    /// product group.
     #[inline]
     pub(super) fn allows(&self, item: ItemIndex) -> bool {
         let catalogue = self.snapshot.catalogue();
@@ -77,6 +89,8 @@ impl<'a> Eligibility<'a> {
                 .is_none_or(|max| catalogue.price(item) <= max)
             && (self.excluded_categories.is_empty()
                 || !holds(&self.excluded_categories, catalogue.category(item)))
+            && (self.large_cart_products.is_empty()
+                || !holds(&self.large_cart_products, catalogue.product_group(item)))
     }
 
     /// Items in the catalogue.

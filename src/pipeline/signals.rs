@@ -124,8 +124,9 @@ pub(super) fn blend(
         blend.session_max = blend.session_max.max(c.session);
         blend.content_max = blend.content_max.max(c.content);
     }
-    // The same products as `Blend::contributions`, in the same order, so a finalist's
-    // explained parts add up to exactly its score; without that call's per-item lookups.
+    // The same products as `Blend::contributions`, in the same order, so the explained parts
+    // of a finalist that was not demoted add up to exactly its score; without that call's
+    // per-item lookups.
     let (inverse_collaborative, inverse_content, inverse_session) = (
         inverse(blend.collaborative_max),
         inverse(blend.content_max),
@@ -142,15 +143,15 @@ pub(super) fn blend(
         } else {
             0.0
         };
-        c.score = final_score(c.relevance, 1.0, boost);
+        c.score = final_score(c.relevance, boost);
     }
     blend
 }
 
-/// A candidate's score from its weighted signals, its demotion factor and its boost (never
-/// negative, never NaN).
-fn final_score(relevance: f32, demotion: f32, boost: f32) -> f32 {
-    let score = relevance * demotion + boost;
+/// A candidate's score from its (demoted) weighted signals and its boost (never negative,
+/// never NaN).
+fn final_score(relevance: f32, boost: f32) -> f32 {
+    let score = relevance + boost;
     if score.is_finite() {
         score.max(0.0)
     } else {
@@ -199,17 +200,18 @@ fn demote(
     }
     for (key, at) in ranked.iter_mut() {
         let c = &mut candidates[*at as usize];
-        let mut demotion = 1.0;
+        if !(c.substitute || c.near_dismissed) {
+            continue;
+        }
+        let mut relevance = c.relevance;
         if c.substitute {
-            demotion *= config.substitute_penalty;
+            relevance *= config.substitute_penalty;
         }
         if c.near_dismissed {
-            demotion *= config.dismissed_neighbour_penalty;
+            relevance *= config.dismissed_neighbour_penalty;
         }
-        if demotion != 1.0 {
-            c.score = final_score(c.relevance, demotion, boost(snapshot, c, config));
-            *key = rank_key(c);
-        }
+        c.score = final_score(relevance, boost(snapshot, c, config));
+        *key = rank_key(c);
     }
 }
 
@@ -233,9 +235,11 @@ const DEMOTION_PREFIX: usize = 2;
 ///
 /// Demotion needs a dot product per candidate and cart item, and only matters near the top:
 /// the best `2 * size` by undemoted score are checked first, and the rest only when fewer
-/// than `size` of those still rank above every unchecked candidate (a demotion never raises
-/// a score, so the result is exactly that of checking everything). Selection and sorting
-/// move 16-byte (rank key, position) pairs rather than whole candidates.
+/// than `size` of those still rank above every unchecked candidate. That is exactly the
+/// result of checking everything when a demotion cannot raise a score: penalties of at most
+/// 1 and no merchandising boost (with a boost, a negative relevance halved plus the boost is
+/// more than the relevance plus the boost, so then every candidate is checked). Selection and
+/// sorting move 16-byte (rank key, position) pairs rather than whole candidates.
 pub(super) fn shortlist(
     snapshot: &Snapshot,
     cart: &[ItemIndex],
@@ -252,7 +256,9 @@ pub(super) fn shortlist(
         .collect();
     let best_first = |a: &(u64, u32), b: &(u64, u32)| b.cmp(a);
     let prefix = size.saturating_mul(DEMOTION_PREFIX);
-    let only_lowers = config.substitute_penalty <= 1.0 && config.dismissed_neighbour_penalty <= 1.0;
+    let boosted = config.promoted_boost > 0.0 || config.margin_boost > 0.0;
+    let only_lowers =
+        config.substitute_penalty <= 1.0 && config.dismissed_neighbour_penalty <= 1.0 && !boosted;
     if only_lowers && prefix > 0 && ranked.len() > prefix {
         ranked.select_nth_unstable_by(prefix - 1, best_first);
         let (checked, unchecked) = ranked.split_at_mut(prefix);
@@ -298,16 +304,78 @@ mod tests {
     use crate::domain::ModelVersion;
     use crate::model::{ItemRecord, SnapshotBuilder};
 
+    /// A promoted substitute with a negative relevance: demoting it raises its score (half of
+    /// a negative number plus the boost), so it must be checked even from the bottom.
+    #[test]
+    fn a_demotion_that_raises_a_boosted_score_is_not_missed() {
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 4);
+        for (id, category, promoted) in [
+            ("cart", "x", false),
+            ("a", "y", false),
+            ("b", "y", false),
+            ("twin", "x", true),
+        ] {
+            b.add_item(ItemRecord {
+                id,
+                category: Some(category),
+                in_stock: true,
+                promoted,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        for (id, e) in [
+            ("cart", [1.0, 0.0]),
+            ("a", [0.0, 1.0]),
+            ("b", [0.0, 1.0]),
+            ("twin", [1.0, 0.0]),
+        ] {
+            b.add_embedding(id, &e).unwrap();
+        }
+        let snapshot = b.finish().unwrap();
+        let config = PipelineConfig {
+            promoted_boost: 0.4,
+            substitute_penalty: 0.0,
+            ..PipelineConfig::default()
+        };
+        let mut candidates: Vec<Candidate> = [(1, 0.3), (2, 0.25), (3, -0.3)]
+            .into_iter()
+            .map(|(item, r)| {
+                let mut c = Candidate::new(item);
+                c.collaborative = 1.0;
+                c.relevance = r;
+                c.score = final_score(r, boost(&snapshot, &c, &config));
+                c
+            })
+            .collect();
+        let list = shortlist(
+            &snapshot,
+            &[0],
+            &[],
+            &mut candidates,
+            1,
+            &TouchpointConfig::CHECKOUT,
+            &config,
+        );
+        assert_eq!(list.len(), 1);
+        assert_eq!(snapshot.item_id(list[0].item), "twin");
+        assert!(list[0].substitute);
+        assert!((list[0].score - 0.4).abs() < 1e-6);
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
         /// Checking only the best-ranked candidates for demotion first gives exactly the
         /// shortlist of checking every candidate.
         #[test]
         fn the_lazy_shortlist_is_the_shortlist_of_demoting_everything(
             directions in proptest::collection::vec(0usize..3, 40),
-            relevance in proptest::collection::vec(0f32..1.0, 38),
+            relevance in proptest::collection::vec(-0.3f32..1.0, 38),
             size in 1usize..12,
             dismissed_item in proptest::option::of(2u32..40),
             demote_substitutes in proptest::bool::ANY,
+            promoted_boost in proptest::sample::select(vec![0.0f32, 0.4]),
+            substitute_penalty in proptest::sample::select(vec![0.5f32, 0.0]),
         ) {
             let ids: Vec<String> = (0..40).map(|i| format!("i{i}")).collect();
             let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 40);
@@ -316,6 +384,7 @@ mod tests {
                     id,
                     category: Some(if i % 3 == 0 { "x" } else { "y" }),
                     in_stock: true,
+                    promoted: i % 4 == 0,
                     ..Default::default()
                 })
                 .unwrap();
@@ -331,13 +400,20 @@ mod tests {
                 demote_substitutes,
                 ..TouchpointConfig::CHECKOUT
             };
-            let config = PipelineConfig::default();
+            let config = PipelineConfig {
+                promoted_boost,
+                substitute_penalty,
+                ..PipelineConfig::default()
+            };
             let mut candidates: Vec<Candidate> = (2..40)
                 .zip(&relevance)
                 .map(|(item, &r)| {
                     let mut c = Candidate::new(item);
+                    // Related, so a promotion applies; the relevance may be negative (EASE's
+                    // negative weights), where halving it raises it.
+                    c.collaborative = 1.0;
                     c.relevance = r;
-                    c.score = r;
+                    c.score = final_score(r, boost(&snapshot, &c, &config));
                     c
                 })
                 .collect();

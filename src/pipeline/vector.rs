@@ -121,9 +121,14 @@ pub fn each_dot<'r>(
                     filled = 0;
                 }
             }
-            for &b in &block[..filled] {
-                let value = dot_with(simd, self.query, (self.row)(b));
-                (self.found)(b, value);
+            if filled > 0 {
+                // The last rows go through the same four-row kernel (padded with a repeat of
+                // the first), so a row's value never depends on its position in the batch.
+                let rows = [0, 1, 2, 3].map(|slot| (self.row)(block[slot.min(filled - 1)]));
+                let values = dot4_with(simd, self.query, rows);
+                for (&b, value) in block[..filled].iter().zip(values) {
+                    (self.found)(b, value);
+                }
             }
         }
     }
