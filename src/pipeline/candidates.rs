@@ -70,8 +70,6 @@ pub(super) struct CandidatePool<'a> {
     /// a slot is trusted only when it points at its own item, so a stale one is harmless.
     /// Excluded items hold [`EXCLUDED`] for the length of the request.
     position: &'a mut Vec<u32>,
-    /// The items marked [`EXCLUDED`], to unmark when the request is done.
-    excluded: Vec<ItemIndex>,
     /// The candidates, in order of arrival.
     pub items: Vec<Candidate>,
 }
@@ -98,18 +96,15 @@ impl<'a> CandidatePool<'a> {
         if position.len() < eligibility.catalogue_len() {
             position.resize(eligibility.catalogue_len(), u32::MAX);
         }
-        let mut excluded = Vec::new();
         for item in eligibility.excluded_items() {
             if let Some(slot) = position.get_mut(item as usize) {
                 *slot = EXCLUDED;
-                excluded.push(item);
             }
         }
         Self {
             eligibility,
             capacity,
             position,
-            excluded,
             items,
         }
     }
@@ -152,19 +147,20 @@ impl<'a> CandidatePool<'a> {
 
     /// The candidates, leaving the scratch clean for the next request.
     pub(super) fn finish(mut self) -> Vec<Candidate> {
-        self.clear_slots();
-        std::mem::take(&mut self.items)
+        let items = std::mem::take(&mut self.items);
+        for c in &items {
+            self.position[c.item as usize] = u32::MAX;
+        }
+        items
     }
 
     /// Resets the slots this request set, so the table is clean for the next one.
     fn clear_slots(&mut self) {
-        for item in self
-            .items
-            .iter()
-            .map(|c| c.item)
-            .chain(self.excluded.drain(..))
-        {
-            self.position[item as usize] = u32::MAX;
+        let excluded = self.eligibility.excluded_items();
+        for item in self.items.iter().map(|c| c.item).chain(excluded) {
+            if let Some(slot) = self.position.get_mut(item as usize) {
+                *slot = u32::MAX;
+            }
         }
     }
 

@@ -70,6 +70,11 @@ fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) ->
     promoted + config.margin_boost * catalogue.margin(candidate.item)
 }
 
+/// Whether any merchandising boost is configured.
+fn merchandising_boosts(config: &PipelineConfig) -> bool {
+    config.promoted_boost > 0.0 || config.margin_boost > 0.0
+}
+
 /// Fills every candidate's content signal, relevance and (undemoted) score.
 pub(super) fn blend(
     snapshot: &Snapshot,
@@ -132,7 +137,7 @@ pub(super) fn blend(
         inverse(blend.content_max),
         inverse(blend.session_max),
     );
-    let boosted = config.promoted_boost > 0.0 || config.margin_boost > 0.0;
+    let boosted = merchandising_boosts(config);
     for c in candidates.iter_mut() {
         c.relevance = weights.collaborative * c.collaborative * inverse_collaborative
             + weights.content * c.content * inverse_content
@@ -256,9 +261,9 @@ pub(super) fn shortlist(
         .collect();
     let best_first = |a: &(u64, u32), b: &(u64, u32)| b.cmp(a);
     let prefix = size.saturating_mul(DEMOTION_PREFIX);
-    let boosted = config.promoted_boost > 0.0 || config.margin_boost > 0.0;
-    let only_lowers =
-        config.substitute_penalty <= 1.0 && config.dismissed_neighbour_penalty <= 1.0 && !boosted;
+    let only_lowers = config.substitute_penalty <= 1.0
+        && config.dismissed_neighbour_penalty <= 1.0
+        && !merchandising_boosts(config);
     if only_lowers && prefix > 0 && ranked.len() > prefix {
         ranked.select_nth_unstable_by(prefix - 1, best_first);
         let (checked, unchecked) = ranked.split_at_mut(prefix);
