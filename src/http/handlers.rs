@@ -10,56 +10,27 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
+use super::body::{ItemBody, ReasonBody, RecommendationsBody};
 use super::error::{ApiError, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
 use crate::capping::{CapState, Feedback, ShopperKey};
-use crate::domain::{ModelVersion, Touchpoint};
+use crate::domain::ModelVersion;
 use crate::events::{self, EventKind, SubmitError};
 use crate::experiments::CONTROL;
 use crate::model::Snapshot;
-use crate::pipeline::{self, CappedItems, Contributions, ReasonKind, ReasonText, Request};
+use crate::pipeline::{self, CappedItems, ReasonKind, ReasonText, Request};
 use crate::reload::ReloadReport;
 use crate::store::VersionSelector;
 
-#[derive(Serialize)]
-struct ReasonBody<'a> {
-    kind: ReasonKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    anchor: Option<&'a str>,
-    text: ReasonText<'a>,
-}
-
-#[derive(Serialize)]
-struct ItemBody<'a> {
-    item_id: &'a str,
-    title: &'a str,
-    score: f32,
-    reason: ReasonBody<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contributions: Option<Contributions>,
-}
-
-#[derive(Serialize)]
-struct RecommendationsBody<'a> {
-    request_id: &'a str,
-    model_version: ModelVersion,
-    touchpoint: Touchpoint,
-    variant: &'a str,
-    items: Vec<ItemBody<'a>>,
-    unknown_items: &'a [&'a str],
-}
-
-/// `body` as a JSON response. Written into one buffer sized for a typical list: serialising
-/// through axum's `Json` (small `BytesMut` writes) cost a third of a request's own work.
+/// `body` as a JSON response.
 fn json_response(body: &RecommendationsBody<'_>) -> Response {
-    let mut bytes = Vec::with_capacity(512 + 256 * body.items.len());
-    match serde_json::to_writer(&mut bytes, body) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+    match body.to_json() {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
     }
 }

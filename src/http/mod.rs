@@ -2,6 +2,7 @@
 //! reloader and the event writer. Nothing here knows about Postgres beyond what those report.
 
 mod auth;
+mod body;
 pub mod error;
 mod handlers;
 pub mod params;

@@ -49,6 +49,8 @@ pub struct SnapshotBuilder {
     items_without_catalogue: usize,
     pairs: Vec<(u32, u32, f32)>,
     content_pairs: Vec<(u32, u32, f32)>,
+    /// The item of the last neighbour row added (see `source_index`).
+    last_source: Option<u32>,
     embeddings: Vec<f32>,
     has_embedding: Vec<bool>,
     diversity_dim: usize,
@@ -80,6 +82,7 @@ impl SnapshotBuilder {
             items_without_catalogue: 0,
             pairs: Vec::new(),
             content_pairs: Vec::new(),
+            last_source: None,
             embeddings: Vec::new(),
             has_embedding: Vec::new(),
             diversity_dim: 0,
@@ -163,9 +166,21 @@ impl SnapshotBuilder {
         })
     }
 
+    /// The index of a neighbour row's `item`: rows usually come grouped by item, so the last
+    /// one is compared first (a string comparison instead of a hash probe into a table of a
+    /// million ids).
+    fn source_index(&mut self, table: &'static str, id: &str) -> Result<u32, ModelError> {
+        if let Some(last) = self.last_source.filter(|&last| self.items.name(last) == id) {
+            return Ok(last);
+        }
+        let index = self.index(table, id)?;
+        self.last_source = Some(index);
+        Ok(index)
+    }
+
     /// Adds a co-purchase row: `other` is a neighbour of `item` with `score`.
     pub fn add_pair(&mut self, item: &str, other: &str, score: f32) -> Result<(), ModelError> {
-        let from = self.index("co_purchase", item)?;
+        let from = self.source_index("co_purchase", item)?;
         let to = self.index("co_purchase", other)?;
         if from == to {
             return Err(ModelError::SelfPair(shown(item)));
@@ -188,7 +203,7 @@ impl SnapshotBuilder {
         other: &str,
         score: f32,
     ) -> Result<(), ModelError> {
-        let from = self.index("content_neighbours", item)?;
+        let from = self.source_index("content_neighbours", item)?;
         let to = self.index("content_neighbours", other)?;
         if from == to {
             return Err(ModelError::SelfPair(shown(item)));

@@ -84,16 +84,29 @@ impl<'a> ReasonText<'a> {
     }
 }
 
+impl<'a> ReasonText<'a> {
+    /// The sentence as the text before the anchor's title, the title, and the text after it
+    /// (no title: the whole sentence is the first part).
+    pub fn parts(&self) -> (&'static str, Option<&'a str>, &'static str) {
+        match (self.kind, self.anchor_title) {
+            (ReasonKind::BoughtTogether, Some(title)) => ("Often bought with ", Some(title), ""),
+            (ReasonKind::SimilarTo, Some(title)) => ("Goes well with ", Some(title), ""),
+            (ReasonKind::ViewedTogether, Some(title)) => {
+                ("Often bought with ", Some(title), ", which you viewed")
+            }
+            _ => ("Popular with shoppers right now", None, ""),
+        }
+    }
+}
+
 impl std::fmt::Display for ReasonText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.kind, self.anchor_title) {
-            (ReasonKind::BoughtTogether, Some(title)) => write!(f, "Often bought with {title}"),
-            (ReasonKind::SimilarTo, Some(title)) => write!(f, "Goes well with {title}"),
-            (ReasonKind::ViewedTogether, Some(title)) => {
-                write!(f, "Often bought with {title}, which you viewed")
-            }
-            _ => f.write_str("Popular with shoppers right now"),
+        let (before, title, after) = self.parts();
+        f.write_str(before)?;
+        if let Some(title) = title {
+            f.write_str(title)?;
         }
+        f.write_str(after)
     }
 }
 

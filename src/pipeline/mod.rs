@@ -292,6 +292,18 @@ pub enum ReasonKind {
     Popular,
 }
 
+impl ReasonKind {
+    /// The name in the API (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::BoughtTogether => "bought_together",
+            ReasonKind::SimilarTo => "similar_to",
+            ReasonKind::ViewedTogether => "viewed_together",
+            ReasonKind::Popular => "popular",
+        }
+    }
+}
+
 /// The dominant signal and the cart or session item it came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reason {

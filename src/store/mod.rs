@@ -4,6 +4,7 @@
 //! Loads stream one query per table (never a query per item); writes use `COPY FROM STDIN`.
 
 mod copy;
+mod copy_out;
 mod events;
 mod model_tables;
 
