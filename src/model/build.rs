@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 
-use super::columns::{Csr, Interner, StrColumn};
+use super::columns::{Csr, CsrBuilder, Interner, StrColumn};
 use super::snapshot::{Catalogue, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP};
 use super::ModelError;
 use crate::domain::{validate_id, ModelVersion};
@@ -47,8 +47,8 @@ pub struct SnapshotBuilder {
     margin: Vec<f32>,
     popularity: Vec<f32>,
     items_without_catalogue: usize,
-    pairs: Vec<(u32, u32, f32)>,
-    content_pairs: Vec<(u32, u32, f32)>,
+    pairs: CsrBuilder,
+    content_pairs: CsrBuilder,
     /// The item of the last neighbour row added (see `source_index`).
     last_source: Option<u32>,
     embeddings: Vec<f32>,
@@ -80,8 +80,8 @@ impl SnapshotBuilder {
             margin: Vec::with_capacity(expected_items),
             popularity: Vec::with_capacity(expected_items),
             items_without_catalogue: 0,
-            pairs: Vec::new(),
-            content_pairs: Vec::new(),
+            pairs: CsrBuilder::default(),
+            content_pairs: CsrBuilder::default(),
             last_source: None,
             embeddings: Vec::new(),
             has_embedding: Vec::new(),
@@ -192,7 +192,7 @@ impl SnapshotBuilder {
                 id: shown(item),
             });
         }
-        self.pairs.push((from, to, score));
+        self.pairs.push(from, to, score);
         Ok(())
     }
 
@@ -215,7 +215,7 @@ impl SnapshotBuilder {
                 id: shown(item),
             });
         }
-        self.content_pairs.push((from, to, score));
+        self.content_pairs.push(from, to, score);
         Ok(())
     }
 
@@ -334,7 +334,7 @@ impl SnapshotBuilder {
         if n == 0 {
             return Err(ModelError::Empty);
         }
-        for pairs in [self.pairs.len(), self.content_pairs.len()] {
+        for pairs in [self.pairs.entries(), self.content_pairs.entries()] {
             if u32::try_from(pairs).is_err() {
                 return Err(ModelError::TooManyPairs(pairs));
             }
@@ -343,8 +343,8 @@ impl SnapshotBuilder {
         let items_with_embedding = self.has_embedding.iter().filter(|&&b| b).count();
         let embeddings = normalised_rows(self.embeddings, n, dim)?;
         let diversity = normalised_rows(self.diversity, n, self.diversity_dim)?;
-        let co_purchase = Csr::from_triples(n, self.pairs);
-        let content = Csr::from_triples(n, self.content_pairs);
+        let co_purchase = self.pairs.finish(n);
+        let content = self.content_pairs.finish(n);
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         let popularity = self.popularity;
         by_popularity.sort_by(|&a, &b| {

@@ -171,9 +171,14 @@ impl Csr {
             cursor[row as usize] += 1;
         }
         drop(triples);
+        Self::sorted_rows(offsets, neighbours, scores)
+    }
+
+    /// The rows given by `offsets`, each sorted by score (highest first, ties by neighbour).
+    fn sorted_rows(offsets: Vec<u32>, mut neighbours: Vec<u32>, mut scores: Vec<f32>) -> Self {
         let mut row_buffer: Vec<(u32, f32)> = Vec::new();
-        for i in 0..rows {
-            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+        for bounds in offsets.windows(2) {
+            let (start, end) = (bounds[0] as usize, bounds[1] as usize);
             row_buffer.clear();
             row_buffer.extend(
                 neighbours[start..end]
@@ -223,6 +228,80 @@ impl Csr {
     }
 }
 
+/// Builds a [`Csr`] from `(row, neighbour, score)` entries that arrive grouped by row, as the
+/// model tables are written, keeping 8 bytes per entry instead of a 12-byte triple: for a
+/// million items with fifty neighbours each that is 200 MB less while loading, and when the
+/// groups come in row order the entries are already in place (no second copy at the end).
+/// Entries in any other order give the same rows, through one reordering copy.
+#[derive(Debug, Default)]
+pub struct CsrBuilder {
+    neighbours: Vec<u32>,
+    scores: Vec<f32>,
+    /// `(row, first entry)` of each run of consecutive entries of one row.
+    runs: Vec<(u32, u32)>,
+}
+
+impl CsrBuilder {
+    /// Makes room for `entries` more entries.
+    pub fn reserve(&mut self, entries: usize) {
+        self.neighbours.reserve(entries);
+        self.scores.reserve(entries);
+    }
+
+    /// Entries so far.
+    pub fn entries(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// Adds `neighbour` to `row` with `score`.
+    pub fn push(&mut self, row: u32, neighbour: u32, score: f32) {
+        if self.runs.last().map(|&(last, _)| last) != Some(row) {
+            self.runs.push((row, self.neighbours.len() as u32));
+        }
+        self.neighbours.push(neighbour);
+        self.scores.push(score);
+    }
+
+    /// The rows for `rows` items; entries of rows at or beyond `rows` are dropped.
+    pub fn finish(self, rows: usize) -> Csr {
+        let Self {
+            neighbours,
+            scores,
+            runs,
+        } = self;
+        let total = neighbours.len() as u32;
+        let run_end = |r: usize| runs.get(r + 1).map_or(total, |&(_, start)| start);
+        let mut offsets = vec![0u32; rows + 1];
+        for (r, &(row, start)) in runs.iter().enumerate() {
+            if let Some(count) = offsets.get_mut(row as usize + 1) {
+                *count += run_end(r) - start;
+            }
+        }
+        for i in 0..rows {
+            offsets[i + 1] += offsets[i];
+        }
+        let in_place = offsets[rows] == total && runs.windows(2).all(|w| w[0].0 < w[1].0);
+        if in_place {
+            return Csr::sorted_rows(offsets, neighbours, scores);
+        }
+        let mut cursor: Vec<u32> = offsets[..rows].to_vec();
+        let mut placed_neighbours = vec![0u32; offsets[rows] as usize];
+        let mut placed_scores = vec![0f32; offsets[rows] as usize];
+        for (r, &(row, start)) in runs.iter().enumerate() {
+            let Some(at) = cursor.get_mut(row as usize) else {
+                continue;
+            };
+            let (from, to) = (start as usize, run_end(r) as usize);
+            let slot = *at as usize;
+            placed_neighbours[slot..slot + to - from].copy_from_slice(&neighbours[from..to]);
+            placed_scores[slot..slot + to - from].copy_from_slice(&scores[from..to]);
+            *at += (to - from) as u32;
+        }
+        drop((neighbours, scores));
+        Csr::sorted_rows(offsets, placed_neighbours, placed_scores)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +339,48 @@ mod tests {
         assert_eq!(csr.row(2), (&[0][..], &[1.0][..]));
         assert_eq!(csr.row(7), (&[][..], &[][..]));
         assert_eq!(csr.len(), 3);
+    }
+
+    fn rows_of(csr: &Csr, rows: usize) -> Vec<(Vec<u32>, Vec<f32>)> {
+        (0..rows as u32)
+            .map(|r| {
+                let (n, s) = csr.row(r);
+                (n.to_vec(), s.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csr_builder_gives_the_rows_from_triples_gives_in_any_order() {
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for case in 0..200 {
+            let rows = rng.random_range(1..12usize);
+            let mut triples: Vec<(u32, u32, f32)> = (0..rng.random_range(0..60))
+                .map(|_| {
+                    (
+                        rng.random_range(0..rows as u32),
+                        rng.random_range(0..rows as u32 + 5),
+                        f32::from(rng.random_range(0u8..4)),
+                    )
+                })
+                .collect();
+            // Grouped in row order, grouped in another order, or not grouped at all.
+            match case % 3 {
+                0 => triples.sort_by_key(|t| t.0),
+                1 => triples.sort_by_key(|t| std::cmp::Reverse(t.0)),
+                _ => triples.shuffle(&mut rng),
+            }
+            let mut builder = CsrBuilder::default();
+            for &(row, neighbour, score) in &triples {
+                builder.push(row, neighbour, score);
+            }
+            let entries = triples.len();
+            let want = Csr::from_triples(rows, triples);
+            let got = builder.finish(rows);
+            assert_eq!(rows_of(&got, rows), rows_of(&want, rows), "case {case}");
+            assert_eq!((got.len(), want.len()), (entries, entries));
+        }
     }
 }
