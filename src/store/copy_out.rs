@@ -24,6 +24,9 @@ pub async fn for_each_row<const N: usize, E: From<sqlx::Error>>(
     // Bytes of a row split across messages wait here for the rest.
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.try_next().await? {
+        // A load runs beside the requests it must not starve: buffered messages come back
+        // without waiting, so give the worker up whenever this task's budget is spent.
+        tokio::task::consume_budget().await;
         if pending.is_empty() {
             let used = parser.parse(&chunk, &mut row)?;
             pending.extend_from_slice(&chunk[used..]);

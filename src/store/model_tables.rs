@@ -120,6 +120,7 @@ pub async fn load_snapshot(
         .bind(version.0)
         .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
+            tokio::task::consume_budget().await;
             builder
                 .add_item(ItemRecord {
                     id: row.try_get(0)?,
@@ -183,6 +184,7 @@ pub async fn load_snapshot(
         .bind(version.0)
         .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
+            tokio::task::consume_budget().await;
             let item: &str = row.try_get(0)?;
             if dim > 0 {
                 builder
