@@ -232,7 +232,9 @@ impl Csr {
 /// model tables are written, keeping 8 bytes per entry instead of a 12-byte triple: for a
 /// million items with fifty neighbours each that is 200 MB less while loading, and when the
 /// groups come in row order the entries are already in place (no second copy at the end).
-/// Entries in any other order give the same rows, through one reordering copy.
+/// Entries in any other order give the same rows, through one reordering copy (and, when rows
+/// are not grouped at all, a run record per entry: correct, but no memory saved). At most
+/// `u32::MAX` entries: the caller checks before [`CsrBuilder::finish`].
 #[derive(Debug, Default)]
 pub struct CsrBuilder {
     neighbours: Vec<u32>,

@@ -82,9 +82,7 @@ impl<'a> ReasonText<'a> {
             anchor_title: reason.anchor.map(|a| snapshot.catalogue().title(a)),
         }
     }
-}
 
-impl<'a> ReasonText<'a> {
     /// The sentence as the text before the anchor's title, the title, and the text after it
     /// (no title: the whole sentence is the first part).
     pub fn parts(&self) -> (&'static str, Option<&'a str>, &'static str) {

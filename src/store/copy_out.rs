@@ -3,7 +3,8 @@
 //! A million-item version has 60 million neighbour rows. Fetched as query rows, each one cost
 //! a row object, column metadata checks and per-value decoding: about a microsecond of the
 //! loader's time, an order of magnitude more than Postgres needed to produce it. The binary
-//! copy stream is a flat sequence of length-prefixed fields, read here without allocating.
+//! copy stream is a flat sequence of length-prefixed fields, read here in place (only a row
+//! split between two messages is copied).
 
 use futures_util::TryStreamExt;
 use sqlx::PgConnection;
@@ -39,6 +40,9 @@ pub async fn for_each_row<const N: usize, E: From<sqlx::Error>>(
     if !parser.finished {
         return Err(protocol("the copy stream ended before its trailer").into());
     }
+    if !pending.is_empty() {
+        return Err(protocol("data after the trailer").into());
+    }
     Ok(())
 }
 
@@ -70,8 +74,15 @@ impl<const N: usize> Parser<N> {
             if &fixed[..SIGNATURE.len()] != SIGNATURE {
                 return Err(protocol("missing signature").into());
             }
-            let extension = be_i32(&fixed[SIGNATURE.len() + 4..]).max(0) as usize;
-            let header = fixed.len() + extension;
+            // Bits 0-15 of the flags are critical (bit 16 would add an OID to every row): a
+            // stream with any of them set is not one this parser can read.
+            let flags = be_i32(&fixed[SIGNATURE.len()..]);
+            if flags & 0x0001_ffff != 0 {
+                return Err(protocol("unsupported header flags").into());
+            }
+            let extension = usize::try_from(be_i32(&fixed[SIGNATURE.len() + 4..]))
+                .map_err(|_| protocol("negative header extension length"))?;
+            let header = fixed.len().saturating_add(extension);
             if data.len() < header {
                 return Ok(0);
             }
@@ -79,7 +90,7 @@ impl<const N: usize> Parser<N> {
             at = header;
         }
         while !self.finished {
-            let Some(count) = data.get(at..at + 2) else {
+            let Some(count) = data.get(at..at.saturating_add(2)) else {
                 break;
             };
             let count = i16::from_be_bytes([count[0], count[1]]);
@@ -95,21 +106,23 @@ impl<const N: usize> Parser<N> {
             let mut cursor = at + 2;
             let mut complete = true;
             for field in &mut fields {
-                let Some(length) = data.get(cursor..cursor + 4) else {
+                let Some(length) = data.get(cursor..cursor.saturating_add(4)) else {
                     complete = false;
                     break;
                 };
                 let length = be_i32(length);
                 cursor += 4;
-                if length < 0 {
+                if length == -1 {
                     continue;
                 }
-                let Some(value) = data.get(cursor..cursor + length as usize) else {
+                let length = usize::try_from(length)
+                    .map_err(|_| protocol(&format!("a field has length {length}")))?;
+                let Some(value) = data.get(cursor..cursor.saturating_add(length)) else {
                     complete = false;
                     break;
                 };
                 *field = Some(value);
-                cursor += length as usize;
+                cursor += length;
             }
             if !complete {
                 break;
@@ -221,6 +234,19 @@ mod tests {
         let mut three = Parser::<3>::default();
         let mut ignore3 = |_: [Option<&[u8]>; 3]| -> Result<(), sqlx::Error> { Ok(()) };
         assert!(three.parse(&data, &mut ignore3).is_err());
+    }
+
+    #[test]
+    fn negative_lengths_other_than_null_and_unknown_flags_are_errors() {
+        let mut ignore = |_: [Option<&[u8]>; 2]| -> Result<(), sqlx::Error> { Ok(()) };
+        let mut data = stream(&[("a", Some(1.0))]);
+        // The first field's length follows the header (19 bytes + 3 of extension) and the
+        // field count.
+        data[24..28].copy_from_slice(&(-2i32).to_be_bytes());
+        assert!(Parser::<2>::default().parse(&data, &mut ignore).is_err());
+        let mut oids = stream(&[("a", Some(1.0))]);
+        oids[11..15].copy_from_slice(&(1i32 << 16).to_be_bytes());
+        assert!(Parser::<2>::default().parse(&oids, &mut ignore).is_err());
     }
 
     #[test]

@@ -76,26 +76,33 @@ pub async fn load_snapshot(
     selector: VersionSelector,
 ) -> Result<Snapshot, LoadError> {
     let mut conn = pool.acquire().await?;
+    // A load that stops early (a bad row, a cancelled task) leaves its COPY unfinished, and a
+    // connection handed back in that state answers the next query with the copy's leftovers:
+    // this one is closed, not pooled. Loads are rare; a connection costs milliseconds.
+    conn.close_on_drop();
     let (version, dim, diversity_dim) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
 
-    let started = std::time::Instant::now();
     let mut phases = Vec::with_capacity(5);
     let mut phase = |name: &'static str, since: &mut std::time::Instant| {
         phases.push((name, since.elapsed().as_millis()));
         *since = std::time::Instant::now();
     };
-    let mut since = started;
+    let mut since = std::time::Instant::now();
     // Capacities only: the version's statistics when they have the counts (counting 50
     // million co-purchase rows took 7 s), else a count; Postgres runs a count only when the
     // statistics lack its figure.
     let (items, pairs): (i64, i64) = sqlx::query_as(
         "SELECT coalesce(CASE WHEN jsonb_typeof(stats->'items') = 'number'
+                               AND (stats->>'items')::numeric BETWEEN 0 AND 4294967295
                               THEN (stats->>'items')::numeric::bigint END,
                          (SELECT count(*) FROM item_stats WHERE version = $1)),
                 coalesce(CASE WHEN jsonb_typeof(stats->'pairs') = 'number'
+                               AND (stats->>'pairs')::numeric BETWEEN 0 AND 4294967295
                               THEN (stats->>'pairs')::numeric::bigint END,
                          CASE WHEN jsonb_typeof(stats->'co_purchase'->'pairs_kept') = 'number'
+                               AND (stats->'co_purchase'->>'pairs_kept')::numeric
+                                   BETWEEN 0 AND 4294967295
                               THEN (stats->'co_purchase'->>'pairs_kept')::numeric::bigint END,
                          (SELECT count(*) FROM co_purchase WHERE version = $1))
          FROM model_versions WHERE version = $1",
@@ -105,7 +112,7 @@ pub async fn load_snapshot(
     .await?;
     let mut builder = SnapshotBuilder::new(version, dim, items.clamp(0, 1 << 28) as usize)
         .with_diversity_dim(diversity_dim);
-    builder.reserve_pairs(pairs.clamp(0, 1 << 30) as usize);
+    builder.reserve_pairs(pairs.clamp(0, 1 << 28) as usize);
 
     {
         let mut rows = sqlx::query(
