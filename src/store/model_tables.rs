@@ -80,6 +80,13 @@ pub async fn load_snapshot(
     // connection handed back in that state answers the next query with the copy's leftovers:
     // this one is closed, not pooled. Loads are rare; a connection costs milliseconds.
     conn.close_on_drop();
+    // Rows in the order they were written: a parallel scan interleaves its workers' rows and
+    // so can split an item's neighbours, while an item's neighbours that arrive together stay
+    // in place in the snapshot (`CsrBuilder`: no second copy of the largest table). The
+    // setting dies with the connection.
+    sqlx::query("SET max_parallel_workers_per_gather = 0")
+        .execute(&mut *conn)
+        .await?;
     let (version, dim, diversity_dim) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
 
