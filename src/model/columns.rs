@@ -311,6 +311,10 @@ impl CsrBuilder {
             "neighbour rows placed"
         );
         if in_place {
+            // A table whose size was not known ahead keeps the slack of its last doubling.
+            let (mut neighbours, mut scores) = (neighbours, scores);
+            neighbours.shrink_to_fit();
+            scores.shrink_to_fit();
             return Csr::sorted_rows(ranges, neighbours, scores);
         }
         drop(ranges);
