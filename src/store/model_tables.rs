@@ -117,7 +117,7 @@ pub async fn load_snapshot(
     .bind(version.0)
     .fetch_one(&mut *conn)
     .await?;
-    let mut builder = SnapshotBuilder::new(version, dim, items.clamp(0, 1 << 28) as usize)
+    let mut builder = SnapshotBuilder::new(version, dim, items.clamp(0, 1 << 25) as usize)
         .with_diversity_dim(diversity_dim);
     builder.reserve_pairs(pairs.clamp(0, 1 << 28) as usize);
 
