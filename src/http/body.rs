@@ -115,14 +115,10 @@ fn needs_no_escape(s: &str) -> bool {
 
 /// `s` as a quoted JSON string.
 fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if needs_no_escape(s) {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        serde_json::to_writer(&mut *out, s)
-    }
+    out.push(b'"');
+    write_str_contents(out, s)?;
+    out.push(b'"');
+    Ok(())
 }
 
 /// `s` escaped for the inside of a JSON string (no quotes).

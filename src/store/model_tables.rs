@@ -151,41 +151,18 @@ pub async fn load_snapshot(
         }
     }
     phase("items", &mut since);
-    // The neighbour tables are most of a version's rows: read as binary copy streams.
-    // (`version` is our own integer, so formatting it into the statement is safe.)
-    copy_out::for_each_row(
-        &mut conn,
-        &format!(
-            "COPY (SELECT item_id, other_item_id, score FROM co_purchase WHERE version = {})
-             TO STDOUT (FORMAT binary)",
-            version.0
-        ),
-        |[item, other, score]| {
-            builder
-                .add_pair(
-                    copy_out::text(item)?,
-                    copy_out::text(other)?,
-                    copy_out::real(score)?,
-                )
-                .map_err(invalid)
-        },
-    )
+    read_neighbours(&mut conn, "co_purchase", version, |item, other, score| {
+        builder.add_pair(item, other, score).map_err(invalid)
+    })
     .await?;
     phase("co_purchase", &mut since);
-    copy_out::for_each_row(
+    read_neighbours(
         &mut conn,
-        &format!(
-            "COPY (SELECT item_id, other_item_id, score FROM content_neighbours WHERE version = {})
-             TO STDOUT (FORMAT binary)",
-            version.0
-        ),
-        |[item, other, score]| {
+        "content_neighbours",
+        version,
+        |item, other, score| {
             builder
-                .add_content_pair(
-                    copy_out::text(item)?,
-                    copy_out::text(other)?,
-                    copy_out::real(score)?,
-                )
+                .add_content_pair(item, other, score)
                 .map_err(invalid)
         },
     )
@@ -222,6 +199,30 @@ pub async fn load_snapshot(
     phase("build", &mut since);
     tracing::debug!(%version, ?phases, "snapshot read and built (milliseconds per phase)");
     Ok(snapshot)
+}
+
+/// Streams a neighbour table's `(item, other item, score)` rows of `version` into `add`. The
+/// neighbour tables are most of a version's rows, so they come as a binary copy stream.
+async fn read_neighbours(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    version: ModelVersion,
+    mut add: impl FnMut(&str, &str, f32) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    // `table` is one of ours and `version` an integer: formatting them in is safe.
+    let statement = format!(
+        "COPY (SELECT item_id, other_item_id, score FROM {table} WHERE version = {})
+         TO STDOUT (FORMAT binary)",
+        version.0
+    );
+    copy_out::for_each_row(conn, &statement, |[item, other, score]| {
+        add(
+            copy_out::text(item)?,
+            copy_out::text(other)?,
+            copy_out::real(score)?,
+        )
+    })
+    .await
 }
 
 /// Creates a version in status `building` whose items have embeddings of `embedding_dim`
