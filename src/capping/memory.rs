@@ -11,21 +11,122 @@ use super::{CapPolicy, CapState, CapStore, Feedback, ShopperKey};
 
 const SHARDS: usize = 16;
 
+/// A full shard forgets this share of its shoppers at once (the least recently seen), so
+/// making room costs one pass over the shard per that many new shoppers, not one per shopper.
+const EVICT_SHARE: usize = 16;
+
+/// An empty impression slot.
+const NO_TIME: u32 = u32::MAX;
+
+/// Whole seconds since the store was created: times are kept as `u32` (a tenth of an
+/// `Instant`'s size, good for 136 years); windows are whole seconds too.
+type Secs = u32;
+
+/// Whether `t` lies within `window` seconds before `now`.
+fn within(now: Secs, t: Secs, window: u64) -> bool {
+    t != NO_TIME && u64::from(now.saturating_sub(t)) < window
+}
+
+/// Item ids in one buffer, each behind its length (a `Box<str>` each cost 16 bytes of
+/// pointer and a 32-byte allocation for a 5-character id).
+#[derive(Debug, Default)]
+struct IdList {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl IdList {
+    /// Number of ids.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The ids with their byte ranges, in order.
+    fn entries(&self) -> impl Iterator<Item = (&str, std::ops::Range<usize>)> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let header = self.bytes.get(at..at + 4)?;
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let range = at..at + 4 + len;
+            let id = std::str::from_utf8(&self.bytes[at + 4..range.end]).unwrap_or_default();
+            at = range.end;
+            Some((id, range))
+        })
+    }
+
+    /// The ids, in order.
+    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries().map(|(id, _)| id)
+    }
+
+    /// The position of `id` (lengths compared first, bytes only when they match: this runs
+    /// for every item of every list served).
+    fn position(&self, id: &str) -> Option<usize> {
+        let target = id.as_bytes();
+        let (mut at, mut index) = (0, 0);
+        while let Some(&[a, b, c, d]) = self.bytes.get(at..at + 4) {
+            let len = u32::from_le_bytes([a, b, c, d]) as usize;
+            let start = at + 4;
+            if len == target.len() && self.bytes.get(start..start + len) == Some(target) {
+                return Some(index);
+            }
+            at = start + len;
+            index += 1;
+        }
+        None
+    }
+
+    /// Appends `id`.
+    fn push(&mut self, id: &str) {
+        // An id longer than 4 GiB cannot reach here (request bodies are far smaller).
+        let len = u32::try_from(id.len()).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(&id.as_bytes()[..len as usize]);
+        self.len += 1;
+    }
+
+    /// Removes the id at `at` (later ones move up one place).
+    fn remove(&mut self, at: usize) {
+        let range = self.entries().nth(at).map(|(_, range)| range);
+        if let Some(range) = range {
+            self.bytes.drain(range);
+            self.len -= 1;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct ShopperState {
-    last_seen: Option<Instant>,
-    /// Per item, the times it was shown (the newest `max_impressions_per_item` kept).
-    items: Vec<(Box<str>, Vec<Instant>)>,
+    last_seen: Secs,
+    /// Items shown, in the order first shown.
+    items: IdList,
+    /// `max_impressions_per_item` slots per entry of `items` (the same position), holding
+    /// the times it was shown, oldest first, then [`NO_TIME`].
+    times: Vec<Secs>,
     /// Times a non-empty list was served.
-    responses: Vec<Instant>,
+    responses: Vec<Secs>,
     /// Items dismissed ("not interested") and when.
-    dismissed: Vec<(Box<str>, Instant)>,
+    dismissed: Vec<(Box<str>, Secs)>,
+}
+
+impl ShopperState {
+    /// The impression slots of the item at `at`.
+    fn slots(&mut self, at: usize, keep: usize) -> &mut [Secs] {
+        &mut self.times[at * keep..(at + 1) * keep]
+    }
+
+    /// Forgets the item at `at`.
+    fn remove_item(&mut self, at: usize, keep: usize) {
+        self.items.remove(at);
+        self.times.drain(at * keep..(at + 1) * keep);
+    }
 }
 
 /// Frequency-capping state of this process.
 #[derive(Debug)]
 pub struct MemoryCapStore {
     policy: CapPolicy,
+    epoch: Instant,
     shards: Vec<Mutex<HashMap<ShopperKey, ShopperState>>>,
 }
 
@@ -34,12 +135,25 @@ impl MemoryCapStore {
     pub fn new(policy: CapPolicy) -> Self {
         Self {
             policy,
+            epoch: Instant::now(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
     fn shard(&self, key: &ShopperKey) -> &Mutex<HashMap<ShopperKey, ShopperState>> {
         &self.shards[key.0[0] as usize % SHARDS]
+    }
+
+    /// `now` in the store's seconds.
+    fn secs(&self, now: Instant) -> Secs {
+        let secs = now.saturating_duration_since(self.epoch).as_secs();
+        secs.min(u64::from(NO_TIME - 1)) as Secs
+    }
+
+    /// Impression slots per item (the policy's cap; at least one, so a policy that skipped
+    /// validation cannot make the slots empty).
+    fn keep(&self) -> usize {
+        (self.policy.max_impressions_per_item as usize).max(1)
     }
 
     /// Number of shoppers tracked (for metrics and tests).
@@ -59,32 +173,32 @@ impl MemoryCapStore {
         let Some(state) = shard.get(&key) else {
             return CapState::default();
         };
-        let item_window = self.policy.impression_window();
-        let limit = self.policy.max_impressions_per_item as usize;
+        let now = self.secs(now);
+        let policy = &self.policy;
+        let keep = self.keep();
         let capped_items = state
             .items
             .iter()
-            .filter(|(_, times)| {
-                times
+            .zip(state.times.chunks_exact(keep))
+            .filter(|(_, slots)| {
+                slots
                     .iter()
-                    .filter(|&&t| now.saturating_duration_since(t) < item_window)
+                    .filter(|&&t| within(now, t, policy.impression_window_secs))
                     .count()
-                    >= limit
+                    >= keep
             })
             .map(|(id, _)| id.to_string())
             .collect();
-        let response_window = self.policy.response_window();
         let fatigued = state
             .responses
             .iter()
-            .filter(|&&t| now.saturating_duration_since(t) < response_window)
+            .filter(|&&t| within(now, t, policy.response_window_secs))
             .count()
-            >= self.policy.max_responses_per_window as usize;
-        let dismiss_window = self.policy.dismiss_window();
+            >= policy.max_responses_per_window as usize;
         let dismissed_items = state
             .dismissed
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(*t) < dismiss_window)
+            .filter(|(_, t)| within(now, *t, policy.dismiss_secs))
             .map(|(id, _)| id.to_string())
             .collect();
         CapState {
@@ -99,14 +213,14 @@ impl MemoryCapStore {
         &self,
         shard: &'s mut HashMap<ShopperKey, ShopperState>,
         key: ShopperKey,
-        now: Instant,
+        now: Secs,
     ) -> &'s mut ShopperState {
         let per_shard_limit = self.policy.max_shoppers.div_ceil(SHARDS).max(1);
         if !shard.contains_key(&key) && shard.len() >= per_shard_limit {
             self.evict(shard, now, per_shard_limit);
         }
         let state = shard.entry(key).or_default();
-        state.last_seen = Some(now);
+        state.last_seen = now;
         state
     }
 
@@ -114,6 +228,7 @@ impl MemoryCapStore {
         let Ok(mut shard) = self.shard(&key).lock() else {
             return;
         };
+        let now = self.secs(now);
         match feedback {
             Feedback::Impression if !self.policy.count_served_as_impressions => {
                 let state = self.entry(&mut shard, key, now);
@@ -127,12 +242,12 @@ impl MemoryCapStore {
             }
             Feedback::Engaged => {}
             Feedback::Dismissed => {
-                let window = self.policy.dismiss_window();
+                let window = self.policy.dismiss_secs;
                 let limit = self.policy.max_items_per_shopper;
                 let state = self.entry(&mut shard, key, now);
                 state
                     .dismissed
-                    .retain(|(id, t)| &**id != item && now.saturating_duration_since(*t) < window);
+                    .retain(|(id, t)| &**id != item && within(now, *t, window));
                 if state.dismissed.len() >= limit {
                     state.dismissed.remove(0);
                 }
@@ -145,11 +260,10 @@ impl MemoryCapStore {
         let Ok(mut shard) = self.shard(&key).lock() else {
             return;
         };
+        let now = self.secs(now);
         let state = self.entry(&mut shard, key, now);
-        let response_window = self.policy.response_window();
-        state
-            .responses
-            .retain(|&t| now.saturating_duration_since(t) < response_window);
+        let response_window = self.policy.response_window_secs;
+        state.responses.retain(|&t| within(now, t, response_window));
         state.responses.push(now);
         if !self.policy.count_served_as_impressions {
             return;
@@ -160,59 +274,74 @@ impl MemoryCapStore {
     }
 
     /// One impression of `id` for the shopper `state`.
-    fn count_impression(&self, state: &mut ShopperState, id: &str, now: Instant) {
-        let policy = &self.policy;
-        let item_window = policy.impression_window();
-        let keep = policy.max_impressions_per_item as usize;
-        let times = match state.items.iter().position(|(known, _)| &**known == id) {
-            Some(at) => &mut state.items[at].1,
+    fn count_impression(&self, state: &mut ShopperState, id: &str, now: Secs) {
+        let keep = self.keep();
+        let at = match state.items.position(id) {
+            Some(at) => at,
             None => {
-                if state.items.len() >= policy.max_items_per_shopper {
-                    // Forget the item seen longest ago.
+                if state.items.len() >= self.policy.max_items_per_shopper {
+                    // Forget the item seen longest ago (its newest time is the oldest).
+                    let newest =
+                        |slots: &[Secs]| slots.iter().rev().find(|&&t| t != NO_TIME).copied();
                     if let Some(oldest) = state
-                        .items
-                        .iter()
+                        .times
+                        .chunks_exact(keep)
                         .enumerate()
-                        .min_by_key(|(_, (_, times))| times.last().copied())
+                        .min_by_key(|(_, slots)| newest(slots))
                         .map(|(i, _)| i)
                     {
-                        state.items.swap_remove(oldest);
+                        state.remove_item(oldest, keep);
                     }
                 }
-                state.items.push((id.into(), Vec::with_capacity(keep)));
-                match state.items.last_mut() {
-                    Some(entry) => &mut entry.1,
-                    None => return,
-                }
+                state.items.push(id);
+                state.times.resize(state.items.len() * keep, NO_TIME);
+                state.items.len() - 1
             }
         };
-        times.retain(|&t| now.saturating_duration_since(t) < item_window);
-        if times.len() >= keep {
-            times.remove(0);
-        }
-        times.push(now);
-    }
-
-    /// Drops expired shoppers; if the shard is still full, the least recently seen one.
-    fn evict(&self, shard: &mut HashMap<ShopperKey, ShopperState>, now: Instant, limit: usize) {
-        let horizon = self
-            .policy
-            .impression_window()
-            .max(self.policy.response_window())
-            .max(self.policy.dismiss_window());
-        shard.retain(|_, s| {
-            s.last_seen
-                .is_some_and(|t| now.saturating_duration_since(t) < horizon)
-        });
-        if shard.len() >= limit {
-            if let Some(oldest) = shard
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| *k)
-            {
-                shard.remove(&oldest);
+        let window = self.policy.impression_window_secs;
+        let slots = state.slots(at, keep);
+        // Keep the times still within the window, in order, then add this one (dropping the
+        // oldest when every slot is taken).
+        let mut live = 0;
+        for i in 0..slots.len() {
+            if within(now, slots[i], window) {
+                slots[live] = slots[i];
+                live += 1;
             }
         }
+        slots[live..].fill(NO_TIME);
+        if live == slots.len() {
+            slots.rotate_left(1);
+            live -= 1;
+        }
+        slots[live] = now;
+    }
+
+    /// Drops expired shoppers; if the shard is still full, the least recently seen
+    /// 1/[`EVICT_SHARE`] of it.
+    fn evict(&self, shard: &mut HashMap<ShopperKey, ShopperState>, now: Secs, limit: usize) {
+        let policy = &self.policy;
+        let horizon = policy
+            .impression_window_secs
+            .max(policy.response_window_secs)
+            .max(policy.dismiss_secs);
+        shard.retain(|_, s| within(now, s.last_seen, horizon));
+        if shard.len() < limit {
+            return;
+        }
+        let forget = (limit / EVICT_SHARE).max(1);
+        let mut seen: Vec<Secs> = shard.values().map(|s| s.last_seen).collect();
+        let (_, &mut threshold, _) = seen.select_nth_unstable(forget - 1);
+        // Everyone seen before the threshold second goes, and enough of those seen in it.
+        let mut budget = forget;
+        shard.retain(|_, s| {
+            if s.last_seen < threshold || (s.last_seen == threshold && budget > 0) {
+                budget = budget.saturating_sub(1);
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 
@@ -352,6 +481,62 @@ mod tests {
         store.feedback_at(key, "x", Feedback::Impression, t0);
         store.feedback_at(key, "x", Feedback::Impression, t0);
         assert_eq!(store.state_at(key, t0).capped_items, ["x"]);
+    }
+
+    #[test]
+    fn forgetting_an_item_keeps_the_others_counts_with_them() {
+        let store = MemoryCapStore::new(policy());
+        let key = ShopperKey([6; 16]);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for (s, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            store.record_at(key, &[id], at(s as u64));
+        }
+        store.record_at(key, &["b"], at(4));
+        // A fifth item: "a", seen longest ago, is forgotten.
+        store.record_at(key, &["e"], at(5));
+        store.record_at(key, &["c"], at(6));
+        let state = store.state_at(key, at(7));
+        assert_eq!(state.capped_items, ["b", "c"]);
+        let shard = store.shard(&key).lock().unwrap();
+        let ids: Vec<&str> = shard[&key].items.iter().collect();
+        assert_eq!(ids, ["b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_full_store_forgets_the_shoppers_seen_longest_ago() {
+        let store = MemoryCapStore::new(CapPolicy {
+            max_shoppers: SHARDS * 32,
+            ..policy()
+        });
+        let t0 = Instant::now();
+        // All in one shard (the first key byte picks it), one a second.
+        let key = |i: u32| {
+            let mut key = [0u8; 16];
+            key[4..8].copy_from_slice(&i.to_le_bytes());
+            ShopperKey(key)
+        };
+        for i in 0..100u32 {
+            store.record_at(key(i), &["a"], t0 + Duration::from_secs(u64::from(i) / 4));
+        }
+        assert!(store.shoppers() <= 32, "{}", store.shoppers());
+        let known = |i| store.shard(&key(i)).lock().unwrap().contains_key(&key(i));
+        assert!(known(99), "the newest shopper stays");
+        assert!(!known(0), "the oldest is forgotten");
+    }
+
+    #[test]
+    fn ids_of_any_length_and_script_round_trip() {
+        let mut ids = IdList::default();
+        for id in ["", "a", "ÄÖ-ß", "x".repeat(300).as_str(), "b"] {
+            ids.push(id);
+        }
+        assert_eq!(ids.len(), 5);
+        assert_eq!(ids.position("b"), Some(4));
+        ids.remove(2);
+        let all: Vec<&str> = ids.iter().collect();
+        assert_eq!(all, ["", "a", &"x".repeat(300), "b"]);
+        assert_eq!(ids.position("ÄÖ-ß"), None);
     }
 
     #[test]
