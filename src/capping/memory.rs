@@ -282,7 +282,7 @@ impl MemoryCapStore {
                 if state.items.len() >= self.policy.max_items_per_shopper {
                     // Forget the item seen longest ago (its newest time is the oldest).
                     let newest =
-                        |slots: &[Secs]| slots.iter().rev().find(|&&t| t != NO_TIME).copied();
+                        |slots: &[Secs]| slots.iter().filter(|&&t| t != NO_TIME).max().copied();
                     if let Some(oldest) = state
                         .times
                         .chunks_exact(keep)
@@ -311,7 +311,9 @@ impl MemoryCapStore {
         }
         slots[live..].fill(NO_TIME);
         if live == slots.len() {
-            slots.rotate_left(1);
+            // Drop the oldest: concurrent requests can record times slightly out of order.
+            let oldest = (0..live).min_by_key(|&i| slots[i]).unwrap_or(0);
+            slots[oldest..].rotate_left(1);
             live -= 1;
         }
         slots[live] = now;
@@ -331,12 +333,15 @@ impl MemoryCapStore {
         }
         let forget = (limit / EVICT_SHARE).max(1);
         let mut seen: Vec<Secs> = shard.values().map(|s| s.last_seen).collect();
-        let (_, &mut threshold, _) = seen.select_nth_unstable(forget - 1);
-        // Everyone seen before the threshold second goes, and enough of those seen in it.
-        let mut budget = forget;
+        let (older, &mut threshold, _) = seen.select_nth_unstable(forget - 1);
+        // Everyone seen before the threshold second goes, and as many of those seen in it as
+        // make `forget` in all.
+        let mut in_threshold_second = forget - older.iter().filter(|&&t| t < threshold).count();
         shard.retain(|_, s| {
-            if s.last_seen < threshold || (s.last_seen == threshold && budget > 0) {
-                budget = budget.saturating_sub(1);
+            if s.last_seen < threshold {
+                false
+            } else if s.last_seen == threshold && in_threshold_second > 0 {
+                in_threshold_second -= 1;
                 false
             } else {
                 true
@@ -523,6 +528,34 @@ mod tests {
         let known = |i| store.shard(&key(i)).lock().unwrap().contains_key(&key(i));
         assert!(known(99), "the newest shopper stays");
         assert!(!known(0), "the oldest is forgotten");
+    }
+
+    #[test]
+    fn a_full_shard_forgets_exactly_a_sixteenth_when_many_share_the_oldest_second() {
+        let limit = 64;
+        let store = MemoryCapStore::new(CapPolicy {
+            max_shoppers: SHARDS * limit,
+            ..policy()
+        });
+        let t0 = Instant::now();
+        let key = |i: u32| {
+            let mut key = [0u8; 16];
+            key[4..8].copy_from_slice(&i.to_le_bytes());
+            ShopperKey(key)
+        };
+        // One shard filled by two shoppers seen in second 0, forty in second 1 (the sixteenth
+        // to forget ends among these) and the rest in second 2.
+        for i in 0..limit as u32 {
+            let second = match i {
+                0..2 => 0,
+                2..42 => 1,
+                _ => 2,
+            };
+            store.record_at(key(i), &["a"], t0 + Duration::from_secs(second));
+        }
+        assert_eq!(store.shoppers(), limit);
+        store.record_at(key(1000), &["a"], t0 + Duration::from_secs(3));
+        assert_eq!(store.shoppers(), limit - limit / EVICT_SHARE + 1);
     }
 
     #[test]

@@ -81,7 +81,12 @@ pub enum CapStoreKind {
     Redis,
 }
 
-/// Limits, from the `[capping]` section of the settings.
+/// Largest `capping.max_impressions_per_item`.
+pub const MAX_IMPRESSIONS_PER_ITEM: u32 = 1000;
+
+/// Limits, from the `[capping]` section of the settings. Windows are whole seconds; the
+/// in-memory store also counts time in whole seconds, so an impression may leave its window up
+/// to a second early.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapPolicy {
@@ -155,6 +160,12 @@ impl CapPolicy {
         if self.max_impressions_per_item == 0 || self.max_responses_per_window == 0 {
             return Err("capping limits must be positive".into());
         }
+        // The in-memory store keeps this many time slots per item seen.
+        if self.max_impressions_per_item > MAX_IMPRESSIONS_PER_ITEM {
+            return Err(format!(
+                "capping.max_impressions_per_item must be at most {MAX_IMPRESSIONS_PER_ITEM}"
+            ));
+        }
         if self.impression_window_secs == 0
             || self.response_window_secs == 0
             || self.dismiss_secs == 0
@@ -218,6 +229,18 @@ pub trait CapStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn impression_caps_are_bounded() {
+        let policy = |max| CapPolicy {
+            max_impressions_per_item: max,
+            ..CapPolicy::default()
+        };
+        assert!(policy(MAX_IMPRESSIONS_PER_ITEM).validate().is_ok());
+        let error = policy(MAX_IMPRESSIONS_PER_ITEM + 1).validate().unwrap_err();
+        assert!(error.contains("max_impressions_per_item"), "{error}");
+        assert!(policy(0).validate().is_err());
+    }
 
     #[test]
     fn keys_depend_on_the_secret_and_the_kind_of_id() {
