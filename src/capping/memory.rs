@@ -48,7 +48,7 @@ impl IdList {
             let header = self.bytes.get(at..at + 4)?;
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let range = at..at + 4 + len;
-            let id = std::str::from_utf8(&self.bytes[at + 4..range.end]).unwrap_or_default();
+            let id = std::str::from_utf8(self.bytes.get(at + 4..range.end)?).unwrap_or_default();
             at = range.end;
             Some((id, range))
         })
