@@ -508,6 +508,13 @@ mod tests {
         assert_eq!(ids, ["b", "c", "d", "e"]);
     }
 
+    /// Shopper `i` of the first shard (the first key byte picks the shard).
+    fn key(i: u32) -> ShopperKey {
+        let mut key = [0u8; 16];
+        key[4..8].copy_from_slice(&i.to_le_bytes());
+        ShopperKey(key)
+    }
+
     #[test]
     fn a_full_store_forgets_the_shoppers_seen_longest_ago() {
         let store = MemoryCapStore::new(CapPolicy {
@@ -515,12 +522,7 @@ mod tests {
             ..policy()
         });
         let t0 = Instant::now();
-        // All in one shard (the first key byte picks it), one a second.
-        let key = |i: u32| {
-            let mut key = [0u8; 16];
-            key[4..8].copy_from_slice(&i.to_le_bytes());
-            ShopperKey(key)
-        };
+        // Four shoppers a second.
         for i in 0..100u32 {
             store.record_at(key(i), &["a"], t0 + Duration::from_secs(u64::from(i) / 4));
         }
@@ -538,11 +540,6 @@ mod tests {
             ..policy()
         });
         let t0 = Instant::now();
-        let key = |i: u32| {
-            let mut key = [0u8; 16];
-            key[4..8].copy_from_slice(&i.to_le_bytes());
-            ShopperKey(key)
-        };
         // One shard filled by two shoppers seen in second 0, forty in second 1 (the sixteenth
         // to forget ends among these) and the rest in second 2.
         for i in 0..limit as u32 {
