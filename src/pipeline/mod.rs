@@ -113,9 +113,9 @@ impl Default for PipelineConfig {
         Self {
             default_k: 10,
             candidate_pool: 2000,
-            neighbours_per_anchor: 100,
+            neighbours_per_anchor: 50,
             popular_candidates: 20,
-            diversity_pool: 40,
+            diversity_pool: 30,
             diversity_min_quality: 0.15,
             session_half_life: 3.0,
             substitute_similarity: 0.9,
