@@ -1,10 +1,10 @@
 //! The in-memory cap store: one process's view, bounded in memory, entries expiring with
 //! their windows. Sharded so concurrent requests rarely contend for a lock.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use foldhash::{HashMap, HashMapExt};
 use futures_util::future::BoxFuture;
 
 use super::{CapPolicy, CapState, CapStore, Feedback, ShopperKey};
@@ -127,6 +127,8 @@ impl ShopperState {
 pub struct MemoryCapStore {
     policy: CapPolicy,
     epoch: Instant,
+    /// Keys are already keyed hashes that clients cannot choose, so foldhash's fast hasher
+    /// serves where std's SipHash cost more per lookup.
     shards: Vec<Mutex<HashMap<ShopperKey, ShopperState>>>,
 }
 
@@ -268,6 +270,11 @@ impl MemoryCapStore {
         if !self.policy.count_served_as_impressions {
             return;
         }
+        // Room for every item being new, at once: a new shopper's buffers otherwise grow
+        // (and are copied) several times per list.
+        let id_bytes: usize = items.iter().map(|id| 4 + id.len()).sum();
+        state.items.bytes.reserve(id_bytes);
+        state.times.reserve(items.len() * self.keep());
         for &id in items {
             self.count_impression(state, id, now);
         }
