@@ -270,11 +270,14 @@ impl MemoryCapStore {
         if !self.policy.count_served_as_impressions {
             return;
         }
-        // Room for every item being new, at once: a new shopper's buffers otherwise grow
-        // (and are copied) several times per list.
-        let id_bytes: usize = items.iter().map(|id| 4 + id.len()).sum();
-        state.items.bytes.reserve(id_bytes);
-        state.times.reserve(items.len() * self.keep());
+        if state.items.len() == 0 {
+            // A new shopper's buffers sized for the list at once: grown item by item they
+            // were copied several times per list. (Only then: a returning shopper's list is
+            // mostly items already held, and reserving for all of it would waste memory.)
+            let id_bytes: usize = items.iter().map(|id| 4 + id.len()).sum();
+            state.items.bytes.reserve_exact(id_bytes);
+            state.times.reserve_exact(items.len() * self.keep());
+        }
         for &id in items {
             self.count_impression(state, id, now);
         }
