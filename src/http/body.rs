@@ -1,31 +1,67 @@
 //! The `/recommendations` response body, written straight into one buffer.
 //!
 //! serde's derived serialiser scanned every key and every value byte by byte for characters to
-//! escape: a sixth of a request's instructions. Here keys are literals and a value is checked
-//! in one branch-free pass and copied whole unless it needs escaping (then serde_json escapes
-//! it); numbers go through serde_json, so the bytes are exactly what it writes for the same
-//! structs (a test compares them).
+//! escape: a sixth of a request's instructions. Here keys are literals, item ids and titles
+//! carry whether they need escaping (the snapshot checks each once, at load), other values are
+//! checked in one branch-free pass, and a value is copied whole unless it needs escaping (then
+//! serde_json escapes it); numbers go through serde_json, so the bytes are exactly what it
+//! writes for the same structs (a test compares them).
 
 #[cfg(test)]
 use serde::Serialize;
 
 use crate::domain::{ModelVersion, Touchpoint};
+use crate::model::json_plain;
 use crate::pipeline::{Contributions, ReasonKind, ReasonText};
+
+/// A string and whether it can stand inside a JSON string unescaped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonStr<'a> {
+    text: &'a str,
+    plain: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// `text`, whose plainness the caller knows (from the snapshot's flags).
+    pub(super) fn known(text: &'a str, plain: bool) -> Self {
+        debug_assert_eq!(plain, json_plain(text));
+        Self { text, plain }
+    }
+
+    /// `text`, checked now.
+    #[cfg(test)]
+    pub(super) fn checked(text: &'a str) -> Self {
+        Self {
+            text,
+            plain: json_plain(text),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Serialize for JsonStr<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.text)
+    }
+}
 
 /// Why an item is listed.
 #[cfg_attr(test, derive(Serialize))]
 pub(super) struct ReasonBody<'a> {
     pub(super) kind: ReasonKind,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
-    pub(super) anchor: Option<&'a str>,
+    pub(super) anchor: Option<JsonStr<'a>>,
     pub(super) text: ReasonText<'a>,
+    /// Whether the anchor's title in `text` can stand in JSON unescaped.
+    #[cfg_attr(test, serde(skip))]
+    pub(super) text_plain: bool,
 }
 
 /// One listed item.
 #[cfg_attr(test, derive(Serialize))]
 pub(super) struct ItemBody<'a> {
-    pub(super) item_id: &'a str,
-    pub(super) title: &'a str,
+    pub(super) item_id: JsonStr<'a>,
+    pub(super) title: JsonStr<'a>,
     pub(super) score: f32,
     pub(super) reason: ReasonBody<'a>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
@@ -35,7 +71,7 @@ pub(super) struct ItemBody<'a> {
 /// The whole answer.
 #[cfg_attr(test, derive(Serialize))]
 pub(super) struct RecommendationsBody<'a> {
-    pub(super) request_id: &'a str,
+    pub(super) request_id: JsonStr<'a>,
     pub(super) model_version: ModelVersion,
     pub(super) touchpoint: Touchpoint,
     pub(super) variant: &'a str,
@@ -48,11 +84,12 @@ impl RecommendationsBody<'_> {
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(512 + 256 * self.items.len());
         out.extend_from_slice(b"{\"request_id\":");
-        write_str(&mut out, self.request_id)?;
+        write_json_str(&mut out, self.request_id)?;
         out.extend_from_slice(b",\"model_version\":");
         serde_json::to_writer(&mut out, &self.model_version)?;
-        out.extend_from_slice(b",\"touchpoint\":");
-        write_str(&mut out, self.touchpoint.as_str())?;
+        out.extend_from_slice(b",\"touchpoint\":\"");
+        out.extend_from_slice(self.touchpoint.as_str().as_bytes());
+        out.push(b'"');
         out.extend_from_slice(b",\"variant\":");
         write_str(&mut out, self.variant)?;
         out.extend_from_slice(b",\"items\":[");
@@ -77,24 +114,26 @@ impl RecommendationsBody<'_> {
 impl ItemBody<'_> {
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"item_id\":");
-        write_str(out, self.item_id)?;
+        write_json_str(out, self.item_id)?;
         out.extend_from_slice(b",\"title\":");
-        write_str(out, self.title)?;
+        write_json_str(out, self.title)?;
         out.extend_from_slice(b",\"score\":");
         serde_json::to_writer(&mut *out, &self.score)?;
-        out.extend_from_slice(b",\"reason\":{\"kind\":");
-        write_str(out, self.reason.kind.as_str())?;
+        out.extend_from_slice(b",\"reason\":{\"kind\":\"");
+        out.extend_from_slice(self.reason.kind.as_str().as_bytes());
+        out.push(b'"');
         if let Some(anchor) = self.reason.anchor {
             out.extend_from_slice(b",\"anchor\":");
-            write_str(out, anchor)?;
+            write_json_str(out, anchor)?;
         }
         out.extend_from_slice(b",\"text\":\"");
+        // The sentence's own parts are plain literals (a test checks every one).
         let (before, title, after) = self.reason.text.parts();
-        write_str_contents(out, before)?;
+        out.extend_from_slice(before.as_bytes());
         if let Some(title) = title {
-            write_str_contents(out, title)?;
+            write_str_contents(out, JsonStr::known(title, self.reason.text_plain))?;
         }
-        write_str_contents(out, after)?;
+        out.extend_from_slice(after.as_bytes());
         out.extend_from_slice(b"\"}");
         if let Some(contributions) = &self.contributions {
             out.extend_from_slice(b",\"contributions\":");
@@ -105,16 +144,19 @@ impl ItemBody<'_> {
     }
 }
 
-/// Whether `s` can stand in a JSON string as it is: no control character, quote or
-/// backslash (what serde_json escapes). No early exit, so the check vectorises.
-fn needs_no_escape(s: &str) -> bool {
-    s.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
-    })
+/// `s` as a quoted JSON string, checked for escapes now.
+fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    write_json_str(
+        out,
+        JsonStr {
+            text: s,
+            plain: json_plain(s),
+        },
+    )
 }
 
 /// `s` as a quoted JSON string.
-fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+fn write_json_str(out: &mut Vec<u8>, s: JsonStr<'_>) -> serde_json::Result<()> {
     out.push(b'"');
     write_str_contents(out, s)?;
     out.push(b'"');
@@ -122,13 +164,13 @@ fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
 }
 
 /// `s` escaped for the inside of a JSON string (no quotes).
-fn write_str_contents(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if needs_no_escape(s) {
-        out.extend_from_slice(s.as_bytes());
+fn write_str_contents(out: &mut Vec<u8>, s: JsonStr<'_>) -> serde_json::Result<()> {
+    if s.plain {
+        out.extend_from_slice(s.text.as_bytes());
         return Ok(());
     }
     let start = out.len();
-    serde_json::to_writer(&mut *out, s)?;
+    serde_json::to_writer(&mut *out, s.text)?;
     // Drop the quotes serde_json put around it.
     out.pop();
     out.remove(start);
@@ -160,6 +202,35 @@ mod tests {
                 format!("\"{}\"", k.as_str())
             );
         }
+    }
+
+    #[test]
+    fn the_sentences_around_a_title_need_no_escaping() {
+        for n in 0..4 {
+            for anchor in [None, Some(0)] {
+                let snapshot = snapshot_with_titles(&["x"]);
+                let reason = Reason {
+                    kind: kind(n),
+                    anchor,
+                };
+                let (before, _, after) = ReasonText::new(&snapshot, &reason).parts();
+                assert!(
+                    json_plain(before) && json_plain(after),
+                    "{before:?} {after:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ids_and_titles_know_whether_they_need_escaping() {
+        let snapshot =
+            snapshot_with_titles(&["plain", "say \"hi\"", "tab\there", "back\\slash", "é"]);
+        let plain: Vec<bool> = (0..6)
+            .map(|i| snapshot.catalogue().title_is_json_plain(i))
+            .collect();
+        assert_eq!(plain, [true, false, false, false, true, true]);
+        assert!((0..6).all(|i| snapshot.item_id_is_json_plain(i)));
     }
 
     /// A catalogue whose first items have `titles` (and one more, as a catalogue is never
@@ -209,13 +280,14 @@ mod tests {
                         anchor: anchored.then_some(n as u32),
                     };
                     ItemBody {
-                        item_id: id,
-                        title,
+                        item_id: JsonStr::checked(id),
+                        title: JsonStr::checked(title),
                         score: if score.is_finite() { *score } else { 0.5 },
                         reason: ReasonBody {
                             kind: reason.kind,
-                            anchor: anchor.as_deref(),
+                            anchor: anchor.as_deref().map(JsonStr::checked),
                             text: ReasonText::new(&snapshot, &reason),
+                            text_plain: snapshot.catalogue().title_is_json_plain(n as u32),
                         },
                         contributions: explain.then(|| Contributions {
                             collaborative: *score,
@@ -225,7 +297,7 @@ mod tests {
                 })
                 .collect();
             let body = RecommendationsBody {
-                request_id: &request_id,
+                request_id: JsonStr::checked(&request_id),
                 model_version: ModelVersion(version),
                 touchpoint: Touchpoint::ALL[touchpoint],
                 variant: &variant,

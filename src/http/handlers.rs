@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
-use super::body::{ItemBody, ReasonBody, RecommendationsBody};
+use super::body::{ItemBody, JsonStr, ReasonBody, RecommendationsBody};
 use super::error::{ApiError, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
 use crate::capping::{CapState, Feedback, ShopperKey};
-use crate::domain::ModelVersion;
+use crate::domain::{ItemIndex, ModelVersion};
 use crate::events::{self, EventKind, SubmitError};
 use crate::experiments::CONTROL;
 use crate::model::Snapshot;
@@ -33,6 +33,11 @@ fn json_response(body: &RecommendationsBody<'_>) -> Response {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
     }
+}
+
+/// The id of `item`, with whether it needs JSON escaping.
+fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    JsonStr::known(snapshot.item_id(item), snapshot.item_id_is_json_plain(item))
 }
 
 fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
@@ -123,19 +128,27 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
         .items
         .iter()
         .map(|r| ItemBody {
-            item_id: snapshot.item_id(r.item),
-            title: snapshot.catalogue().title(r.item),
+            item_id: item_id(snapshot, r.item),
+            title: JsonStr::known(
+                snapshot.catalogue().title(r.item),
+                snapshot.catalogue().title_is_json_plain(r.item),
+            ),
             score: r.score,
             reason: ReasonBody {
                 kind: r.reason.kind,
-                anchor: r.reason.anchor.map(|a| snapshot.item_id(a)),
+                anchor: r.reason.anchor.map(|a| item_id(snapshot, a)),
                 text: ReasonText::new(snapshot, &r.reason),
+                text_plain: r
+                    .reason
+                    .anchor
+                    .is_none_or(|a| snapshot.catalogue().title_is_json_plain(a)),
             },
             contributions: r.contributions,
         })
         .collect();
     let body = RecommendationsBody {
-        request_id,
+        // Hyphenated lowercase hex.
+        request_id: JsonStr::known(request_id, true),
         model_version: snapshot.version(),
         touchpoint: request.touchpoint,
         variant: variant_label,

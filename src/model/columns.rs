@@ -9,6 +9,17 @@ use std::hash::BuildHasher;
 pub struct StrColumn {
     bytes: String,
     ends: Vec<u32>,
+    /// Bit `i` set: string `i` has a byte JSON must escape. Known once here, so a response
+    /// copies ids and titles without scanning them each time.
+    json_escaped: Vec<u64>,
+}
+
+/// Whether `s` can stand inside a JSON string as it is: no control character, quote or
+/// backslash (what serde_json escapes). No early exit, so the check vectorises.
+pub fn json_plain(s: &str) -> bool {
+    s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    })
 }
 
 impl Default for StrColumn {
@@ -23,15 +34,31 @@ impl StrColumn {
         Self {
             bytes: String::with_capacity(bytes),
             ends: Vec::with_capacity(strings),
+            json_escaped: Vec::with_capacity(strings.div_ceil(64)),
         }
     }
 
     /// Appends `s` and returns its position.
     pub fn push(&mut self, s: &str) -> u32 {
         self.bytes.push_str(s);
-        let position = self.ends.len() as u32;
+        let position = self.ends.len();
         self.ends.push(self.bytes.len() as u32);
-        position
+        if position.is_multiple_of(64) {
+            self.json_escaped.push(0);
+        }
+        if !json_plain(s) {
+            self.json_escaped[position / 64] |= 1 << (position % 64);
+        }
+        position as u32
+    }
+
+    /// Whether the string at `position` can stand inside a JSON string unescaped.
+    #[inline]
+    pub fn is_json_plain(&self, position: u32) -> bool {
+        let i = position as usize;
+        self.json_escaped
+            .get(i / 64)
+            .is_none_or(|word| word & (1 << (i % 64)) == 0)
     }
 
     /// The string at `position`; panics when out of range (positions come from this column).
@@ -53,12 +80,13 @@ impl StrColumn {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * 4
+        self.bytes.capacity() + self.ends.capacity() * 4 + self.json_escaped.capacity() * 8
     }
 
     fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.json_escaped.shrink_to_fit();
     }
 }
 
@@ -116,6 +144,12 @@ impl Interner {
     #[inline]
     pub fn name(&self, position: u32) -> &str {
         self.names.get(position)
+    }
+
+    /// Whether the name at `position` can stand inside a JSON string unescaped.
+    #[inline]
+    pub fn is_json_plain(&self, position: u32) -> bool {
+        self.names.is_json_plain(position)
     }
 
     /// How many names are interned.

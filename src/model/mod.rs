@@ -9,7 +9,7 @@ mod handle;
 mod snapshot;
 
 pub use build::{ItemRecord, SnapshotBuilder};
-pub use columns::{Csr, Interner, StrColumn};
+pub use columns::{json_plain, Csr, Interner, StrColumn};
 pub use handle::ModelHandle;
 pub use snapshot::{Catalogue, LoadStats, Rows, Snapshot, NO_CATEGORY, NO_GROUP};
 

@@ -35,6 +35,12 @@ impl Catalogue {
         self.titles.get(item)
     }
 
+    /// Whether the title of `item` can stand inside a JSON string unescaped.
+    #[inline]
+    pub fn title_is_json_plain(&self, item: ItemIndex) -> bool {
+        self.titles.is_json_plain(item)
+    }
+
     /// Category index, or [`NO_CATEGORY`].
     #[inline]
     pub fn category(&self, item: ItemIndex) -> u32 {
@@ -161,6 +167,12 @@ impl Snapshot {
     #[inline]
     pub fn item_id(&self, item: ItemIndex) -> &str {
         self.items.name(item)
+    }
+
+    /// Whether the id of `item` can stand inside a JSON string unescaped.
+    #[inline]
+    pub fn item_id_is_json_plain(&self, item: ItemIndex) -> bool {
+        self.items.is_json_plain(item)
     }
 
     /// Catalogue columns.

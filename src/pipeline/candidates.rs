@@ -145,6 +145,11 @@ impl<'a> CandidatePool<'a> {
         Some(&mut self.items[at])
     }
 
+    /// Candidates so far.
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// The candidates, leaving the scratch clean for the next request.
     pub(super) fn finish(mut self) -> Vec<Candidate> {
         let items = std::mem::take(&mut self.items);

@@ -77,8 +77,10 @@ pub struct PipelineConfig {
     pub default_k: usize,
     /// Most candidates scored per request (bounds the work of a request with a large cart).
     pub candidate_pool: usize,
-    /// Neighbours taken from each cart or viewed item.
+    /// Co-purchase neighbours taken from each cart or viewed item.
     pub neighbours_per_anchor: usize,
+    /// Content (embedding) neighbours taken from each cart item.
+    pub content_neighbours_per_anchor: usize,
     /// Popular items added as fallback candidates.
     pub popular_candidates: usize,
     /// Best-scored candidates the DPP chooses from.
@@ -113,7 +115,8 @@ impl Default for PipelineConfig {
         Self {
             default_k: 10,
             candidate_pool: 2000,
-            neighbours_per_anchor: 50,
+            neighbours_per_anchor: 40,
+            content_neighbours_per_anchor: 5,
             popular_candidates: 20,
             diversity_pool: 30,
             diversity_min_quality: 0.15,
@@ -400,10 +403,14 @@ pub fn recommend<'r>(
             pool.add_collaborative(snapshot, &cart, config.neighbours_per_anchor);
         }
         if weights.content > 0.0 {
-            pool.add_content(snapshot, &cart, config.neighbours_per_anchor);
+            pool.add_content(snapshot, &cart, config.content_neighbours_per_anchor);
         }
         pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
-        pool.add_popular(snapshot, config.popular_candidates.max(k));
+        // The fallback, for carts whose neighbours cannot fill the DPP's pool: with a full
+        // pool, an item that is only popular never made a list on the Online Retail data.
+        if pool.len() < config.diversity_pool.max(k) {
+            pool.add_popular(snapshot, config.popular_candidates.max(k));
+        }
         pool.apply_negative_weights(snapshot, &cart, &viewed, config.neighbours_per_anchor);
         pool.finish()
     });
