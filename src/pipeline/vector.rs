@@ -48,13 +48,17 @@ pub fn dot4_with<S: Simd>(simd: S, query: &[f32], rows: [&[f32]; 4]) -> [f32; 4]
     let (r1, t1) = S::as_simd_f32s(&rows[1][..len]);
     let (r2, t2) = S::as_simd_f32s(&rows[2][..len]);
     let (r3, t3) = S::as_simd_f32s(&rows[3][..len]);
+    // Every head is as long as the query's; saying so lets the loop run without bounds checks.
+    let n = q_head.len();
+    let (r0, r1, r2, r3) = (&r0[..n], &r1[..n], &r2[..n], &r3[..n]);
     let zero = simd.splat_f32s(0.0);
     let mut acc = [zero; 4];
-    for (c, q) in q_head.iter().enumerate() {
-        acc[0] = simd.mul_add_e_f32s(*q, r0[c], acc[0]);
-        acc[1] = simd.mul_add_e_f32s(*q, r1[c], acc[1]);
-        acc[2] = simd.mul_add_e_f32s(*q, r2[c], acc[2]);
-        acc[3] = simd.mul_add_e_f32s(*q, r3[c], acc[3]);
+    for c in 0..n {
+        let q = q_head[c];
+        acc[0] = simd.mul_add_e_f32s(q, r0[c], acc[0]);
+        acc[1] = simd.mul_add_e_f32s(q, r1[c], acc[1]);
+        acc[2] = simd.mul_add_e_f32s(q, r2[c], acc[2]);
+        acc[3] = simd.mul_add_e_f32s(q, r3[c], acc[3]);
     }
     let tail = |t: &[f32]| -> f32 { q_tail.iter().zip(t).map(|(x, y)| x * y).sum() };
     [
