@@ -375,6 +375,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_flags_hold_across_many_words_and_a_shrink() {
+        let mut column = StrColumn::with_capacity(0, 0);
+        let strings: Vec<String> = (0..200)
+            .map(|i| match i % 7 {
+                0 => format!("quote\"{i}"),
+                3 => format!("tab\t{i}"),
+                5 => format!("back\\slash{i}"),
+                _ => format!("plain {i} é"),
+            })
+            .collect();
+        for s in &strings {
+            column.push(s);
+        }
+        column.shrink_to_fit();
+        for (i, s) in strings.iter().enumerate() {
+            assert_eq!(column.is_json_plain(i as u32), json_plain(s), "{i}: {s:?}");
+            assert_eq!(column.get(i as u32), s);
+        }
+    }
+
+    #[test]
     fn interner_returns_the_same_position_for_the_same_name() {
         let mut interner = Interner::with_capacity(2);
         assert_eq!(interner.insert("a"), Ok(0));
