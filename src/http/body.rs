@@ -29,7 +29,6 @@ impl<'a> JsonStr<'a> {
     }
 
     /// `text`, checked now.
-    #[cfg(test)]
     pub(super) fn checked(text: &'a str) -> Self {
         Self {
             text,
@@ -146,13 +145,7 @@ impl ItemBody<'_> {
 
 /// `s` as a quoted JSON string, checked for escapes now.
 fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    write_json_str(
-        out,
-        JsonStr {
-            text: s,
-            plain: json_plain(s),
-        },
-    )
+    write_json_str(out, JsonStr::checked(s))
 }
 
 /// `s` as a quoted JSON string.

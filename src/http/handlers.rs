@@ -40,6 +40,12 @@ fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
     JsonStr::known(snapshot.item_id(item), snapshot.item_id_is_json_plain(item))
 }
 
+/// The title of `item`, with whether it needs JSON escaping.
+fn title(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    let catalogue = snapshot.catalogue();
+    JsonStr::known(catalogue.title(item), catalogue.title_is_json_plain(item))
+}
+
 fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     state.model.current().ok_or(ApiError::ModelNotLoaded)
 }
@@ -129,10 +135,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
         .iter()
         .map(|r| ItemBody {
             item_id: item_id(snapshot, r.item),
-            title: JsonStr::known(
-                snapshot.catalogue().title(r.item),
-                snapshot.catalogue().title_is_json_plain(r.item),
-            ),
+            title: title(snapshot, r.item),
             score: r.score,
             reason: ReasonBody {
                 kind: r.reason.kind,

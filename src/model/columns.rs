@@ -56,9 +56,10 @@ impl StrColumn {
     #[inline]
     pub fn is_json_plain(&self, position: u32) -> bool {
         let i = position as usize;
+        // A position this column never held reads as needing escapes: the safe answer.
         self.json_escaped
             .get(i / 64)
-            .is_none_or(|word| word & (1 << (i % 64)) == 0)
+            .is_some_and(|word| word & (1 << (i % 64)) == 0)
     }
 
     /// The string at `position`; panics when out of range (positions come from this column).
