@@ -182,13 +182,14 @@ mod tests {
             ReasonKind::BoughtTogether,
             ReasonKind::SimilarTo,
             ReasonKind::ViewedTogether,
+            ReasonKind::BoughtBefore,
             ReasonKind::Popular,
-        ][usize::from(n % 4)]
+        ][usize::from(n % 5)]
     }
 
     #[test]
     fn reason_kinds_are_named_as_serde_names_them() {
-        for n in 0..4 {
+        for n in 0..5 {
             let k = kind(n);
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),
@@ -199,7 +200,7 @@ mod tests {
 
     #[test]
     fn the_sentences_around_a_title_need_no_escaping() {
-        for n in 0..4 {
+        for n in 0..5 {
             for anchor in [None, Some(0)] {
                 let snapshot = snapshot_with_titles(&["x"]);
                 let reason = Reason {

@@ -11,6 +11,7 @@ use crate::pipeline::{Request, MAX_K};
 pub const MAX_CART_ITEMS: usize = 100;
 /// Most viewed items one request may carry.
 pub const MAX_VIEWED_ITEMS: usize = 50;
+pub use crate::pipeline::MAX_PURCHASED_ITEMS;
 /// Most excluded categories one request may carry.
 pub const MAX_EXCLUDED_CATEGORIES: usize = 50;
 
@@ -20,6 +21,7 @@ pub const MAX_EXCLUDED_CATEGORIES: usize = 50;
 pub struct RecommendationQuery {
     cart: Option<String>,
     viewed: Option<String>,
+    purchased: Option<String>,
     user: Option<String>,
     session: Option<String>,
     touchpoint: Option<String>,
@@ -38,6 +40,8 @@ pub struct RecommendationBody {
     cart: Vec<String>,
     #[serde(default)]
     viewed: Vec<String>,
+    #[serde(default)]
+    purchased: Vec<String>,
     user: Option<String>,
     session: Option<String>,
     touchpoint: Option<String>,
@@ -161,14 +165,29 @@ fn check_max_price(value: Option<f64>) -> Result<Option<f32>, RequestError> {
     }
 }
 
-fn finish(
+/// The list fields of a request, before validation.
+struct Lists {
     cart: Vec<String>,
     viewed: Vec<String>,
+    purchased: Vec<String>,
     exclude_categories: Vec<String>,
-    fields: Fields,
-) -> Result<Request, RequestError> {
+}
+
+fn finish(lists: Lists, fields: Fields) -> Result<Request, RequestError> {
+    let Lists {
+        cart,
+        viewed,
+        purchased,
+        exclude_categories,
+    } = lists;
     check_ids("invalid_cart", "cart", &cart, MAX_CART_ITEMS)?;
     check_ids("invalid_viewed", "viewed", &viewed, MAX_VIEWED_ITEMS)?;
+    check_ids(
+        "invalid_purchased",
+        "purchased",
+        &purchased,
+        MAX_PURCHASED_ITEMS,
+    )?;
     if exclude_categories.len() > MAX_EXCLUDED_CATEGORIES {
         return Err(RequestError::new(
             "invalid_query",
@@ -181,6 +200,7 @@ fn finish(
     Ok(Request {
         cart,
         viewed,
+        purchased,
         user: fields.user,
         session: fields.session,
         touchpoint: fields.touchpoint,
@@ -242,12 +262,13 @@ impl RecommendationQuery {
             personalize: parse_bool("personalize", self.personalize.as_deref(), true)?,
             explain: parse_bool("explain", self.explain.as_deref(), false)?,
         };
-        finish(
-            split_list(self.cart.as_deref()),
-            split_list(self.viewed.as_deref()),
-            split_list(self.exclude_categories.as_deref()),
-            fields,
-        )
+        let lists = Lists {
+            cart: split_list(self.cart.as_deref()),
+            viewed: split_list(self.viewed.as_deref()),
+            purchased: split_list(self.purchased.as_deref()),
+            exclude_categories: split_list(self.exclude_categories.as_deref()),
+        };
+        finish(lists, fields)
     }
 }
 
@@ -272,7 +293,13 @@ impl RecommendationBody {
             personalize: self.personalize.unwrap_or(true),
             explain: self.explain.unwrap_or(false),
         };
-        finish(self.cart, self.viewed, self.exclude_categories, fields)
+        let lists = Lists {
+            cart: self.cart,
+            viewed: self.viewed,
+            purchased: self.purchased,
+            exclude_categories: self.exclude_categories,
+        };
+        finish(lists, fields)
     }
 }
 
@@ -287,12 +314,13 @@ mod tests {
     #[test]
     fn a_full_query_is_parsed_into_a_request() {
         let r = parse(
-            "cart=85099B,%2022386,&viewed=1&user=u1&touchpoint=cart&k=5&max_price=9.5\
+            "cart=85099B,%2022386,&viewed=1&purchased=2,3,2&user=u1&touchpoint=cart&k=5&max_price=9.5\
              &exclude_categories=a,b&personalize=false&explain=1",
         )
         .unwrap();
         assert_eq!(r.cart, ["85099B", "22386"]);
         assert_eq!(r.viewed, ["1"]);
+        assert_eq!(r.purchased, ["2", "3", "2"]);
         assert_eq!(r.user.as_deref(), Some("u1"));
         assert_eq!(r.touchpoint, Touchpoint::Cart);
         assert_eq!((r.k, r.max_price), (5, Some(9.5)));

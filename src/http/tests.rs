@@ -110,6 +110,32 @@ async fn post_takes_the_same_fields_as_json() {
 }
 
 #[tokio::test]
+async fn earlier_purchases_are_offered_again_with_their_own_reason_but_not_after_opt_out() {
+    let s = state(true);
+    let uri = "/recommendations?cart=bag&purchased=mug,mug&k=4";
+    let (status, body) = call(&s, get(uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    let mug = items.iter().find(|i| i["item_id"] == "mug").expect("mug");
+    assert_eq!(mug["reason"]["kind"], "bought_before");
+    assert_eq!(mug["reason"]["text"], "You bought this before");
+    assert!(mug["reason"].get("anchor").is_none_or(Value::is_null));
+
+    let opted_out = Request::get(uri)
+        .header("sec-gpc", "1")
+        .body(Body::empty())
+        .unwrap();
+    let (_, body) = call(&s, opted_out).await;
+    let kinds: Vec<&Value> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["reason"]["kind"])
+        .collect();
+    assert!(!kinds.contains(&&Value::from("bought_before")), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn bad_input_gets_400_with_a_stable_code() {
     let s = state(true);
     let hundred_and_one = (0..101)
@@ -124,6 +150,7 @@ async fn bad_input_gets_400_with_a_stable_code() {
         "/recommendations?touchpoint=basket".to_string(),
         "/recommendations?k=1&k=2".to_string(),
         format!("/recommendations?cart={}", "a,".repeat(3000)),
+        format!("/recommendations?purchased={}", "x".repeat(129)),
     ];
     let codes = [
         "invalid_cart",
@@ -133,6 +160,7 @@ async fn bad_input_gets_400_with_a_stable_code() {
         "invalid_touchpoint",
         "invalid_query",
         "query_too_large",
+        "invalid_purchased",
     ];
     for (uri, code) in cases.iter().zip(codes) {
         let (status, body) = call(&s, get(uri)).await;

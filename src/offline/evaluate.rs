@@ -24,14 +24,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::history::History;
+use super::history::{History, NO_CUSTOMER};
 use super::measures::{self, Estimator, Neighbours};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use crate::domain::ModelVersion;
 use crate::model::{ModelError, Snapshot, NO_CATEGORY};
 use crate::pipeline::vector::dot;
-use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig};
+use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig, MAX_PURCHASED_ITEMS};
 
 /// Parameters of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +67,9 @@ pub struct TestCase {
     pub cart: Vec<String>,
     /// The hidden item id.
     pub hidden: String,
+    /// The customer's purchases before the test period, oldest first (items the model knows;
+    /// empty without a customer id).
+    pub purchased: Vec<String>,
 }
 
 /// Metrics of one variant.
@@ -137,6 +140,22 @@ pub fn test_cases(
     seed: u64,
 ) -> (Vec<TestCase>, usize) {
     let known: foldhash::HashSet<&str> = model.items.iter().map(|i| i.id.as_str()).collect();
+    // What each customer bought before the test period, as a shop would send it.
+    let mut bought: foldhash::HashMap<u32, Vec<&str>> = foldhash::HashMap::default();
+    for b in 0..test.start {
+        let customer = history.customer(b);
+        if customer == NO_CUSTOMER {
+            continue;
+        }
+        let items = bought.entry(customer).or_default();
+        items.extend(
+            history
+                .basket(b)
+                .iter()
+                .map(|&i| history.items[i as usize].id.as_str())
+                .filter(|id| known.contains(id)),
+        );
+    }
     let mut cases = Vec::with_capacity(test.len());
     let mut skipped = 0;
     for b in test {
@@ -161,6 +180,12 @@ pub fn test_cases(
                 .filter(|&(p, _)| p != hidden)
                 .map(|(_, id)| id.to_string())
                 .collect(),
+            purchased: bought
+                .get(&history.customer(b))
+                .map_or_else(Vec::new, |items| {
+                    let newest = items.len().saturating_sub(MAX_PURCHASED_ITEMS);
+                    items[newest..].iter().map(|id| id.to_string()).collect()
+                }),
         });
     }
     (cases, skipped)
@@ -234,6 +259,7 @@ pub fn evaluate_variant(
                         .iter()
                         .map(|case| {
                             request.cart.clone_from(&case.cart);
+                            request.purchased.clone_from(&case.purchased);
                             let answer = pipeline::recommend(
                                 snapshot,
                                 &request,
@@ -319,6 +345,7 @@ pub fn ranking_config(
         collaborative,
         content,
         session: 0.0,
+        purchased: 0.0,
         popularity,
         theta: 1.0,
         demote_substitutes: false,
@@ -379,6 +406,11 @@ pub fn standard_variants(
         name: "pipeline, substitutes kept".into(),
         snapshot: snapshot.clone(),
         config: serving_with(serving_config, |t| t.demote_substitutes = false),
+    });
+    variants.push(Variant {
+        name: "pipeline, no purchase history".into(),
+        snapshot: snapshot.clone(),
+        config: serving_with(serving_config, |t| t.purchased = 0.0),
     });
     for theta in THETAS.into_iter().filter(|&t| t != serving_theta) {
         variants.push(Variant {
@@ -607,6 +639,7 @@ mod tests {
         assert!(row("pipeline ease (serving)").hit_rate > popularity.hit_rate);
         assert!(row("pipeline, theta 1").diversity <= row("pipeline, theta 0.6").diversity);
         assert_eq!(row("pipeline, substitutes kept").cases, 28 * 6);
+        assert_eq!(row("pipeline, no purchase history").cases, 28 * 6);
         assert!(report.table().contains("co-purchase llr"));
 
         let dir = tempfile::tempdir().unwrap();

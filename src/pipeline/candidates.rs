@@ -24,6 +24,8 @@ pub(super) struct Candidate {
     /// The viewed item whose weighted contribution was largest.
     pub session_anchor: ItemIndex,
     session_best: f32,
+    /// Recency-weighted count of the shopper's earlier purchases of this item.
+    pub purchased: f32,
     /// Content neighbour of a cart item (cosine of the closest); refined by the signals stage.
     pub content: f32,
     /// The cart item it is the content neighbour of.
@@ -48,6 +50,7 @@ impl Candidate {
             session: 0.0,
             session_anchor: NO_ANCHOR,
             session_best: 0.0,
+            purchased: 0.0,
             content: 0.0,
             content_anchor: NO_ANCHOR,
             relevance: 0.0,
@@ -236,6 +239,15 @@ impl<'a> CandidatePool<'a> {
                         c.session_anchor = anchor;
                     }
                 }
+            }
+        }
+    }
+
+    /// The shopper's earlier purchases, with their weights ("buy again").
+    pub(super) fn add_purchased(&mut self, purchased: &[(ItemIndex, f32)]) {
+        for &(item, weight) in purchased {
+            if let Some(c) = self.entry(item) {
+                c.purchased += weight;
             }
         }
     }

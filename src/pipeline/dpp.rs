@@ -24,10 +24,11 @@ pub struct DppScratch {
     /// Step-major Cholesky entries: row `s` holds `c_i[s]` of every candidate `i`.
     cholesky: Vec<f32>,
     residual: Vec<f32>,
-    similarity: Vec<f32>,
+    weight: Vec<f32>,
+    /// `residual * weight` of every candidate still in the running, -1 for the others.
+    value: Vec<f32>,
     picked: Vec<bool>,
     pick_row: Vec<f32>,
-    weight: Vec<f64>,
 }
 
 /// Candidate arrays are padded to a multiple of this (every SIMD width pulp uses divides it),
@@ -77,7 +78,8 @@ pub fn select<'e>(
 
 /// The greedy search of [`select`] as one SIMD kernel (see [`vector::dispatch`]). A pick costs
 /// one dot product with every candidate (four rows at a time) and a few vector passes over
-/// the step-major Cholesky rows, then a scalar pass for the next argmax.
+/// the step-major Cholesky rows, the last of which also finds the best value for the next
+/// pick.
 struct Greedy<'a, E> {
     quality: &'a [f32],
     embedding: E,
@@ -102,16 +104,17 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
         } = self;
         let n = quality.len();
         let padded = n.next_multiple_of(PAD);
-        // Relative to the best quality, so no weight overflows. Above theta ≈ 0.998 the
-        // weights of items more than 700 / alpha below the best underflow to 0; those items
-        // are then ordered by quality alone (the tie-break), which is what such a theta asks
-        // for anyway.
-        let alpha = f64::from(theta) / f64::from(1.0 - theta);
+        // Relative to the best quality, so no weight overflows. Above theta ≈ 0.99 the weights
+        // of items more than 87 / alpha below the best underflow to 0; such an item could only
+        // win once every item left has underflowed too, and those are then ordered by quality
+        // alone (the tie-break), which is what such a theta asks for anyway.
+        let alpha = theta / (1.0 - theta);
         let top = quality.iter().copied().fold(f32::MIN, f32::max);
         scratch.weight.clear();
         scratch
             .weight
-            .extend(quality.iter().map(|&q| (alpha * f64::from(q - top)).exp()));
+            .extend(quality.iter().map(|&q| (alpha * (q - top)).exp()));
+        scratch.weight.resize(padded, 0.0);
         // A plain loop, not an iterator adaptor: a closure that std does not inline would
         // be compiled without the kernel's instruction set.
         scratch.residual.clear();
@@ -120,12 +123,33 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
             let e = embedding(i);
             scratch.residual[i] = (1.0 + vector::dot_with(simd, e, e)) / 2.0;
         }
-        scratch.similarity.clear();
-        scratch.similarity.resize(padded, 0.0);
-        scratch.cholesky.clear();
-        scratch.cholesky.resize(padded * k, 0.0);
+        scratch.value.clear();
+        scratch.value.resize(padded, 0.0);
+        // Row `s` is written in full before it is read, so the buffer is only ever grown.
+        if scratch.cholesky.len() < padded * k {
+            scratch.cholesky.resize(padded * k, 0.0);
+        }
 
-        let mut next = argmax(&scratch.residual[..n], &scratch.weight, quality);
+        let minimum = simd.splat_f32s(MIN_RESIDUAL);
+        let out_of_running = simd.splat_f32s(-1.0);
+        let value_of = |d2: S::f32s, w: S::f32s| {
+            simd.select_f32s(
+                simd.greater_than_or_equal_f32s(d2, minimum),
+                simd.mul_f32s(d2, w),
+                out_of_running,
+            )
+        };
+        let mut best = out_of_running;
+        {
+            let (residual_v, _) = S::as_simd_f32s(&scratch.residual);
+            let (weight_v, _) = S::as_simd_f32s(&scratch.weight);
+            let (value_v, _) = S::as_mut_simd_f32s(&mut scratch.value);
+            for ((v, d2), w) in value_v.iter_mut().zip(residual_v).zip(weight_v) {
+                *v = value_of(*d2, *w);
+                best = simd.max_f32s(best, *v);
+            }
+        }
+        let mut next = winner(simd, &scratch.value, simd.reduce_max_f32s(best), quality);
         while let Some(j) = next {
             let step = out.len();
             out.push(j);
@@ -139,11 +163,13 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
             scratch
                 .pick_row
                 .extend((0..step).map(|s| scratch.cholesky[s * padded + j]));
+            let (earlier, rest) = scratch.cholesky.split_at_mut(step * padded);
+            let current = &mut rest[..padded];
 
-            // similarity[i] = S_ji = (1 + <e_j, e_i>) / 2, four candidates at a time.
+            // current[i] = S_ji = (1 + <e_j, e_i>) / 2, four candidates at a time.
             let e_j = embedding(j);
-            let mut i = 0;
-            while i + 4 <= n {
+            for (block, similarity) in current[..n].chunks_exact_mut(4).enumerate() {
+                let i = 4 * block;
                 let rows = [
                     embedding(i),
                     embedding(i + 1),
@@ -151,20 +177,17 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
                     embedding(i + 3),
                 ];
                 let dots = vector::dot4_with(simd, e_j, rows);
-                for (offset, d) in dots.into_iter().enumerate() {
-                    scratch.similarity[i + offset] = (1.0 + d) / 2.0;
+                for (s, d) in similarity.iter_mut().zip(dots) {
+                    *s = (1.0 + d) / 2.0;
                 }
-                i += 4;
             }
-            for i in i..n {
-                scratch.similarity[i] = (1.0 + vector::dot_with(simd, e_j, embedding(i))) / 2.0;
+            for (i, s) in current[..n].iter_mut().enumerate().skip(n - n % 4) {
+                *s = (1.0 + vector::dot_with(simd, e_j, embedding(i))) / 2.0;
             }
+            current[n..].fill(0.0);
 
             // c_i[step] = (S_ji - <c_j, c_i>) / d_j and d_i^2 -= c_i[step]^2, for every i at
             // once: the step-major layout makes both plain vector loops over candidates.
-            let (earlier, rest) = scratch.cholesky.split_at_mut(step * padded);
-            let current = &mut rest[..padded];
-            current.copy_from_slice(&scratch.similarity);
             let (current_v, _) = S::as_mut_simd_f32s(current);
             for (s, &c_js) in scratch.pick_row.iter().enumerate() {
                 let (row_v, _) = S::as_simd_f32s(&earlier[s * padded..(s + 1) * padded]);
@@ -176,50 +199,52 @@ impl<'a, 'e, E: Fn(usize) -> &'e [f32]> WithSimd for Greedy<'a, E> {
             let inverse_d_j = simd.splat_f32s(1.0 / d_j);
             let zero = simd.splat_f32s(0.0);
             let (residual_v, _) = S::as_mut_simd_f32s(&mut scratch.residual);
-            for (c, d2) in current_v.iter_mut().zip(residual_v) {
+            let (weight_v, _) = S::as_simd_f32s(&scratch.weight);
+            let (value_v, _) = S::as_mut_simd_f32s(&mut scratch.value);
+            let mut best = out_of_running;
+            for (((c, d2), w), v) in current_v
+                .iter_mut()
+                .zip(residual_v)
+                .zip(weight_v)
+                .zip(value_v)
+            {
                 let e = simd.mul_f32s(*c, inverse_d_j);
                 *c = e;
                 // Rounding can push a residual a hair below zero; clamp so it is never picked.
                 *d2 = simd.max_f32s(simd.sub_f32s(*d2, simd.mul_f32s(e, e)), zero);
+                *v = value_of(*d2, *w);
+                best = simd.max_f32s(best, *v);
             }
-            next = argmax(&scratch.residual[..n], &scratch.weight, quality);
+            next = winner(simd, &scratch.value, simd.reduce_max_f32s(best), quality);
         }
     }
 }
 
-/// The candidate with the largest `residual * weight` among those whose residual is at least
-/// [`MIN_RESIDUAL`], ties broken by quality; `None` when there is none.
+/// The candidate whose `value` is `best` (the largest, -1 when no candidate is left), ties
+/// broken by quality and then by position; `None` when there is none.
 #[inline(always)]
-fn argmax(residual: &[f32], weight: &[f64], quality: &[f32]) -> Option<usize> {
-    let mut best = Best::default();
-    for (i, (&r, &w)) in residual.iter().zip(weight).enumerate() {
-        if r >= MIN_RESIDUAL {
-            best.offer(i, r, w, quality);
+fn winner<S: Simd>(simd: S, value: &[f32], best: f32, quality: &[f32]) -> Option<usize> {
+    if best < 0.0 || best.is_nan() {
+        return None;
+    }
+    let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+    let target = simd.splat_f32s(best);
+    let (value_v, _) = S::as_simd_f32s(value);
+    let mut item: Option<usize> = None;
+    for (chunk, v) in value_v.iter().enumerate() {
+        // Whole vectors are skipped: usually one lane in all of them holds the best value.
+        if simd.first_true_m32s(simd.equal_f32s(*v, target)) == lanes {
+            continue;
+        }
+        let first = chunk * lanes;
+        for (i, &v) in value[first..first + lanes].iter().enumerate() {
+            let i = first + i;
+            if v == best && item.is_none_or(|b| quality[i] > quality[b]) {
+                item = Some(i);
+            }
         }
     }
-    best.item
-}
-
-/// The best candidate seen so far by `residual * weight`, ties broken by quality.
-#[derive(Default)]
-struct Best {
-    item: Option<usize>,
-    value: f64,
-}
-
-impl Best {
-    #[inline(always)]
-    fn offer(&mut self, i: usize, residual: f32, weight: f64, quality: &[f32]) {
-        let value = f64::from(residual) * weight;
-        let better = match self.item {
-            None => true,
-            Some(b) => value > self.value || (value == self.value && quality[i] > quality[b]),
-        };
-        if better {
-            self.item = Some(i);
-            self.value = value;
-        }
-    }
+    item
 }
 
 /// Appends the best not-yet-picked candidates by quality until `out` has `k`.

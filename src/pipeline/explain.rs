@@ -18,6 +18,7 @@ pub(super) fn reason(
         (ReasonKind::BoughtTogether, parts.collaborative),
         (ReasonKind::SimilarTo, parts.content),
         (ReasonKind::ViewedTogether, parts.session),
+        (ReasonKind::BoughtBefore, parts.purchased),
         (ReasonKind::Popular, parts.popularity),
     ];
     let (kind, value) = signals
@@ -47,6 +48,8 @@ pub(super) fn reason(
                 dot(e, snapshot.embedding_slice(a)).total_cmp(&dot(e, snapshot.embedding_slice(b)))
             })
         }
+        // The item itself is what the shopper bought: no other item to name.
+        ReasonKind::BoughtBefore => return Reason { kind, anchor: None },
         ReasonKind::Popular => None,
     };
     match anchor.filter(|&a| a != NO_ANCHOR) {
@@ -92,6 +95,7 @@ impl<'a> ReasonText<'a> {
             (ReasonKind::ViewedTogether, Some(title)) => {
                 ("Often bought with ", Some(title), ", which you viewed")
             }
+            (ReasonKind::BoughtBefore, _) => ("You bought this before", None, ""),
             _ => ("Popular with shoppers right now", None, ""),
         }
     }

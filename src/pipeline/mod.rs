@@ -33,6 +33,9 @@ thread_local! {
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 50;
 
+/// Most earlier purchases one request may carry (the newest matter most).
+pub const MAX_PURCHASED_ITEMS: usize = 200;
+
 /// Weights and diversity of one touchpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +46,9 @@ pub struct TouchpointConfig {
     pub content: f32,
     /// Weight of co-purchase with this session's viewed items.
     pub session: f32,
+    /// Weight of the shopper's earlier purchases ("buy again"); 0 when a config predates it.
+    #[serde(default)]
+    pub purchased: f32,
     /// Weight of the popularity prior.
     pub popularity: f32,
     /// DPP trade-off: 1 = plain ranking by score, lower = more diverse.
@@ -57,6 +63,7 @@ impl TouchpointConfig {
         collaborative: 1.0,
         content: 0.3,
         session: 0.3,
+        purchased: 0.5,
         popularity: 0.02,
         theta: 0.9,
         demote_substitutes: true,
@@ -90,6 +97,8 @@ pub struct PipelineConfig {
     pub diversity_min_quality: f32,
     /// Viewed items lose half their weight every this many newer views.
     pub session_half_life: f32,
+    /// Earlier purchases lose half their weight every this many newer purchases.
+    pub purchased_half_life: f32,
     /// Cosine at or above which a same-category item counts as a substitute of a cart item.
     pub substitute_similarity: f32,
     /// Factor applied to a substitute's score when its touchpoint demotes substitutes.
@@ -121,6 +130,7 @@ impl Default for PipelineConfig {
             diversity_pool: 30,
             diversity_min_quality: 0.15,
             session_half_life: 3.0,
+            purchased_half_life: 30.0,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
             promoted_boost: 0.0,
@@ -157,6 +167,7 @@ impl PipelineConfig {
         }
         let finite_non_negative = [
             ("session_half_life", self.session_half_life),
+            ("purchased_half_life", self.purchased_half_life),
             ("substitute_penalty", self.substitute_penalty),
             ("promoted_boost", self.promoted_boost),
             ("margin_boost", self.margin_boost),
@@ -170,12 +181,20 @@ impl PipelineConfig {
                 return Err(format!("pipeline.{key} must be a non-negative number"));
             }
         }
-        if self.session_half_life == 0.0 {
-            return Err("pipeline.session_half_life must be positive".into());
+        if self.session_half_life == 0.0 || self.purchased_half_life == 0.0 {
+            return Err(
+                "pipeline.session_half_life and purchased_half_life must be positive".into(),
+            );
         }
         for touchpoint in Touchpoint::ALL {
             let t = self.touchpoint(touchpoint);
-            let weights = [t.collaborative, t.content, t.session, t.popularity];
+            let weights = [
+                t.collaborative,
+                t.content,
+                t.session,
+                t.purchased,
+                t.popularity,
+            ];
             if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
                 return Err(format!(
                     "pipeline.{}: weights must be non-negative numbers",
@@ -263,6 +282,9 @@ pub struct Request {
     pub cart: Vec<String>,
     /// Items this session viewed or added, most recent last.
     pub viewed: Vec<String>,
+    /// Items this shopper bought before, most recent last (an item bought again is listed
+    /// again).
+    pub purchased: Vec<String>,
     /// Opaque shopper id.
     pub user: Option<String>,
     /// Opaque session id.
@@ -291,6 +313,8 @@ pub enum ReasonKind {
     SimilarTo,
     /// Co-occurrence with an item viewed in this session.
     ViewedTogether,
+    /// The shopper bought it before.
+    BoughtBefore,
     /// Popular overall (fallback).
     Popular,
 }
@@ -302,6 +326,7 @@ impl ReasonKind {
             ReasonKind::BoughtTogether => "bought_together",
             ReasonKind::SimilarTo => "similar_to",
             ReasonKind::ViewedTogether => "viewed_together",
+            ReasonKind::BoughtBefore => "bought_before",
             ReasonKind::Popular => "popular",
         }
     }
@@ -325,6 +350,8 @@ pub struct Contributions {
     pub content: f32,
     /// From this session's viewed items.
     pub session: f32,
+    /// From the shopper's earlier purchases.
+    pub purchased: f32,
     /// From overall popularity.
     pub popularity: f32,
     /// Merchandising boost.
@@ -393,6 +420,11 @@ pub fn recommend<'r>(
     } else {
         Vec::new()
     };
+    let purchased = if request.personalize && weights.purchased > 0.0 {
+        earlier_purchases(snapshot, &request.purchased, config.purchased_half_life)
+    } else {
+        Vec::new()
+    };
     let k = request.k.clamp(1, MAX_K);
     let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
     let buffer = CANDIDATES.with_borrow_mut(std::mem::take);
@@ -406,6 +438,7 @@ pub fn recommend<'r>(
             pool.add_content(snapshot, &cart, config.content_neighbours_per_anchor);
         }
         pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
+        pool.add_purchased(&purchased);
         // The fallback, for carts whose neighbours cannot fill the DPP's pool: with a full
         // pool, an item that is only popular never made a list on the Online Retail data.
         if pool.len() < config.diversity_pool.max(k) {
@@ -471,6 +504,32 @@ pub fn recommend<'r>(
         items,
         unknown_items,
     }
+}
+
+/// The known items of `purchased` (most recent last), each with `ln(1 + w)` of the sum `w` of
+/// its purchases' weights (the newest weighs 1, each older one decays by `half_life`):
+/// sublinear, so a staple bought every week does not drown every other earlier purchase.
+fn earlier_purchases(
+    snapshot: &Snapshot,
+    purchased: &[String],
+    half_life: f32,
+) -> Vec<(ItemIndex, f32)> {
+    let newest = purchased.len().saturating_sub(1);
+    let mut items: Vec<(ItemIndex, f32)> = Vec::with_capacity(purchased.len());
+    for (position, id) in purchased.iter().enumerate() {
+        let Some(item) = snapshot.index_of(id) else {
+            continue;
+        };
+        let weight = 0.5f32.powf((newest - position) as f32 / half_life);
+        match items.iter_mut().find(|(i, _)| *i == item) {
+            Some((_, total)) => *total += weight,
+            None => items.push((item, weight)),
+        }
+    }
+    for (_, total) in &mut items {
+        *total = total.ln_1p();
+    }
+    items
 }
 
 #[cfg(test)]
@@ -579,6 +638,37 @@ pub(crate) mod tests {
         req.exclude_categories = vec!["cables".into(), "no-such-category".into()];
         let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(ids(&s, &r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn earlier_purchases_come_back_as_bought_before_unless_opted_out() {
+        let s = small_snapshot();
+        let mut req = request(&["bag"], 4);
+        req.purchased = ["mug", "ink", "bag", "mug", "unknown"]
+            .map(String::from)
+            .to_vec();
+        req.explain = true;
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        let got = ids(&s, &r);
+        let mug = got
+            .iter()
+            .position(|id| id == "mug")
+            .expect("mug is listed");
+        assert_eq!(r.items[mug].reason.kind, ReasonKind::BoughtBefore);
+        assert_eq!(r.items[mug].reason.anchor, None);
+        assert!(r.items[mug].contributions.unwrap().purchased > 0.0);
+        assert!(
+            !got.contains(&"bag".to_string()) && !got.contains(&"ink".to_string()),
+            "cart and out-of-stock items stay out however often they were bought: {got:?}"
+        );
+
+        req.personalize = false;
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        assert!(r
+            .items
+            .iter()
+            .all(|i| i.reason.kind != ReasonKind::BoughtBefore
+                && i.contributions.unwrap().purchased == 0.0));
     }
 
     #[test]
@@ -749,6 +839,7 @@ pub(crate) mod tests {
             dim in proptest::sample::select(vec![0usize, 4, 16]),
             cart_size in 0usize..8,
             viewed_size in 0usize..5,
+            purchased_size in 0usize..12,
             k in 1usize..=MAX_K,
             max_price in proptest::option::of(0.5f32..120.0),
             exclude in proptest::sample::subsequence(vec!["bags", "cables", "mugs", "nothing"], 0..3),
@@ -767,6 +858,7 @@ pub(crate) mod tests {
             let request = Request {
                 cart: pick(cart_size),
                 viewed: pick(viewed_size),
+                purchased: pick(purchased_size),
                 k,
                 max_price,
                 exclude_categories: exclude.iter().map(|c| c.to_string()).collect(),
@@ -808,7 +900,7 @@ pub(crate) mod tests {
                 proptest::prop_assert!(!category.is_some_and(|c| exclude.contains(&c)));
                 proptest::prop_assert!(r.score.is_finite() && (0.0..=1.0).contains(&r.score));
                 let parts = r.contributions.unwrap();
-                for part in [parts.collaborative, parts.content, parts.session, parts.popularity, parts.boost] {
+                for part in [parts.collaborative, parts.content, parts.session, parts.purchased, parts.popularity, parts.boost] {
                     proptest::prop_assert!(part.is_finite());
                 }
             }

@@ -13,6 +13,7 @@ use crate::model::Snapshot;
 pub(super) struct Blend {
     collaborative_max: f32,
     session_max: f32,
+    purchased_max: f32,
     content_max: f32,
     popularity_log_max: f32,
     centroid: Vec<f32>,
@@ -45,6 +46,7 @@ impl Blend {
                 * inverse(self.collaborative_max),
             content: weights.content * candidate.content * inverse(self.content_max),
             session: weights.session * candidate.session * inverse(self.session_max),
+            purchased: weights.purchased * candidate.purchased * inverse(self.purchased_max),
             popularity: weights.popularity * self.popularity(snapshot, candidate.item),
             boost: boost(snapshot, candidate, config),
             substitute: candidate.substitute,
@@ -56,8 +58,10 @@ impl Blend {
 /// Merchandising boost: only for items the shopper's cart or session already relates to, so a
 /// promotion can reorder relevant items but never bring in an unrelated one.
 fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) -> f32 {
-    let related =
-        candidate.collaborative > 0.0 || candidate.session > 0.0 || candidate.content > 0.0;
+    let related = candidate.collaborative > 0.0
+        || candidate.session > 0.0
+        || candidate.content > 0.0
+        || candidate.purchased > 0.0;
     if !related {
         return 0.0;
     }
@@ -100,6 +104,7 @@ pub(super) fn blend(
     let mut blend = Blend {
         collaborative_max: 0.0,
         session_max: 0.0,
+        purchased_max: 0.0,
         content_max: 0.0,
         popularity_log_max: snapshot
             .by_popularity()
@@ -127,21 +132,24 @@ pub(super) fn blend(
         c.content = c.content.max(0.0);
         blend.collaborative_max = blend.collaborative_max.max(c.collaborative);
         blend.session_max = blend.session_max.max(c.session);
+        blend.purchased_max = blend.purchased_max.max(c.purchased);
         blend.content_max = blend.content_max.max(c.content);
     }
     // The same products as `Blend::contributions`, in the same order, so the explained parts
     // of a finalist that was not demoted add up to exactly its score; without that call's
     // per-item lookups.
-    let (inverse_collaborative, inverse_content, inverse_session) = (
+    let (inverse_collaborative, inverse_content, inverse_session, inverse_purchased) = (
         inverse(blend.collaborative_max),
         inverse(blend.content_max),
         inverse(blend.session_max),
+        inverse(blend.purchased_max),
     );
     let boosted = merchandising_boosts(config);
     for c in candidates.iter_mut() {
         c.relevance = weights.collaborative * c.collaborative * inverse_collaborative
             + weights.content * c.content * inverse_content
             + weights.session * c.session * inverse_session
+            + weights.purchased * c.purchased * inverse_purchased
             + weights.popularity * blend.popularity(snapshot, c.item);
         let boost = if boosted {
             boost(snapshot, c, config)
