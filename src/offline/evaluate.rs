@@ -4,9 +4,11 @@
 //! Protocol: train on baskets before `until`; for every basket at or after it with at least
 //! two items the model knows, hide one known item (chosen by a ChaCha8 generator seeded with
 //! `seed` and the basket's number, so the choice does not depend on threads or variants) and
-//! ask for `k` items with the other known items as the cart. Metrics: HitRate@k, NDCG@k
-//! (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal rank within the list, 0
-//! outside), catalogue coverage (distinct items recommended / model items) and two intra-list
+//! ask for `k` items with the other known items as the cart and, as `purchased`, what the
+//! basket's customer bought in every earlier basket (strictly earlier in time, training or test
+//! period alike: what the shop knows at that checkout; none without a customer id).
+//! Metrics: HitRate@k, NDCG@k (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal
+//! rank within the list, 0 outside), catalogue coverage (distinct items recommended / model items) and two intra-list
 //! diversities, each a mean over lists of a mean over pairs of listed items: `diversity`,
 //! `1 - cos` of the vectors the DPP compares (the diversity embeddings when the version has
 //! them, else the title embeddings), and `category_diversity`, the share of pairs in different
@@ -67,7 +69,7 @@ pub struct TestCase {
     pub cart: Vec<String>,
     /// The hidden item id.
     pub hidden: String,
-    /// The customer's purchases before the test period, oldest first (items the model knows;
+    /// The customer's purchases before this basket, oldest first (items the model knows;
     /// empty without a customer id).
     pub purchased: Vec<String>,
 }
@@ -140,25 +142,30 @@ pub fn test_cases(
     seed: u64,
 ) -> (Vec<TestCase>, usize) {
     let known: foldhash::HashSet<&str> = model.items.iter().map(|i| i.id.as_str()).collect();
-    // What each customer bought before the test period, as a shop would send it.
+    // What each customer bought before the basket in question, as the shop would send it at
+    // checkout: baskets are in time order, and a basket joins its customer's list once every
+    // basket of its time has been tested (same-time baskets never see each other).
     let mut bought: foldhash::HashMap<u32, Vec<&str>> = foldhash::HashMap::default();
-    for b in 0..test.start {
-        let customer = history.customer(b);
-        if customer == NO_CUSTOMER {
-            continue;
-        }
-        let items = bought.entry(customer).or_default();
-        items.extend(
-            history
-                .basket(b)
-                .iter()
-                .map(|&i| history.items[i as usize].id.as_str())
-                .filter(|id| known.contains(id)),
-        );
-    }
+    let mut pending = 0;
     let mut cases = Vec::with_capacity(test.len());
     let mut skipped = 0;
     for b in test {
+        // Every basket strictly earlier than this one.
+        let earlier = history.split_at(history.time(b));
+        for e in pending..earlier {
+            let customer = history.customer(e);
+            if customer == NO_CUSTOMER {
+                continue;
+            }
+            bought.entry(customer).or_default().extend(
+                history
+                    .basket(e)
+                    .iter()
+                    .map(|&i| history.items[i as usize].id.as_str())
+                    .filter(|id| known.contains(id)),
+            );
+        }
+        pending = pending.max(earlier);
         let cart: Vec<&str> = history
             .basket(b)
             .iter()
@@ -393,6 +400,20 @@ pub fn standard_variants(
             name: "content only".into(),
             snapshot: snapshot.clone(),
             config: ranking_config(serving_config, 0.0, 1.0, FILL),
+        });
+        // "Buy again" alone: what the shopper's earlier purchases find without the cart.
+        let mut purchases_only = ranking_config(serving_config, 0.0, 0.0, FILL);
+        for touchpoint in [
+            &mut purchases_only.checkout,
+            &mut purchases_only.cart,
+            &mut purchases_only.product,
+        ] {
+            touchpoint.purchased = 1.0;
+        }
+        variants.push(Variant {
+            name: "earlier purchases only".into(),
+            snapshot: snapshot.clone(),
+            config: purchases_only,
         });
     }
     let estimator = serving.params.measure.estimator.name();
@@ -657,6 +678,61 @@ mod tests {
         assert_eq!(
             json["variants"].as_array().unwrap().len(),
             report.variants.len()
+        );
+    }
+
+    #[test]
+    fn purchased_lists_hold_the_customers_strictly_earlier_baskets_only() {
+        // Stock codes are products only when they start with a digit.
+        let mut csv = String::from(
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+        );
+        let mut line = |invoice: &str, item: &str, date: &str, customer: &str| {
+            csv.push_str(&format!(
+                "{invoice},{item},ITEM {item},1,2011-{date}:00,1.0,{customer},UK\n"
+            ));
+        };
+        for day in 1..=20 {
+            for item in ["101", "102", "103"] {
+                line(&format!("{day}"), item, &format!("01-{day:02} 10:00"), "");
+            }
+        }
+        for (invoice, items, date, customer) in [
+            ("100", ["101", "102"], "01-25 10:00", "7"),
+            ("101", ["101", "103"], "02-10 10:00", "7"),
+            ("102", ["102", "103"], "02-10 10:00", "7"),
+            ("103", ["101", "102"], "02-20 10:00", "7"),
+            ("104", ["101", "102"], "02-20 11:00", ""),
+        ] {
+            for item in items {
+                line(invoice, item, date, customer);
+            }
+        }
+        let h = History::read(csv.as_bytes(), &ReadOptions::default())
+            .unwrap()
+            .0;
+        let until = chrono::NaiveDate::from_ymd_opt(2011, 2, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp();
+        let split = h.split_at(until);
+        let model = train::train(&h, 0..split, &params().train, &Progress::hidden()).unwrap();
+        let (cases, _) = test_cases(&h, split..h.len(), &model, 1);
+        let purchased: Vec<Vec<&str>> = cases
+            .iter()
+            .map(|c| c.purchased.iter().map(String::as_str).collect())
+            .collect();
+        // Same-time baskets do not see each other; a later one sees both; no customer, nothing.
+        assert_eq!(
+            purchased,
+            [
+                vec!["101", "102"],
+                vec!["101", "102"],
+                vec!["101", "102", "101", "103", "102", "103"],
+                vec![],
+            ]
         );
     }
 

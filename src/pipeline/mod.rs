@@ -130,7 +130,7 @@ impl Default for PipelineConfig {
             diversity_pool: 30,
             diversity_min_quality: 0.15,
             session_half_life: 3.0,
-            purchased_half_life: 30.0,
+            purchased_half_life: 300.0,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
             promoted_boost: 0.0,
