@@ -2,8 +2,9 @@
 //!
 //! A portable x86-64 build only has SSE2, and the 64-dimensional dot products against every
 //! candidate are most of a request's arithmetic. [`dispatch`] runs a kernel compiled for the
-//! widest instruction set the CPU has (AVX2 and FMA on x86-64 since 2013, NEON on ARM),
-//! chosen once at run time by `pulp`, so one binary runs everywhere at full width.
+//! widest instruction set the CPU has (AVX-512 where there is one, else AVX2 and FMA on x86-64
+//! since 2013, NEON on ARM), chosen once at run time by `pulp`, so one binary runs everywhere at
+//! full width.
 
 use pulp::{Arch, Simd, WithSimd};
 
