@@ -8,12 +8,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tandem::domain::ModelVersion;
 use tandem::model::Snapshot;
-use tandem::offline::history::History;
+use tandem::offline::history::{History, NO_CUSTOMER};
 use tandem::offline::orders::{self, ReadOptions};
 use tandem::offline::progress::Progress;
 use tandem::offline::synthetic::SyntheticSpec;
 use tandem::offline::train::{self, TrainParams};
-use tandem::pipeline::{recommend, NoCaps, PipelineConfig, Request};
+use tandem::pipeline::{recommend, NoCaps, PipelineConfig, Request, MAX_PURCHASED_ITEMS};
 
 fn carts(spec: &SyntheticSpec, count: usize, size: usize) -> Vec<Request> {
     (0..count)
@@ -45,8 +45,9 @@ fn is_full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
-/// The Online Retail model and 256 five-item carts from held-out baskets.
-fn online_retail() -> (Snapshot, Vec<Request>) {
+/// The Online Retail model and 256 five-item carts from held-out baskets, then the same carts
+/// with their customers' training-period purchases (the newest 200) as `purchased`.
+fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>) {
     let file = std::fs::File::open(ONLINE_RETAIL)
         .unwrap_or_else(|e| panic!("{ONLINE_RETAIL}: {e} (run from the project root)"));
     let (history, _) = History::read(file, &ReadOptions::default()).unwrap();
@@ -60,7 +61,16 @@ fn online_retail() -> (Snapshot, Vec<Request>) {
     )
     .unwrap_or_else(|e| panic!("training: {e}"));
     let snapshot = model.to_snapshot(ModelVersion(1)).unwrap();
-    let requests = (split..history.len())
+    let mut bought: std::collections::HashMap<u32, Vec<String>> = Default::default();
+    for b in 0..split {
+        bought.entry(history.customer(b)).or_default().extend(
+            history
+                .basket(b)
+                .iter()
+                .map(|&i| history.items[i as usize].id.clone()),
+        );
+    }
+    let (requests, with_purchases): (Vec<Request>, Vec<Request>) = (split..history.len())
         .filter_map(|b| {
             let cart: Vec<String> = history
                 .basket(b)
@@ -69,16 +79,29 @@ fn online_retail() -> (Snapshot, Vec<Request>) {
                 .filter(|id| snapshot.index_of(id).is_some())
                 .take(5)
                 .collect();
-            (cart.len() == 5).then(|| Request {
+            let request = Request {
                 cart,
                 k: 10,
                 personalize: true,
                 ..Default::default()
+            };
+            let purchased = bought
+                .get(&history.customer(b))
+                .filter(|_| history.customer(b) != NO_CUSTOMER)
+                .map_or_else(Vec::new, |items| {
+                    items[items.len().saturating_sub(MAX_PURCHASED_ITEMS)..].to_vec()
+                });
+            (request.cart.len() == 5).then(|| {
+                let with_purchases = Request {
+                    purchased,
+                    ..request.clone()
+                };
+                (request, with_purchases)
             })
         })
         .take(256)
-        .collect();
-    (snapshot, requests)
+        .unzip();
+    (snapshot, requests, with_purchases)
 }
 
 fn bench_pair(
@@ -119,13 +142,21 @@ fn bench_recommend(c: &mut Criterion) {
     let config = PipelineConfig::default();
     let mut group = c.benchmark_group("recommend");
     if is_full_run() {
-        let (snapshot, requests) = online_retail();
+        let (snapshot, requests, with_purchases) = online_retail();
         bench_pair(
             &mut group,
             "online_retail_5_item_cart_k10",
             snapshot.len(),
             &snapshot,
             &requests,
+            &config,
+        );
+        bench_pair(
+            &mut group,
+            "online_retail_5_item_cart_with_purchases_k10",
+            snapshot.len(),
+            &snapshot,
+            &with_purchases,
             &config,
         );
     }

@@ -53,6 +53,9 @@ pub struct VariantConfig {
     /// Weight of the session.
     #[serde(default)]
     pub session: Option<f32>,
+    /// Weight of the shopper's earlier purchases.
+    #[serde(default)]
+    pub purchased: Option<f32>,
     /// Weight of the popularity prior.
     #[serde(default)]
     pub popularity: Option<f32>,
@@ -74,6 +77,7 @@ impl VariantConfig {
             collaborative: None,
             content: None,
             session: None,
+            purchased: None,
             popularity: None,
             theta: None,
             demote_substitutes: None,
@@ -179,6 +183,7 @@ impl Experiments {
                     weights.collaborative = v.collaborative.unwrap_or(weights.collaborative);
                     weights.content = v.content.unwrap_or(weights.content);
                     weights.session = v.session.unwrap_or(weights.session);
+                    weights.purchased = v.purchased.unwrap_or(weights.purchased);
                     weights.popularity = v.popularity.unwrap_or(weights.popularity);
                     weights.theta = v.theta.unwrap_or(weights.theta);
                     weights.demote_substitutes =

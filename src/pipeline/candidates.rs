@@ -24,7 +24,8 @@ pub(super) struct Candidate {
     /// The viewed item whose weighted contribution was largest.
     pub session_anchor: ItemIndex,
     session_best: f32,
-    /// Recency-weighted count of the shopper's earlier purchases of this item.
+    /// Recency-weighted count of the shopper's earlier purchases of this item; the signals
+    /// stage replaces it by `ln(1 + count)`.
     pub purchased: f32,
     /// Content neighbour of a cart item (cosine of the closest); refined by the signals stage.
     pub content: f32,
@@ -243,7 +244,8 @@ impl<'a> CandidatePool<'a> {
         }
     }
 
-    /// The shopper's earlier purchases, with their weights ("buy again").
+    /// The shopper's earlier purchases, newest first, each with its weight ("buy again"); an
+    /// item's purchases add up.
     pub(super) fn add_purchased(&mut self, purchased: &[(ItemIndex, f32)]) {
         for &(item, weight) in purchased {
             if let Some(c) = self.entry(item) {

@@ -97,7 +97,9 @@ pub struct PipelineConfig {
     pub diversity_min_quality: f32,
     /// Viewed items lose half their weight every this many newer views.
     pub session_half_life: f32,
-    /// Earlier purchases lose half their weight every this many newer purchases.
+    /// Earlier purchases lose half their weight every this many newer purchases (an item's
+    /// signal is `ln(1 + sum)` of its purchases' weights: sublinear, so a staple bought every
+    /// week does not drown the rest).
     pub purchased_half_life: f32,
     /// Cosine at or above which a same-category item counts as a substitute of a cart item.
     pub substitute_similarity: f32,
@@ -506,28 +508,22 @@ pub fn recommend<'r>(
     }
 }
 
-/// The known items of `purchased` (most recent last), each with `ln(1 + w)` of the sum `w` of
-/// its purchases' weights (the newest weighs 1, each older one decays by `half_life`):
-/// sublinear, so a staple bought every week does not drown every other earlier purchase.
+/// The known items of `purchased` (sent most recent last), newest first, each purchase with
+/// its weight: the newest weighs 1, each older one decays by `half_life`. An item bought again
+/// appears again; the candidate pool adds its purchases up and the blend takes `ln(1 + sum)`.
 fn earlier_purchases(
     snapshot: &Snapshot,
     purchased: &[String],
     half_life: f32,
 ) -> Vec<(ItemIndex, f32)> {
-    let newest = purchased.len().saturating_sub(1);
-    let mut items: Vec<(ItemIndex, f32)> = Vec::with_capacity(purchased.len());
-    for (position, id) in purchased.iter().enumerate() {
-        let Some(item) = snapshot.index_of(id) else {
-            continue;
-        };
-        let weight = 0.5f32.powf((newest - position) as f32 / half_life);
-        match items.iter_mut().find(|(i, _)| *i == item) {
-            Some((_, total)) => *total += weight,
-            None => items.push((item, weight)),
+    let decay = 0.5f32.powf(1.0 / half_life);
+    let mut weight = 1.0;
+    let mut items = Vec::with_capacity(purchased.len());
+    for id in purchased.iter().rev() {
+        if let Some(item) = snapshot.index_of(id) {
+            items.push((item, weight));
         }
-    }
-    for (_, total) in &mut items {
-        *total = total.ln_1p();
+        weight *= decay;
     }
     items
 }

@@ -55,8 +55,8 @@ impl Blend {
     }
 }
 
-/// Merchandising boost: only for items the shopper's cart or session already relates to, so a
-/// promotion can reorder relevant items but never bring in an unrelated one.
+/// Merchandising boost: only for items the shopper's cart, session or earlier purchases already
+/// relate to, so a promotion can reorder relevant items but never bring in an unrelated one.
 fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) -> f32 {
     let related = candidate.collaborative > 0.0
         || candidate.session > 0.0
@@ -130,6 +130,8 @@ pub(super) fn blend(
     }
     for c in candidates.iter_mut() {
         c.content = c.content.max(0.0);
+        // Sublinear, so a staple bought every week does not drown every other purchase.
+        c.purchased = c.purchased.ln_1p();
         blend.collaborative_max = blend.collaborative_max.max(c.collaborative);
         blend.session_max = blend.session_max.max(c.session);
         blend.purchased_max = blend.purchased_max.max(c.purchased);
