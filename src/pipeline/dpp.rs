@@ -408,6 +408,23 @@ mod tests {
         }
 
         #[test]
+        fn a_reused_scratch_picks_what_a_fresh_one_picks(
+            calls in proptest::collection::vec((1usize..60, 1usize..12, 0.05f32..0.99), 1..6),
+            seed in any::<u64>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut shared = DppScratch::default();
+            for (n, k, theta) in calls {
+                let rows = normalised((0..n).map(|_| (0..8).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect());
+                let quality: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..1.0)).collect();
+                let mut reused = Vec::new();
+                select(&quality, |i| &rows[i], k, theta, &mut shared, &mut reused);
+                prop_assert_eq!(reused, run(&quality, &rows, k, theta));
+            }
+        }
+
+        #[test]
         fn picks_are_distinct_and_never_more_than_k(
             quality in proptest::collection::vec(0.0f32..1.0, 0..40),
             k in 0usize..12,
