@@ -33,7 +33,7 @@ thread_local! {
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 50;
 
-/// Most earlier purchases one request may carry (the newest matter most).
+/// Most earlier purchases one request may carry (a shop sends its newest).
 pub const MAX_PURCHASED_ITEMS: usize = 200;
 
 /// Weights and diversity of one touchpoint.
