@@ -152,6 +152,13 @@ async fn a_version_trained_from_the_imported_history_is_served() {
     .await
     .unwrap();
     assert_eq!(diversity_rows as usize, model.items.len());
+    // The writer vacuumed its tables, so a server's first load does not set hint bits.
+    let (visible_pages,): (i32,) =
+        sqlx::query_as("SELECT relallvisible FROM pg_class WHERE relname = 'co_purchase'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(visible_pages > 0, "co_purchase was not vacuumed");
 
     let settings = test_settings(&db);
     let app = spawn_app_with(db, settings).await;
