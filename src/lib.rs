@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod experiments;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod model;
