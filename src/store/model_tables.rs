@@ -257,7 +257,7 @@ pub async fn begin_version(
 pub async fn settle_model_tables(pool: &PgPool) {
     const STATEMENT: &str =
         "VACUUM (ANALYZE) items, item_stats, co_purchase, content_neighbours, item_embeddings";
-    // The simple protocol: VACUUM may not run inside a (prepared) transaction block.
+    // The simple protocol, one statement: VACUUM may not run inside a transaction block.
     if let Err(error) = sqlx::raw_sql(STATEMENT).execute(pool).await {
         tracing::warn!(%error, "could not vacuum the model tables; the first load will be slower");
     }
