@@ -3,7 +3,7 @@
 /// Turns transparent huge pages on or off for this process (Linux; elsewhere a no-op).
 ///
 /// Off by default: mimalloc asks for huge pages on its arenas, and on a host whose THP defrag
-/// policy is `madvise` (Debian's default) a fault on a fresh arena may compact memory and zero
+/// policy is `madvise` (the kernel's default) a fault on a fresh arena may compact memory and zero
 /// 2 MB before the request that touched it can go on. On the Online Retail model that put
 /// `/recommendations` at a full-speed p99 of 13 to 16 ms against 2.4 to 2.5 ms without them,
 /// for 4 % less throughput with them (README, "Performance"). A very large model may gain from

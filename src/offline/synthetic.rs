@@ -202,7 +202,6 @@ impl SyntheticSpec {
         match self.write_tables(pool, version).await {
             Ok(pairs) => {
                 let stats = serde_json::json!({ "items": self.items, "pairs": pairs });
-                store::settle_model_tables(pool).await;
                 store::mark_ready(pool, version, &stats).await?;
                 Ok(version)
             }

@@ -423,7 +423,6 @@ impl TrainedModel {
         match self.write_tables(pool, version).await {
             Ok(()) => {
                 let stats = serde_json::to_value(&self.stats).unwrap_or_default();
-                store::settle_model_tables(pool).await;
                 store::mark_ready(pool, version, &stats).await?;
                 Ok(version)
             }

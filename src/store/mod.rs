@@ -18,7 +18,7 @@ pub use copy::CopyRows;
 pub use events::{delete_shopper_events, insert_events};
 pub use model_tables::{
     activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready,
-    settle_model_tables, upsert_catalogue, CatalogueRow, VersionSelector, ACTIVATION_CHANNEL,
+    upsert_catalogue, CatalogueRow, VersionSelector, ACTIVATION_CHANNEL,
 };
 
 use crate::domain::ModelVersion;

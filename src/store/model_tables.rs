@@ -248,13 +248,13 @@ pub async fn begin_version(
     Ok(ModelVersion(version))
 }
 
-/// Vacuums and analyses the model tables after a version is written, before it is marked
-/// ready: otherwise the first server to read the fresh rows sets their hint bits (writing the
+/// Vacuums and analyses the model tables after a version is written ([`mark_ready`] does it
+/// first): otherwise the first server to read the fresh rows sets their hint bits (writing the
 /// pages again as it loads) and autovacuum starts on them while servers are busy. A freshly
 /// written 1,000,000-item version took 61 s to its first load and 38 s to the next. Failure
 /// (e.g. a role that does not own the tables) only costs that time, so it is logged, not
 /// returned.
-pub async fn settle_model_tables(pool: &PgPool) {
+async fn settle_model_tables(pool: &PgPool) {
     const STATEMENT: &str =
         "VACUUM (ANALYZE) items, item_stats, co_purchase, content_neighbours, item_embeddings";
     // The simple protocol, one statement: VACUUM may not run inside a transaction block.
@@ -263,12 +263,14 @@ pub async fn settle_model_tables(pool: &PgPool) {
     }
 }
 
-/// Marks a completely written version `ready`, recording its statistics.
+/// Marks a completely written version `ready`, recording its statistics, once its tables are
+/// vacuumed (see `settle_model_tables`).
 pub async fn mark_ready(
     pool: &PgPool,
     version: ModelVersion,
     stats: &Value,
 ) -> Result<(), sqlx::Error> {
+    settle_model_tables(pool).await;
     let done = sqlx::query(
         "UPDATE model_versions SET status = 'ready', ready_at = now(), stats = $2
          WHERE version = $1 AND status = 'building'",
