@@ -47,6 +47,7 @@ pub struct TouchpointConfig {
     /// Weight of co-purchase with this session's viewed items.
     pub session: f32,
     /// Weight of the shopper's earlier purchases ("buy again"); 0 when a config predates it.
+    /// With [`PipelineConfig::restock_scaling`] it is scaled by the cart's restock share.
     #[serde(default)]
     pub purchased: f32,
     /// Weight of the popularity prior.
@@ -63,7 +64,7 @@ impl TouchpointConfig {
         collaborative: 1.0,
         content: 0.3,
         session: 0.3,
-        purchased: 0.5,
+        purchased: 1.25,
         popularity: 0.02,
         theta: 0.9,
         demote_substitutes: true,
@@ -101,6 +102,11 @@ pub struct PipelineConfig {
     /// signal is `ln(1 + sum)` of its purchases' weights: sublinear, so a staple bought every
     /// week does not drown the rest).
     pub purchased_half_life: f32,
+    /// Whether the `purchased` weight is scaled by the cart's restock share, `(cart items the
+    /// shopper bought before + 1) / (cart items + 2)`: a cart of repeat purchases makes the
+    /// shopper's other past purchases the likely completions, a cart of new items makes
+    /// co-purchase the better guide.
+    pub restock_scaling: bool,
     /// Cosine at or above which a same-category item counts as a substitute of a cart item.
     pub substitute_similarity: f32,
     /// Factor applied to a substitute's score when its touchpoint demotes substitutes.
@@ -133,6 +139,7 @@ impl Default for PipelineConfig {
             diversity_min_quality: 0.15,
             session_half_life: 3.0,
             purchased_half_life: 300.0,
+            restock_scaling: true,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
             promoted_boost: 0.0,
@@ -427,6 +434,15 @@ pub fn recommend<'r>(
     } else {
         Vec::new()
     };
+    let request_weights = TouchpointConfig {
+        purchased: if config.restock_scaling {
+            weights.purchased * restock_share(&cart, &purchased)
+        } else {
+            weights.purchased
+        },
+        ..*weights
+    };
+    let weights = &request_weights;
     let k = request.k.clamp(1, MAX_K);
     let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
     let buffer = CANDIDATES.with_borrow_mut(std::mem::take);
@@ -506,6 +522,18 @@ pub fn recommend<'r>(
         items,
         unknown_items,
     }
+}
+
+/// How much the cart looks like a restock: the share of its items the shopper bought before,
+/// smoothed towards one half (`(bought + 1) / (items + 2)`), so one repeated item in a
+/// one-item cart is evidence, not certainty.
+fn restock_share(cart: &[ItemIndex], purchased: &[(ItemIndex, f32)]) -> f32 {
+    // At most 100 cart items against 200 purchases; most requests carry no purchases at all.
+    let bought = cart
+        .iter()
+        .filter(|&&item| purchased.iter().any(|&(p, _)| p == item))
+        .count();
+    (bought + 1) as f32 / (cart.len() + 2) as f32
 }
 
 /// The known items of `purchased` (sent most recent last), newest first, each purchase with
@@ -665,6 +693,72 @@ pub(crate) mod tests {
             .iter()
             .all(|i| i.reason.kind != ReasonKind::BoughtBefore
                 && i.contributions.unwrap().purchased == 0.0));
+    }
+
+    #[test]
+    fn a_cart_of_repeat_purchases_weighs_the_shoppers_history_more() {
+        let s = small_snapshot();
+        // The mug is the only bought candidate (the bag is in the cart), so its normalised
+        // purchase signal is 1 and its contribution is the request's buy-again weight.
+        let mug_weight = |purchased: &[&str], restock_scaling: bool| {
+            let mut req = request(&["bag"], 6);
+            req.purchased = purchased.iter().map(|id| id.to_string()).collect();
+            req.explain = true;
+            let config = PipelineConfig {
+                restock_scaling,
+                ..PipelineConfig::default()
+            };
+            let r = recommend(&s, &req, &config, &NoCaps);
+            let mug = r.items.iter().find(|i| s.item_id(i.item) == "mug");
+            mug.expect("mug is listed").contributions.unwrap().purchased
+        };
+        let weight = PipelineConfig::default().checkout.purchased;
+        // One cart item: (bought before + 1) / (1 + 2).
+        assert!((mug_weight(&["mug"], true) - weight / 3.0).abs() < 1e-6);
+        assert!((mug_weight(&["bag", "mug"], true) - weight * 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(mug_weight(&["mug"], false), weight);
+        assert_eq!(mug_weight(&["bag", "mug"], false), weight);
+    }
+
+    #[test]
+    fn a_substitute_the_shopper_bought_before_is_not_demoted() {
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 3);
+        for (id, category, embedding) in [
+            ("camera", "cameras", [1.0, 0.0]),
+            ("camera-2", "cameras", [1.0, 0.0]),
+            ("strap", "straps", [0.0, 1.0]),
+        ] {
+            b.add_item(ItemRecord {
+                id,
+                popularity: 1.0,
+                title: Some(id),
+                category: Some(category),
+                in_stock: true,
+                ..Default::default()
+            })
+            .unwrap();
+            b.add_embedding(id, &embedding).unwrap();
+        }
+        for (other, score) in [("camera-2", 0.9), ("strap", 0.8)] {
+            b.add_pair("camera", other, score).unwrap();
+        }
+        let s = b.finish().unwrap();
+        let mut req = request(&["camera"], 2);
+        req.explain = true;
+        let demoted = |r: &Recommendations<'_>| {
+            let twin = r.items.iter().find(|i| s.item_id(i.item) == "camera-2");
+            twin.expect("camera-2 is listed")
+                .contributions
+                .unwrap()
+                .substitute
+        };
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        assert!(demoted(&r), "a second camera for a camera");
+        assert_eq!(ids(&s, &r), ["strap", "camera-2"]);
+        req.purchased = vec!["camera-2".into()];
+        let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        assert!(!demoted(&r), "the shopper's own history says they buy both");
+        assert_eq!(ids(&s, &r), ["camera-2", "strap"]);
     }
 
     #[test]

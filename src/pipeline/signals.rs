@@ -196,8 +196,12 @@ fn demote(
         .map(|&(_, at)| candidates[at as usize].item)
         .collect();
     if weights.demote_substitutes {
+        // An item the shopper has bought before is not a stranger's alternative to a cart
+        // item: their own history shows they buy both (another colour of a teacup, a second
+        // ink), so it keeps its buy-again score.
         mark_substitutes(snapshot, cart, &items, config.substitute_similarity, |i| {
-            candidates[ranked[i].1 as usize].substitute = true
+            let candidate = &mut candidates[ranked[i].1 as usize];
+            candidate.substitute = candidate.purchased == 0.0;
         });
     }
     // "Not interested" in one item says little for certain about its neighbours: demote
