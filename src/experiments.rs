@@ -53,7 +53,8 @@ pub struct VariantConfig {
     /// Weight of the session.
     #[serde(default)]
     pub session: Option<f32>,
-    /// Weight of the shopper's earlier purchases.
+    /// Weight of the shopper's earlier purchases (scaled per request by the cart's restock
+    /// share when `pipeline.restock_scaling` is on, as the serving weight is).
     #[serde(default)]
     pub purchased: Option<f32>,
     /// Weight of the popularity prior.
