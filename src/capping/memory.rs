@@ -7,7 +7,7 @@ use std::time::Instant;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::future::BoxFuture;
 
-use super::{CapPolicy, CapState, CapStore, Feedback, ShopperKey};
+use super::{CapPolicy, CapState, CapStore, Feedback, ItemIds, ShopperKey};
 
 const SHARDS: usize = 16;
 
@@ -27,79 +27,11 @@ fn within(now: Secs, t: Secs, window: u64) -> bool {
     t != NO_TIME && u64::from(now.saturating_sub(t)) < window
 }
 
-/// Item ids in one buffer, each behind its length (a `Box<str>` each cost 16 bytes of
-/// pointer and a 32-byte allocation for a 5-character id).
-#[derive(Debug, Default)]
-struct IdList {
-    bytes: Vec<u8>,
-    len: usize,
-}
-
-impl IdList {
-    /// Number of ids.
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The ids with their byte ranges, in order.
-    fn entries(&self) -> impl Iterator<Item = (&str, std::ops::Range<usize>)> + '_ {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let header = self.bytes.get(at..at + 4)?;
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let range = at..at + 4 + len;
-            let id = std::str::from_utf8(self.bytes.get(at + 4..range.end)?).unwrap_or_default();
-            at = range.end;
-            Some((id, range))
-        })
-    }
-
-    /// The ids, in order.
-    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries().map(|(id, _)| id)
-    }
-
-    /// The position of `id` (lengths compared first, bytes only when they match: this runs
-    /// for every item of every list served).
-    fn position(&self, id: &str) -> Option<usize> {
-        let target = id.as_bytes();
-        let (mut at, mut index) = (0, 0);
-        while let Some(&[a, b, c, d]) = self.bytes.get(at..at + 4) {
-            let len = u32::from_le_bytes([a, b, c, d]) as usize;
-            let start = at + 4;
-            if len == target.len() && self.bytes.get(start..start + len) == Some(target) {
-                return Some(index);
-            }
-            at = start + len;
-            index += 1;
-        }
-        None
-    }
-
-    /// Appends `id`.
-    fn push(&mut self, id: &str) {
-        // An id longer than 4 GiB cannot reach here (request bodies are far smaller).
-        let len = u32::try_from(id.len()).unwrap_or(u32::MAX);
-        self.bytes.extend_from_slice(&len.to_le_bytes());
-        self.bytes.extend_from_slice(&id.as_bytes()[..len as usize]);
-        self.len += 1;
-    }
-
-    /// Removes the id at `at` (later ones move up one place).
-    fn remove(&mut self, at: usize) {
-        let range = self.entries().nth(at).map(|(_, range)| range);
-        if let Some(range) = range {
-            self.bytes.drain(range);
-            self.len -= 1;
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct ShopperState {
     last_seen: Secs,
     /// Items shown, in the order first shown.
-    items: IdList,
+    items: ItemIds,
     /// `max_impressions_per_item` slots per entry of `items` (the same position), holding
     /// the times it was shown, oldest first, then [`NO_TIME`].
     times: Vec<Secs>,
@@ -189,7 +121,7 @@ impl MemoryCapStore {
                     .count()
                     >= keep
             })
-            .map(|(id, _)| id.to_string())
+            .map(|(id, _)| id)
             .collect();
         let fatigued = state
             .responses
@@ -201,7 +133,7 @@ impl MemoryCapStore {
             .dismissed
             .iter()
             .filter(|(_, t)| within(now, *t, policy.dismiss_secs))
-            .map(|(id, _)| id.to_string())
+            .map(|(id, _)| &**id)
             .collect();
         CapState {
             capped_items,
@@ -270,12 +202,12 @@ impl MemoryCapStore {
         if !self.policy.count_served_as_impressions {
             return;
         }
-        if state.items.len() == 0 {
+        if state.items.is_empty() {
             // A new shopper's buffers sized for the list at once: grown item by item they
             // were copied several times per list. (Only then: a returning shopper's list is
             // mostly items already held, and reserving for all of it would waste memory.)
-            let id_bytes: usize = items.iter().map(|id| 4 + id.len()).sum();
-            state.items.bytes.reserve_exact(id_bytes);
+            let id_bytes: usize = items.iter().map(|id| id.len()).sum();
+            state.items.reserve_exact(items.len(), id_bytes);
             state.times.reserve_exact(items.len() * self.keep());
         }
         for &id in items {
@@ -563,20 +495,6 @@ mod tests {
         assert_eq!(store.shoppers(), limit);
         store.record_at(key(1000), &["a"], t0 + Duration::from_secs(3));
         assert_eq!(store.shoppers(), limit - limit / EVICT_SHARE + 1);
-    }
-
-    #[test]
-    fn ids_of_any_length_and_script_round_trip() {
-        let mut ids = IdList::default();
-        for id in ["", "a", "ÄÖ-ß", "x".repeat(300).as_str(), "b"] {
-            ids.push(id);
-        }
-        assert_eq!(ids.len(), 5);
-        assert_eq!(ids.position("b"), Some(4));
-        ids.remove(2);
-        let all: Vec<&str> = ids.iter().collect();
-        assert_eq!(all, ["", "a", &"x".repeat(300), "b"]);
-        assert_eq!(ids.position("ÄÖ-ß"), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! has been shown, behind a [`CapStore`] trait. Shoppers are known only by a keyed hash of
 //! their id ([`ShopperKey`]), never by the id itself.
 
+mod ids;
 mod memory;
 mod redis;
 
@@ -12,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+pub use ids::ItemIds;
 pub use memory::MemoryCapStore;
 pub use redis::RedisCapStore;
 
@@ -186,11 +188,11 @@ impl CapPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapState {
     /// Items at their impression cap.
-    pub capped_items: Vec<String>,
+    pub capped_items: ItemIds,
     /// Whether the shopper has had as many lists as the fatigue cap allows.
     pub fatigued: bool,
     /// Items the shopper said "not interested" in, within the dismiss window.
-    pub dismissed_items: Vec<String>,
+    pub dismissed_items: ItemIds,
 }
 
 /// What a storefront event tells the cap store.

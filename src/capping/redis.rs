@@ -161,10 +161,10 @@ impl RedisCapStore {
             capped_items: counts
                 .into_iter()
                 .filter(|&(_, n)| n >= limit)
-                .map(|(item, _)| item.to_string())
+                .map(|(item, _)| item)
                 .collect(),
             fatigued: responses >= u64::from(self.policy.max_responses_per_window),
-            dismissed_items,
+            dismissed_items: dismissed_items.iter().map(String::as_str).collect(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ use super::body::{ItemBody, JsonStr, ReasonBody, RecommendationsBody};
 use super::error::{ApiError, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
-use crate::capping::{CapState, Feedback, ShopperKey};
+use crate::capping::{CapState, Feedback, ItemIds, ShopperKey};
 use crate::domain::{ItemIndex, ModelVersion};
 use crate::events::{self, EventKind, SubmitError};
 use crate::experiments::CONTROL;
@@ -90,7 +90,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
         Some(key) => state.caps.check(key, now).await,
         None => CapState::default(),
     };
-    let known = |ids: &[String]| ids.iter().filter_map(|id| snapshot.index_of(id)).collect();
+    let known = |ids: &ItemIds| ids.iter().filter_map(|id| snapshot.index_of(id)).collect();
     let capped = CappedItems::with_dismissed(
         known(&cap_state.capped_items),
         known(&cap_state.dismissed_items),
@@ -168,10 +168,11 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
 /// `GET /recommendations`: fields in the query string.
 pub async fn recommendations_get(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    // The request itself, not a `HeaderMap` extractor, which clones every header.
+    http_request: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let length = query.as_deref().map_or(0, str::len);
+    let query = http_request.uri().query();
+    let length = query.map_or(0, str::len);
     if length > state.max_query_bytes {
         return Err(RequestError::new(
             "query_too_large",
@@ -183,8 +184,8 @@ pub async fn recommendations_get(
         .into());
     }
     // k 0: not given; `respond` applies the (variant's) default.
-    let mut request = RecommendationQuery::parse(query.as_deref())?.into_request(0)?;
-    request.personalize &= !opted_out(&headers);
+    let mut request = RecommendationQuery::parse(query)?.into_request(0)?;
+    request.personalize &= !opted_out(http_request.headers());
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, request).await)
 }
