@@ -110,19 +110,17 @@ impl MemoryCapStore {
         let now = self.secs(now);
         let policy = &self.policy;
         let keep = self.keep();
-        let capped_items = state
-            .items
-            .iter()
-            .zip(state.times.chunks_exact(keep))
-            .filter(|(_, slots)| {
-                slots
-                    .iter()
-                    .filter(|&&t| within(now, t, policy.impression_window_secs))
-                    .count()
-                    >= keep
-            })
-            .map(|(id, _)| id)
-            .collect();
+        // At the cap: every one of the item's slots holds an impression within the window.
+        let capped_items = state.items.select(|at| {
+            state
+                .times
+                .get(at * keep..(at + 1) * keep)
+                .is_some_and(|slots| {
+                    slots
+                        .iter()
+                        .all(|&t| within(now, t, policy.impression_window_secs))
+                })
+        });
         let fatigued = state
             .responses
             .iter()
@@ -199,6 +197,14 @@ impl MemoryCapStore {
         let response_window = self.policy.response_window_secs;
         state.responses.retain(|&t| within(now, t, response_window));
         state.responses.push(now);
+        // Only the newest `max_responses_per_window` can decide fatigue; older ones would
+        // only grow the list when lists are recorded past the cap (concurrent requests of one
+        // shopper, or a caller that does not stop at fatigue).
+        let most = (self.policy.max_responses_per_window as usize).max(1);
+        if state.responses.len() > most {
+            let excess = state.responses.len() - most;
+            state.responses.drain(..excess);
+        }
         if !self.policy.count_served_as_impressions {
             return;
         }
@@ -383,6 +389,19 @@ mod tests {
         }
         assert!(store.state_at(key, t0 + Duration::from_secs(3)).fatigued);
         assert!(!store.state_at(key, t0 + Duration::from_secs(12)).fatigued);
+    }
+
+    #[test]
+    fn lists_recorded_past_the_fatigue_cap_do_not_grow_the_state() {
+        let store = MemoryCapStore::new(policy());
+        let key = ShopperKey([8; 16]);
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            store.record_at(key, &["x"], t0);
+        }
+        assert!(store.state_at(key, t0).fatigued);
+        let shard = store.shard(&key).lock().unwrap();
+        assert_eq!(shard[&key].responses.len(), 3);
     }
 
     #[test]
