@@ -25,10 +25,13 @@ function init(args)
   if recommendations then
     -- One request per session, each with a random path: every session is asked about as
     -- often as when the session was drawn per request.
+    -- SESSION_OFFSET shifts the session ids, so a later run can meet new shoppers rather
+    -- than the ones an earlier run left capping state for.
+    local offset = tonumber(os.getenv("SESSION_OFFSET") or "0")
     for session = 1, 200000 do
       local path = paths[math.random(1, #paths)]
       if string.find(path, "^/recommendations") then
-        path = path .. "&session=" .. session
+        path = path .. "&session=" .. (offset + session)
       end
       requests[#requests + 1] = wrk.format("GET", path)
     end

@@ -29,6 +29,17 @@ fn header(id: &[u8]) -> u32 {
     (fingerprint << 16) | id.len() as u32
 }
 
+/// The bytes kept of `id`: all of it, or when longer than a header can record (validated ids
+/// never are), its start cut at a character boundary; searches cut the same way, so such an
+/// id is still found.
+fn stored_form(id: &str) -> &[u8] {
+    let mut len = id.len().min(MAX_ID_BYTES);
+    while !id.is_char_boundary(len) {
+        len -= 1;
+    }
+    id.as_bytes().get(..len).unwrap_or_default()
+}
+
 /// The id length a header records.
 fn id_len(header: u32) -> usize {
     (header & 0xffff) as usize
@@ -73,7 +84,7 @@ impl ItemIds {
 
     /// The position of `id`; this runs for every item of every list served.
     pub(super) fn position(&self, id: &str) -> Option<usize> {
-        let target = id.as_bytes();
+        let target = stored_form(id);
         let wanted = header(target);
         self.ranges()
             .position(|(found, range)| found == wanted && self.bytes.get(range) == Some(target))
@@ -94,14 +105,9 @@ impl ItemIds {
         selected
     }
 
-    /// Appends `id` (cut at a character boundary below 64 KiB when longer, which validated
-    /// ids never are).
+    /// Appends `id` (see [`stored_form`] for ids over 64 KiB).
     pub fn push(&mut self, id: &str) {
-        let mut len = id.len().min(MAX_ID_BYTES);
-        while !id.is_char_boundary(len) {
-            len -= 1;
-        }
-        let id = &id.as_bytes()[..len];
+        let id = stored_form(id);
         self.headers.push(header(id));
         self.bytes.extend_from_slice(id);
     }
@@ -145,6 +151,14 @@ mod tests {
         ids.remove(2);
         let all: Vec<&str> = ids.iter().collect();
         assert_eq!(all, ["", "a", &long, "b"]);
+        assert_eq!(
+            ids.position("b"),
+            Some(3),
+            "ids after the removed one move up"
+        );
+        assert_eq!(ids.position(&long), Some(2));
+        ids.remove(9);
+        assert_eq!(ids.len(), 4, "removing past the end changes nothing");
         assert_eq!(ids.position("ÄÖ-ß"), None);
         assert_eq!(ids.position("c"), None);
         let odd = ids.select(|at| at % 2 == 1);
@@ -158,6 +172,7 @@ mod tests {
         let ids: ItemIds = [id.as_str(), "after"].into_iter().collect();
         let all: Vec<&str> = ids.iter().collect();
         assert_eq!(all, [&id[..MAX_ID_BYTES - 1], "after"]);
+        assert_eq!(ids.position(&id), Some(0), "found by the same cut");
     }
 
     #[test]

@@ -379,6 +379,33 @@ mod tests {
     }
 
     #[test]
+    fn an_item_with_one_impression_out_of_the_window_is_not_capped() {
+        let store = MemoryCapStore::new(policy());
+        let key = ShopperKey([10; 16]);
+        let t0 = Instant::now();
+        store.record_at(key, &["a"], t0);
+        store.record_at(key, &["a"], t0 + Duration::from_secs(50));
+        assert_eq!(
+            store
+                .state_at(key, t0 + Duration::from_secs(55))
+                .capped_items,
+            ["a"]
+        );
+        // The first impression has left the 60 s window; the second has not.
+        assert!(store
+            .state_at(key, t0 + Duration::from_secs(61))
+            .capped_items
+            .is_empty());
+        store.record_at(key, &["a"], t0 + Duration::from_secs(62));
+        assert_eq!(
+            store
+                .state_at(key, t0 + Duration::from_secs(63))
+                .capped_items,
+            ["a"]
+        );
+    }
+
+    #[test]
     fn a_session_is_fatigued_after_m_lists_within_the_window() {
         let store = MemoryCapStore::new(policy());
         let key = ShopperKey([3; 16]);
