@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -193,7 +194,14 @@ impl Application {
         };
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening");
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // No Nagle delay: a response is written whole, and one that spans two segments must
+        // not wait for the client's delayed ACK before its tail leaves.
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         let grace = self.shutdown_grace;
         let result = tokio::select! {
             result = server.into_future() => result,
