@@ -62,37 +62,6 @@ impl Candidate {
     }
 }
 
-/// Reads the first entries of every row the pool and the blend will walk for these anchors
-/// (co-purchase rows from both ends, content rows, embedding rows), so their cache misses
-/// overlap instead of being paid one after another as each loop reaches its row. The loads
-/// are independent of one another, so the processor keeps them all in flight at once.
-pub(super) fn touch_anchor_rows(
-    snapshot: &Snapshot,
-    cart: &[ItemIndex],
-    viewed: &[(ItemIndex, f32)],
-) {
-    let rows = snapshot.embedding_rows();
-    let mut sink = 0u32;
-    let anchors = cart.iter().chain(viewed.iter().map(|(item, _)| item));
-    for &anchor in anchors {
-        let (neighbours, scores) = snapshot.co_purchase(anchor);
-        let (content, similarities) = snapshot.content_neighbours(anchor);
-        let first = |values: &[u32]| values.first().copied().unwrap_or(0);
-        let last = |values: &[u32]| values.last().copied().unwrap_or(0);
-        let bits = |values: &[f32], at: Option<usize>| {
-            at.and_then(|at| values.get(at)).map_or(0, |v| v.to_bits())
-        };
-        sink ^= first(neighbours)
-            ^ last(neighbours)
-            ^ bits(scores, Some(0))
-            ^ bits(scores, scores.len().checked_sub(1))
-            ^ first(content)
-            ^ bits(similarities, Some(0))
-            ^ bits(rows.row(anchor), Some(0));
-    }
-    std::hint::black_box(sink);
-}
-
 /// Slot value marking an item this request excludes (see [`Eligibility::excluded_items`]).
 const EXCLUDED: u32 = u32::MAX - 1;
 

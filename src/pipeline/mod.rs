@@ -444,7 +444,6 @@ pub fn recommend<'r>(
     };
     let weights = &request_weights;
     let k = request.k.clamp(1, MAX_K);
-    candidates::touch_anchor_rows(snapshot, &cart, &viewed);
     let eligibility = guard::Eligibility::new(snapshot, request, &cart, caps);
     let buffer = CANDIDATES.with_borrow_mut(std::mem::take);
     let mut candidates = POSITIONS.with_borrow_mut(|positions| {
