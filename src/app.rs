@@ -194,8 +194,10 @@ impl Application {
         };
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening");
-        // No Nagle delay: a response is written whole, and one that spans two segments must
-        // not wait for the client's delayed ACK before its tail leaves.
+        // No Nagle delay: with it, a small segment waits while an earlier small one is still
+        // unacknowledged, and a client may hold its ACK for tens of milliseconds (delayed
+        // ACK). hyper writes a response in one `writev`, so this guards the partial writes of
+        // a full socket buffer and whatever writes come later; HTTP servers set it as a rule.
         let listener = self.listener.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
