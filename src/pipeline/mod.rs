@@ -413,19 +413,8 @@ pub fn recommend<'r>(
     }
     let weights = config.touchpoint(request.touchpoint);
     // Most recent last: the newest view weighs 1, each older one decays by the half-life.
-    let viewed: Vec<(ItemIndex, f32)> = if request.personalize && weights.session > 0.0 {
-        let newest = request.viewed.len().saturating_sub(1);
-        request
-            .viewed
-            .iter()
-            .enumerate()
-            .filter_map(|(position, id)| {
-                let age = (newest - position) as f32;
-                snapshot
-                    .index_of(id)
-                    .map(|item| (item, 0.5f32.powf(age / config.session_half_life)))
-            })
-            .collect()
+    let viewed = if request.personalize && weights.session > 0.0 {
+        recent_views(snapshot, &request.viewed, config.session_half_life)
     } else {
         Vec::new()
     };
@@ -542,9 +531,31 @@ fn restock_share(cart: &[ItemIndex], purchased: &[(ItemIndex, f32)]) -> f32 {
     (bought + 1) as f32 / (cart.len() + 2) as f32
 }
 
+/// The known items of `viewed` (sent most recent last), in the order sent, each with its
+/// weight: the newest weighs 1, each older one decays by `half_life`. Views whose weight has
+/// decayed to nothing are left out: with no weight they carry no signal, and their neighbours
+/// would still take places in the candidate pool.
+fn recent_views(snapshot: &Snapshot, viewed: &[String], half_life: f32) -> Vec<(ItemIndex, f32)> {
+    let newest = viewed.len().saturating_sub(1);
+    viewed
+        .iter()
+        .enumerate()
+        .filter_map(|(position, id)| {
+            let age = (newest - position) as f32;
+            let weight = 0.5f32.powf(age / half_life);
+            (weight > 0.0)
+                .then(|| snapshot.index_of(id))
+                .flatten()
+                .map(|item| (item, weight))
+        })
+        .collect()
+}
+
 /// The known items of `purchased` (sent most recent last), newest first, each purchase with
 /// its weight: the newest weighs 1, each older one decays by `half_life`. An item bought again
 /// appears again; the candidate pool adds its purchases up and the blend takes `ln(1 + sum)`.
+/// Purchases whose weight has decayed to nothing (a tiny half-life) are left out, as in
+/// [`recent_views`].
 fn earlier_purchases(
     snapshot: &Snapshot,
     purchased: &[String],
@@ -554,6 +565,9 @@ fn earlier_purchases(
     let mut weight = 1.0;
     let mut items = Vec::with_capacity(purchased.len());
     for id in purchased.iter().rev() {
+        if weight <= 0.0 {
+            break;
+        }
         if let Some(item) = snapshot.index_of(id) {
             items.push((item, weight));
         }
@@ -668,6 +682,26 @@ pub(crate) mod tests {
         req.exclude_categories = vec!["cables".into(), "no-such-category".into()];
         let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(ids(&s, &r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn views_and_purchases_decayed_to_nothing_are_left_out() {
+        let s = small_snapshot();
+        let sent = ["mug", "cable", "bag"].map(String::from);
+        let index = |id: &str| s.index_of(id).unwrap();
+        // A half-life this small underflows every weight but the newest to zero.
+        assert_eq!(recent_views(&s, &sent, 1e-30), vec![(index("bag"), 1.0)]);
+        assert_eq!(
+            earlier_purchases(&s, &sent, 1e-30),
+            vec![(index("bag"), 1.0)]
+        );
+        // An ordinary one keeps them all, decayed.
+        let views = recent_views(&s, &sent, 1.0);
+        assert_eq!(views.len(), 3);
+        assert_eq!(views[0], (index("mug"), 0.25));
+        let purchases = earlier_purchases(&s, &sent, 1.0);
+        assert_eq!(purchases.len(), 3);
+        assert_eq!(purchases[2], (index("mug"), 0.25));
     }
 
     #[test]
