@@ -66,6 +66,11 @@ pub struct VariantConfig {
     /// Whether substitutes are demoted.
     #[serde(default)]
     pub demote_substitutes: Option<bool>,
+    /// Whether the `purchased` weight is scaled by the cart's restock share
+    /// (`pipeline.restock_scaling`), for the requests this variant serves: so an experiment
+    /// can test the scaling itself, or give a `purchased` weight that is taken as it stands.
+    #[serde(default)]
+    pub restock_scaling: Option<bool>,
 }
 
 impl VariantConfig {
@@ -82,6 +87,7 @@ impl VariantConfig {
             popularity: None,
             theta: None,
             demote_substitutes: None,
+            restock_scaling: None,
         }
     }
 }
@@ -190,6 +196,9 @@ impl Experiments {
                     weights.demote_substitutes =
                         v.demote_substitutes.unwrap_or(weights.demote_substitutes);
                 }
+                // Pipeline-wide, but a variant's configuration only serves the requests
+                // assigned to it, which are on the experiment's touchpoints.
+                pipeline.restock_scaling = v.restock_scaling.unwrap_or(base.restock_scaling);
                 let k = v.k.unwrap_or(base.default_k);
                 pipeline.default_k = k;
                 if !(1..=MAX_K).contains(&k) {
@@ -363,6 +372,7 @@ mod tests {
             .unwrap();
         assert_eq!((v.pipeline.cart.theta, v.k), (0.7, 4));
         assert_eq!(v.pipeline.checkout, base.checkout);
+        assert_eq!(v.pipeline.restock_scaling, base.restock_scaling);
         assert!(experiments
             .assign(Touchpoint::Checkout, Some("u"), None)
             .is_none());
@@ -380,6 +390,33 @@ mod tests {
         let mut out_of_range = experiment("x", vec![], &[1.0]);
         out_of_range.variants[0].theta = Some(2.0);
         assert!(Experiments::build(&[out_of_range], &base).is_err());
+    }
+
+    #[test]
+    fn a_variant_can_switch_restock_scaling_for_its_requests_only() {
+        let base = PipelineConfig::default();
+        assert!(base.restock_scaling);
+        let mut config = experiment("restock", vec![Touchpoint::Checkout], &[0.5, 0.5]);
+        config.variants[1].restock_scaling = Some(false);
+        config.variants[1].purchased = Some(0.5);
+        let experiments = Experiments::build(&[config], &base).unwrap();
+        let mut seen = [false, false];
+        for shopper in 0..200 {
+            let id = format!("s{shopper}");
+            let v = experiments
+                .assign(Touchpoint::Checkout, None, Some(&id))
+                .unwrap();
+            let unscaled = v.label.ends_with("/v1");
+            assert_eq!(v.pipeline.restock_scaling, !unscaled);
+            let purchased = if unscaled {
+                0.5
+            } else {
+                base.checkout.purchased
+            };
+            assert_eq!(v.pipeline.checkout.purchased, purchased);
+            seen[usize::from(unscaled)] = true;
+        }
+        assert_eq!(seen, [true, true], "both variants were assigned");
     }
 
     #[test]
