@@ -399,6 +399,7 @@ mod tests {
             demote_substitutes in proptest::bool::ANY,
             promoted_boost in proptest::sample::select(vec![0.0f32, 0.4]),
             substitute_penalty in proptest::sample::select(vec![0.5f32, 0.0]),
+            bought in proptest::collection::vec(proptest::bool::weighted(0.2), 38),
         ) {
             let ids: Vec<String> = (0..40).map(|i| format!("i{i}")).collect();
             let mut b = SnapshotBuilder::new(ModelVersion(1), 2, 40);
@@ -430,11 +431,14 @@ mod tests {
             };
             let mut candidates: Vec<Candidate> = (2..40)
                 .zip(&relevance)
-                .map(|(item, &r)| {
+                .zip(&bought)
+                .map(|((item, &r), &bought)| {
                     let mut c = Candidate::new(item);
                     // Related, so a promotion applies; the relevance may be negative (EASE's
-                    // negative weights), where halving it raises it.
+                    // negative weights), where halving it raises it. A bought-before one is
+                    // never a substitute.
                     c.collaborative = 1.0;
+                    c.purchased = if bought { 1.0 } else { 0.0 };
                     c.relevance = r;
                     c.score = final_score(r, boost(&snapshot, &c, &config));
                     c
