@@ -201,9 +201,14 @@ impl MemoryCapStore {
         // only grow the list when lists are recorded past the cap (concurrent requests of one
         // shopper, or a caller that does not stop at fatigue).
         let most = (self.policy.max_responses_per_window as usize).max(1);
-        if state.responses.len() > most {
-            let excess = state.responses.len() - most;
-            state.responses.drain(..excess);
+        while state.responses.len() > most {
+            // The oldest, wherever it is: two requests of one shopper can record their
+            // seconds out of order (each takes its time before the lock), and only the count
+            // within the window matters, not the order.
+            let oldest = (0..state.responses.len())
+                .min_by_key(|&i| state.responses[i])
+                .unwrap_or(0);
+            state.responses.swap_remove(oldest);
         }
         if !self.policy.count_served_as_impressions {
             return;
@@ -429,6 +434,27 @@ mod tests {
         assert!(store.state_at(key, t0).fatigued);
         let shard = store.shard(&key).lock().unwrap();
         assert_eq!(shard[&key].responses.len(), 3);
+    }
+
+    #[test]
+    fn the_bound_on_responses_drops_the_oldest_even_when_recorded_out_of_order() {
+        let store = MemoryCapStore::new(policy());
+        let key = ShopperKey([9; 16]);
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Fatigue is 3 lists within 10 s. The list at 1 s is recorded last, after the ones at
+        // 7, 8 and 9 s: the bound must drop it, not the one at 7 s.
+        for secs in [7, 8, 9, 1] {
+            store.record_at(key, &["x"], at(secs));
+        }
+        assert!(
+            store.state_at(key, at(16)).fatigued,
+            "7, 8 and 9 s are all within 10 s of 16 s"
+        );
+        assert!(
+            !store.state_at(key, at(17)).fatigued,
+            "7 s has left the window"
+        );
     }
 
     #[test]
