@@ -165,10 +165,9 @@ async fn a_full_queue_is_written_completely_at_shutdown() {
     }
     // The queue is full now: more is refused, and nothing accepted may be lost on the way out.
     assert_eq!(post_events(&app, &json!(batch), &[]).await.0, 503);
-    let pool = app.db.pool.clone();
-    app.stop().await;
+    let db = app.stop().await;
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
-        .fetch_one(&pool)
+        .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(count, 1000);
@@ -194,10 +193,9 @@ async fn a_full_queue_refuses_the_whole_body_with_503() {
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains(r#"tandem_events_rejected_total{reason="queue_full"} 6"#));
-    let pool = app.db.pool.clone();
-    app.stop().await;
+    let db = app.stop().await;
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
-        .fetch_one(&pool)
+        .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(

@@ -45,12 +45,43 @@ fn with_database(url: &str, database: &str) -> String {
     }
 }
 
-/// A fresh, migrated database of its own.
+/// A fresh, migrated database of its own, dropped again when the test is done with it.
 pub struct TestDatabase {
     /// Pool on the fresh database.
     pub pool: PgPool,
     /// URL of the fresh database.
     pub url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database, so runs against a long-lived server (a shared `DATABASE_URL`) do
+    /// not leave one behind per test. On a thread and runtime of its own: `drop` cannot await,
+    /// and the test's runtime may be the current-thread one this call blocks. `WITH (FORCE)`
+    /// ends the test app's connections that may still be open. Best effort: a failure only
+    /// leaves the database behind, as before.
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(options) = PgConnectOptions::from_str(&server_url()) else {
+                    return;
+                };
+                if let Ok(mut admin) = PgConnection::connect_with(&options).await {
+                    let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                    admin.execute(drop.as_str()).await.ok();
+                    admin.close().await.ok();
+                }
+            });
+        });
+        cleanup.join().ok();
+    }
 }
 
 /// Creates a fresh database in the server of `DATABASE_URL` and applies the migrations.
@@ -72,7 +103,7 @@ pub async fn fresh_database() -> TestDatabase {
         .await
         .unwrap();
     store::migrate(&pool).await.unwrap();
-    TestDatabase { pool, url }
+    TestDatabase { pool, url, name }
 }
 
 /// A small synthetic spec: `items` items in clusters of 20, 8 neighbours each.
@@ -239,10 +270,12 @@ impl TestApp {
         wait_until_ready(&self.client, &self.address).await;
     }
 
-    /// Sends the shutdown signal and waits for the server to finish.
-    pub async fn stop(mut self) {
+    /// Sends the shutdown signal and waits for the server to finish; returns the app's
+    /// database, which is dropped with the value (keep it to look at what the app wrote).
+    pub async fn stop(mut self) -> TestDatabase {
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
+        self.db
     }
 }
