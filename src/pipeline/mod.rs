@@ -543,9 +543,9 @@ fn recent_views(snapshot: &Snapshot, viewed: &[String], half_life: f32) -> Vec<(
         .filter_map(|(position, id)| {
             let age = (newest - position) as f32;
             let weight = 0.5f32.powf(age / half_life);
-            (weight > 0.0)
-                .then(|| snapshot.index_of(id))
-                .flatten()
+            snapshot
+                .index_of(id)
+                .filter(|_| weight > 0.0)
                 .map(|item| (item, weight))
         })
         .collect()
