@@ -11,7 +11,7 @@ use faer::{Mat, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::measures::{self, Baskets, DenseGram};
+use super::estimators::{self, Baskets, DenseGram};
 
 /// Power iterations of the subspace iteration; the spectrum of co-purchase matrices decays
 /// fast enough that a few give the leading directions to plotting accuracy.
@@ -31,7 +31,7 @@ pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<
         items: dense,
         gram: mut cosine,
         ..
-    } = measures::dense_gram(baskets, max_items, true);
+    } = estimators::dense_gram(baskets, max_items, true);
     let m = dense.len();
     let rank = (dim + OVERSAMPLING).min(m);
     if rank == 0 {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use sqlx::PgPool;
 
+use super::estimators::{Estimator, MeasureParams};
 use super::evaluate::{self, EvaluateParams};
 use super::history::{self, History};
 use super::import;
-use super::measures::{Estimator, MeasureParams};
 use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
 use super::privacy::DpParams;
 use super::progress::Progress;

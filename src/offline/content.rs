@@ -14,7 +14,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 
-use super::measures::{self, Neighbours};
+use super::estimators::{self, Neighbours};
 
 /// Most items searched exhaustively; larger catalogues use locality-sensitive hashing.
 pub const EXACT_LIMIT: usize = 20_000;
@@ -120,7 +120,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Top-`n` content neighbours of every item by cosine of `embeddings` (row-major, `dim`
 /// wide, rows normalised); pairs below `min_similarity` and same-`group` pairs (variants,
-/// see [`super::measures::variant_groups`]) are left out. Support is 0 (no baskets involved).
+/// see [`super::estimators::variant_groups`]) are left out. Support is 0 (no baskets involved).
 pub fn neighbours(
     embeddings: &[f32],
     dim: usize,
@@ -183,7 +183,7 @@ pub fn neighbours(
                 })
             })
             .collect();
-        measures::join_all(handles)
+        estimators::join_all(handles)
     });
     let mut rows: Vec<NeighbourRow> = parts.into_iter().flatten().collect();
     rows.sort_unstable_by_key(|r| r.0);

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::estimators::{Estimator, MeasureParams};
 use super::history::History;
-use super::measures::{Estimator, MeasureParams};
 use super::orders::{ReadError, ReadOptions};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams};

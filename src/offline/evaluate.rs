@@ -26,8 +26,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::estimators::{self, Estimator, Neighbours};
 use super::history::{History, NO_CUSTOMER};
-use super::measures::{self, Estimator, Neighbours};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use crate::domain::ModelVersion;
@@ -248,7 +248,7 @@ pub fn evaluate_variant(
 ) -> VariantResult {
     let started = Instant::now();
     let snapshot: &Snapshot = &variant.snapshot;
-    let threads = measures::worker_threads(threads).clamp(1, cases.len().max(1));
+    let threads = estimators::worker_threads(threads).clamp(1, cases.len().max(1));
     let chunk = cases.len().div_ceil(threads).max(1);
     let parts: Vec<(Vec<CaseScore>, Vec<bool>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = cases
@@ -290,7 +290,7 @@ pub fn evaluate_variant(
                 })
             })
             .collect();
-        measures::join_all(handles)
+        estimators::join_all(handles)
     });
     let mut covered = vec![false; snapshot.len()];
     let (mut hits, mut ndcg, mut mrr, mut diversity_sum, mut lists) =
@@ -468,13 +468,13 @@ fn baseline_variants(
     for estimator in Estimator::ALL {
         progress.message(estimator.name());
         // Baselines are exact: privacy is a property of the serving model under test.
-        let measure = measures::MeasureParams {
+        let measure = estimators::MeasureParams {
             estimator,
             dp: None,
             ..params.train.measure.clone()
         };
         let (pairs, _) =
-            measures::co_purchase(&set.baskets, &groups, &measure).map_err(TrainError::from)?;
+            estimators::co_purchase(&set.baskets, &groups, &measure).map_err(TrainError::from)?;
         variants.push(Variant {
             name: format!("co-purchase {}", estimator.name()),
             snapshot: Arc::new(serving.snapshot_with_pairs(version, &pairs)?),

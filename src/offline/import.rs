@@ -24,7 +24,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::catalogue::CatalogueAccumulator;
-use super::measures;
+use super::estimators;
 use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
 use crate::store::CopyRows;
 
@@ -292,7 +292,7 @@ pub async fn import_orders(
             .text(&item.title)
             .opt_text(item.category.as_deref());
         copy.opt_display(item.price)
-            .opt_text(measures::variant_stem(&item.id));
+            .opt_text(estimators::variant_stem(&item.id));
         copy.end_row().await?;
     }
     copy.finish().await?;

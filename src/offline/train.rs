@@ -12,9 +12,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use super::estimators::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
 use super::history::History;
 use super::history::NO_CUSTOMER;
-use super::measures::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
 use super::privacy::{self, DpParams};
 use super::progress::Progress;
 use super::{behaviour, content};
@@ -54,13 +54,13 @@ pub struct TrainParams {
 }
 
 impl TrainParams {
-    /// The variant group of each id (see [`measures::variant_groups`]); every id its own
+    /// The variant group of each id (see [`estimators::variant_groups`]); every id its own
     /// group under `keep_variants`.
     pub fn variant_groups<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
         if self.keep_variants {
             (0..ids.into_iter().count() as u32).collect()
         } else {
-            measures::variant_groups(ids)
+            estimators::variant_groups(ids)
         }
     }
 
@@ -69,7 +69,7 @@ impl TrainParams {
         if self.keep_variants {
             None
         } else {
-            measures::variant_stem(id)
+            estimators::variant_stem(id)
         }
     }
 }
@@ -307,7 +307,7 @@ pub fn train(
     progress.inc(1);
     progress.message(params.measure.estimator.name());
     let (co_purchase, measure_stats) =
-        measures::co_purchase(&set.baskets, &groups, &params.measure)?;
+        estimators::co_purchase(&set.baskets, &groups, &params.measure)?;
     let mut items = items;
     if let Some(released) = &measure_stats.released_item_counts {
         // Under differential privacy only released counts may leave training.
@@ -328,7 +328,7 @@ pub fn train(
         &groups,
         params.content_neighbours,
         params.content_min_similarity,
-        measures::worker_threads(params.measure.threads),
+        estimators::worker_threads(params.measure.threads),
     );
     progress.inc(1);
     // Under differential privacy the raw basket figures and dates stay in here.
@@ -543,8 +543,8 @@ impl TrainedModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offline::estimators::Estimator;
     use crate::offline::history::tests::fixture;
-    use crate::offline::measures::Estimator;
 
     fn params() -> TrainParams {
         TrainParams {
