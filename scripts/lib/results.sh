@@ -14,11 +14,15 @@ start_results() {
 }
 
 # record KEY=VALUE...: appends one record. Values that read as numbers (1,234 included) become
-# JSON numbers, values that parse as JSON objects or arrays are embedded, the rest are strings.
+# JSON numbers, values that parse as JSON objects or arrays are embedded, KEY=@FILE embeds the
+# JSON in FILE, the rest are strings.
 record() {
   python3 - "$@" >>"$RESULTS_RECORDS" <<'PY'
 import json, math, re, sys
 def value(text):
+    if text.startswith("@"):
+        with open(text[1:]) as f:
+            return json.load(f)
     plain = text.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) else text
     for convert in (int, float):
         try:
