@@ -3,6 +3,10 @@ Retail file: for each basket at or after the cut-off, a cart of 1 to 20 of its i
 vary as real carts do). The load script adds a session id per request.
 
 Usage: held-out-carts.py ORDERS.csv.gz CUTOFF COUNT > paths.txt
+
+ORDERS is the UCI Machine Learning Repository data set 352 "Online Retail" (Daqing Chen, 2015),
+licensed CC BY 4.0; the calling scripts pass the file they were given (--orders FILE, else
+$ONLINE_RETAIL, else ../shared/data/online_retail/online_retail.csv.gz; see online-retail.sh).
 """
 import csv
 import gzip
