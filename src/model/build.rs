@@ -386,6 +386,9 @@ impl SnapshotBuilder {
         let stats = LoadStats {
             items: n,
             pairs: co_purchase.len(),
+            items_with_co_purchase: (0..n as u32)
+                .filter(|&i| !co_purchase.row(i).0.is_empty())
+                .count(),
             content_pairs: content.len(),
             embedding_dim: dim,
             items_with_embedding,

@@ -108,6 +108,8 @@ pub struct LoadStats {
     pub items: usize,
     /// Stored co-purchase (item, neighbour) entries.
     pub pairs: usize,
+    /// Items with at least one co-purchase neighbour.
+    pub items_with_co_purchase: usize,
     /// Stored content-neighbour entries.
     pub content_pairs: usize,
     /// Embedding dimension (0 when the version has none).

@@ -94,12 +94,20 @@ pub struct ImportArgs {
 /// Model parameters shared by `train` and `evaluate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// Co-purchase estimator.
-    #[arg(long, value_enum, default_value_t = Estimator::Ease)]
-    pub estimator: Estimator,
+    /// Co-purchase estimator (default: sparse-ease; ease under differential privacy, which
+    /// releases the dense Gram matrix).
+    #[arg(long, value_enum)]
+    pub estimator: Option<Estimator>,
     /// Fewest baskets a pair must share.
     #[arg(long, default_value_t = 1)]
     pub min_support: u32,
+    /// Fewest training baskets an item needs to get co-purchase neighbours (sparse-ease;
+    /// items below it keep their content neighbours).
+    #[arg(long, default_value_t = 5)]
+    pub min_baskets: u32,
+    /// Items each item's sparse-ease solve covers (those sharing most baskets with it).
+    #[arg(long, default_value_t = 128)]
+    pub neighbourhood: usize,
     /// Co-purchase neighbours kept per item.
     #[arg(long, default_value_t = 100)]
     pub neighbours: usize,
@@ -162,8 +170,14 @@ impl ModelArgs {
     pub fn train_params(&self, until: Option<i64>) -> TrainParams {
         TrainParams {
             measure: MeasureParams {
-                estimator: self.estimator,
+                estimator: self.estimator.unwrap_or(if self.dp_epsilon.is_some() {
+                    Estimator::Ease
+                } else {
+                    Estimator::SparseEase
+                }),
                 min_support: self.min_support,
+                min_baskets: self.min_baskets,
+                neighbourhood: self.neighbourhood,
                 neighbours: self.neighbours,
                 lambda: self.lambda,
                 bm25_k1: self.bm25_k1,
@@ -353,9 +367,10 @@ pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<
         let model = train::train(&history, 0..end, &params, &progress);
         if let Ok(m) = &model {
             progress.finish(&format!(
-                "{} baskets, {} items, {} co-purchase pairs ({}), {} content pairs",
+                "{} baskets, {} items, {} with co-purchase neighbours, {} co-purchase pairs ({}), {} content pairs",
                 m.stats.baskets,
                 m.stats.items,
+                m.stats.co_purchase.items_with_neighbours,
                 m.stats.co_purchase.pairs_kept,
                 m.stats.co_purchase.estimator,
                 m.stats.content_pairs

@@ -657,7 +657,7 @@ mod tests {
         assert!(ease.hit_rate > 0.6 && ease.ndcg <= ease.hit_rate && ease.mrr <= ease.hit_rate);
         let popularity = row("popularity");
         assert!(popularity.hit_rate < 0.5, "{popularity:?}");
-        assert!(row("pipeline ease (serving)").hit_rate > popularity.hit_rate);
+        assert!(row("pipeline sparse-ease (serving)").hit_rate > popularity.hit_rate);
         assert!(row("pipeline, theta 1").diversity <= row("pipeline, theta 0.6").diversity);
         assert_eq!(row("pipeline, substitutes kept").cases, 28 * 6);
         assert_eq!(row("pipeline, no purchase history").cases, 28 * 6);
@@ -672,7 +672,7 @@ mod tests {
             "baselines are on the chart"
         );
         let table = std::fs::read_to_string(&files.table).unwrap();
-        assert!(table.contains("| pipeline ease (serving) |"));
+        assert!(table.contains("| pipeline sparse-ease (serving) |"));
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&files.json).unwrap()).unwrap();
         assert_eq!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tandem::app::InitialModel;
 use tandem::config::{Secret, Settings};
 use tandem::offline::demo::{build_demo_snapshot_with, demo_params};
-use tandem::offline::measures::Estimator;
+use tandem::offline::estimators::Estimator;
 
 use crate::helpers::{RunningServer, ADMIN_TOKEN};
 

@@ -11,12 +11,16 @@
 //!   similarity is the dot product of the weighted vectors;
 //! - `ease`: Steck's EASE (WWW 2019), `P = (XᵀX + λI)⁻¹`, `B_ij = -P_ij / P_jj`, diagonal zero,
 //!   with a dense Cholesky inverse (faer). A dense inverse needs `8 n²` bytes twice, so only
-//!   the `max_dense_items` items in most baskets get a row; the stats say how many.
+//!   the `max_dense_items` items in most baskets get a row; the stats say how many;
+//! - `sparse-ease` (the default): EASE over every item with at least `min_baskets` baskets,
+//!   from one ridge solve per item over its `neighbourhood` most co-occurring items
+//!   ([`sparse_ease`]); time and memory grow with the co-occurrences, not with items².
 //!
 //! `n_i` is the number of baskets holding item `i`, `c` those holding both, `N` all baskets.
 //! Pairs with `c < min_support` are dropped for every estimator, as are pairs of variants of
 //! one product (`85099B`/`85099C`: same digit stem, different letters), which are
-//! alternatives, not complements. Only positive weights are kept.
+//! alternatives, not complements. Only positive weights are kept, except by the EASE
+//! estimators, which keep the strongest weights of either sign.
 //!
 //! Co-occurrences are counted row by row with a dense accumulator and an inverted index
 //! (item -> baskets), so memory is linear in the history and each thread reuses its buffers;
@@ -29,13 +33,16 @@ use serde::{Deserialize, Serialize};
 use super::privacy::{DpParams, DpReport};
 
 mod baskets;
+mod counts;
 mod dense_ease;
 mod neighbours;
 mod parallel;
 mod similarity;
+mod sparse_ease;
 mod variants;
 
 pub use baskets::Baskets;
+pub use counts::Counts;
 pub use dense_ease::{dense_gram, DenseGram};
 pub use neighbours::Neighbours;
 pub use parallel::{join_all, worker_threads};
@@ -58,13 +65,15 @@ pub enum Estimator {
     Llr,
     /// BM25-weighted item-item similarity.
     Bm25,
-    /// EASE linear item-item model.
+    /// EASE linear item-item model, dense inverse over the items in most baskets.
     Ease,
+    /// EASE over every item with enough baskets, from one local solve per item.
+    SparseEase,
 }
 
 impl Estimator {
     /// Every estimator, for evaluation.
-    pub const ALL: [Estimator; 7] = [
+    pub const ALL: [Estimator; 8] = [
         Estimator::Count,
         Estimator::Cosine,
         Estimator::Jaccard,
@@ -72,6 +81,7 @@ impl Estimator {
         Estimator::Llr,
         Estimator::Bm25,
         Estimator::Ease,
+        Estimator::SparseEase,
     ];
 
     /// Lower-case name, as on the command line.
@@ -84,6 +94,7 @@ impl Estimator {
             Estimator::Llr => "llr",
             Estimator::Bm25 => "bm25",
             Estimator::Ease => "ease",
+            Estimator::SparseEase => "sparse-ease",
         }
     }
 }
@@ -95,6 +106,13 @@ pub struct MeasureParams {
     pub estimator: Estimator,
     /// Fewest baskets a pair must share.
     pub min_support: u32,
+    /// Fewest baskets an item needs to get co-purchase neighbours (`sparse-ease`).
+    #[serde(default = "default_min_baskets")]
+    pub min_baskets: u32,
+    /// Items each item's EASE solve covers: those sharing most baskets with it
+    /// (`sparse-ease`).
+    #[serde(default = "default_neighbourhood")]
+    pub neighbourhood: usize,
     /// Neighbours kept per item.
     pub neighbours: usize,
     /// EASE L2 regularisation λ.
@@ -112,11 +130,21 @@ pub struct MeasureParams {
     pub dp: Option<DpParams>,
 }
 
+fn default_min_baskets() -> u32 {
+    5
+}
+
+fn default_neighbourhood() -> usize {
+    128
+}
+
 impl Default for MeasureParams {
     fn default() -> Self {
         Self {
-            estimator: Estimator::Ease,
+            estimator: Estimator::SparseEase,
             min_support: 1,
+            min_baskets: default_min_baskets(),
+            neighbourhood: default_neighbourhood(),
             neighbours: 100,
             lambda: 50.0,
             bm25_k1: 1.2,
@@ -158,6 +186,10 @@ pub struct MeasureStats {
     pub dense_items: usize,
     /// Items left out of the dense inverse because the catalogue is too big.
     pub items_beyond_dense_limit: usize,
+    /// Items with at least `min_baskets` baskets (`sparse-ease`; 0 for other estimators).
+    pub eligible_items: usize,
+    /// Items with fewer than `min_baskets` baskets, left without co-purchase neighbours.
+    pub items_below_min_baskets: usize,
     /// The differentially private release, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dp: Option<DpReport>,
@@ -196,6 +228,10 @@ pub fn co_purchase(
     }
     let (neighbours, mut stats) = match params.estimator {
         Estimator::Ease => dense_ease::ease(baskets, variant_groups, params)?,
+        Estimator::SparseEase => {
+            let counts = Counts::from_baskets(baskets, params.min_baskets, params.threads);
+            sparse_ease::sparse_ease(&counts, variant_groups, params)?
+        }
         estimator => similarity::sparse(baskets, variant_groups, params, estimator)?,
     };
     stats.estimator = params.estimator.name().to_string();

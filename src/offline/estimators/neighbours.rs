@@ -43,6 +43,11 @@ impl Neighbours {
         n
     }
 
+    /// The compressed rows: offsets, neighbours, scores and supports.
+    pub(super) fn into_parts(self) -> (Vec<usize>, Vec<u32>, Vec<f32>, Vec<u32>) {
+        (self.offsets, self.others, self.scores, self.support)
+    }
+
     /// Number of items (rows).
     pub fn items(&self) -> usize {
         self.offsets.len() - 1

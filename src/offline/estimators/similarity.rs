@@ -88,7 +88,7 @@ pub(super) fn sparse(
                 }
             }
             Estimator::Bm25 => weight * item_weight[i] * item_weight[j],
-            Estimator::Ease => 0.0,
+            Estimator::Ease | Estimator::SparseEase => 0.0,
         }
     };
     let bm25 = estimator == Estimator::Bm25;

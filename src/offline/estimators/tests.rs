@@ -14,6 +14,7 @@ fn params(estimator: Estimator) -> MeasureParams {
     MeasureParams {
         estimator,
         threads: 2,
+        min_baskets: 1,
         ..MeasureParams::default()
     }
 }
@@ -249,4 +250,84 @@ fn the_table_does_not_depend_on_the_number_of_threads() {
         );
         assert_eq!(one, three, "{estimator:?}");
     }
+}
+
+/// Baskets over 12 items from a fixed generator: a few items in many baskets, the rest rare.
+fn random_baskets() -> Baskets {
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let mut b = Baskets::new(12);
+    for _ in 0..400 {
+        let mut basket: Vec<u32> = (0..2 + next() % 4)
+            .map(|_| (next() % 12).min(next() % 12))
+            .collect();
+        basket.sort_unstable();
+        basket.dedup();
+        b.push(&basket);
+    }
+    b
+}
+
+#[test]
+fn sparse_ease_is_exact_ease_when_every_neighbourhood_holds_every_item() {
+    let b = random_baskets();
+    let exact = table(
+        &b,
+        &MeasureParams {
+            lambda: 5.0,
+            ..params(Estimator::Ease)
+        },
+    );
+    let sparse = table(
+        &b,
+        &MeasureParams {
+            lambda: 5.0,
+            min_baskets: 1,
+            neighbourhood: 12,
+            ..params(Estimator::SparseEase)
+        },
+    );
+    assert_eq!(exact.len(), sparse.len());
+    for i in 0..12 {
+        let (others, scores, support) = exact.row(i);
+        let (sparse_others, sparse_scores, sparse_support) = sparse.row(i);
+        assert_eq!(others, sparse_others, "row {i}");
+        assert_eq!(support, sparse_support, "row {i}");
+        for (a, b) in scores.iter().zip(sparse_scores) {
+            assert!((a - b).abs() < 1e-5, "row {i}: {a} against {b}");
+        }
+    }
+}
+
+#[test]
+fn sparse_ease_gives_rows_only_to_items_with_enough_baskets() {
+    let b = random_baskets();
+    let counts = b.item_counts();
+    let p = MeasureParams {
+        min_baskets: 60,
+        neighbourhood: 3,
+        neighbours: 2,
+        ..params(Estimator::SparseEase)
+    };
+    let (table, stats) = co_purchase(&b, &[u32::MAX; 12], &p).unwrap();
+    let rare: Vec<u32> = (0..12).filter(|&i| counts[i as usize] < 60).collect();
+    assert!(!rare.is_empty() && rare.len() < 12, "{counts:?}");
+    assert_eq!(stats.items_below_min_baskets, rare.len());
+    assert_eq!(stats.eligible_items, 12 - rare.len());
+    for i in 0..12u32 {
+        let (others, _, _) = table.row(i);
+        if rare.contains(&i) {
+            assert!(others.is_empty(), "{i} has too few baskets for a row");
+        } else {
+            assert!(!others.is_empty() && others.len() <= 2, "{i}: {others:?}");
+            assert!(others.iter().all(|o| !rare.contains(o)), "{i}: {others:?}");
+        }
+    }
+    let threads = MeasureParams { threads: 1, ..p };
+    assert_eq!(co_purchase(&b, &[u32::MAX; 12], &threads).unwrap().0, table);
 }

@@ -1,0 +1,137 @@
+//! Co-occurrence counts: baskets per item and shared baskets per pair. They are all that the
+//! count-based estimators read, so counting is a step of its own (and the step that outgrows
+//! one machine first).
+
+use super::parallel::{rows_in_parallel, worker_threads};
+use super::Baskets;
+
+/// Baskets per item and, for every item with at least `min_baskets` of them, the baskets it
+/// shares with each other such item, as rows sorted by item number.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Baskets counted.
+    pub baskets: usize,
+    /// Baskets holding each item (every item, eligible or not).
+    pub item_baskets: Vec<u32>,
+    /// Fewest baskets an item needs to have a row and to be in other items' rows.
+    pub min_baskets: u32,
+    offsets: Vec<usize>,
+    others: Vec<u32>,
+    shared: Vec<u32>,
+}
+
+impl Counts {
+    /// Counts `baskets` over `threads` worker threads (0 = the available cores); the result
+    /// does not depend on their number.
+    pub fn from_baskets(baskets: &Baskets, min_baskets: u32, threads: usize) -> Self {
+        let items = baskets.items();
+        let item_baskets = baskets.item_counts();
+        let eligible = |i: usize| item_baskets[i] >= min_baskets.max(1);
+        let (index_offsets, index) = baskets.inverted(&item_baskets);
+        let (rows, _, _) = rows_in_parallel(
+            items,
+            worker_threads(threads),
+            || (vec![0u32; items], Vec::<u32>::with_capacity(1024)),
+            |i, (count, touched), part| {
+                let iu = i as usize;
+                if !eligible(iu) {
+                    return;
+                }
+                for &b in &index[index_offsets[iu]..index_offsets[iu + 1]] {
+                    for &j in baskets.basket(b as usize) {
+                        let ju = j as usize;
+                        if ju == iu || !eligible(ju) {
+                            continue;
+                        }
+                        if count[ju] == 0 {
+                            touched.push(j);
+                        }
+                        count[ju] += 1;
+                    }
+                }
+                touched.sort_unstable();
+                for &j in touched.iter() {
+                    let c = std::mem::take(&mut count[j as usize]);
+                    part.push_row(&[(j, 0.0, c)]);
+                }
+                touched.clear();
+            },
+        );
+        let (offsets, others, _, shared) = rows.into_parts();
+        Self {
+            baskets: baskets.len(),
+            item_baskets,
+            min_baskets,
+            offsets,
+            others,
+            shared,
+        }
+    }
+
+    /// Number of items.
+    pub fn items(&self) -> usize {
+        self.item_baskets.len()
+    }
+
+    /// Whether `item` has enough baskets to be counted in pairs.
+    pub fn eligible(&self, item: u32) -> bool {
+        self.item_baskets[item as usize] >= self.min_baskets.max(1)
+    }
+
+    /// Items with enough baskets to be counted in pairs.
+    pub fn eligible_items(&self) -> usize {
+        (0..self.items() as u32)
+            .filter(|&i| self.eligible(i))
+            .count()
+    }
+
+    /// Distinct ordered pairs that share a basket.
+    pub fn pairs(&self) -> usize {
+        self.others.len()
+    }
+
+    /// The items sharing a basket with `item`, in item order, and how many baskets each shares.
+    #[inline]
+    pub fn row(&self, item: u32) -> (&[u32], &[u32]) {
+        let range = self.offsets[item as usize]..self.offsets[item as usize + 1];
+        (&self.others[range.clone()], &self.shared[range])
+    }
+
+    /// Baskets shared by `a` and `b` (0 when either is not eligible).
+    pub fn shared(&self, a: u32, b: u32) -> u32 {
+        let (others, shared) = self.row(a);
+        others.binary_search(&b).map_or(0, |p| shared[p])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_hold_eligible_pairs_in_item_order_whatever_the_threads() {
+        let mut b = Baskets::new(5);
+        for basket in [
+            &[0u32, 1, 3][..],
+            &[0, 1, 3],
+            &[0, 1, 2, 3],
+            &[2, 3],
+            &[3, 4],
+        ] {
+            b.push(basket);
+        }
+        let one = Counts::from_baskets(&b, 2, 1);
+        assert_eq!(one, Counts::from_baskets(&b, 2, 3));
+        assert_eq!(one.item_baskets, [3, 3, 2, 5, 1]);
+        assert_eq!(one.row(0), (&[1, 2, 3][..], &[3, 1, 3][..]));
+        assert_eq!(
+            one.row(4),
+            (&[][..], &[][..]),
+            "one basket is below min_baskets"
+        );
+        assert_eq!(one.shared(3, 4), 0, "nor is it in other rows");
+        assert_eq!(one.shared(3, 2), 2);
+        assert_eq!(one.eligible_items(), 4);
+        assert_eq!(one.pairs(), 12);
+    }
+}
