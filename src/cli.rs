@@ -146,9 +146,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Import(args) => run_import(args, optional_pool(&settings)?).await?,
-        Command::Train(args) => run_train(args, optional_pool(&settings)?).await?,
+        Command::Train(args) => run_train(args, optional_pool(&settings)?, &settings).await?,
         Command::Evaluate(args) => {
-            run_evaluate(args, optional_pool(&settings)?, settings.pipeline.clone()).await?
+            let pool = optional_pool(&settings)?;
+            run_evaluate(args, pool, settings).await?
         }
         Command::Activate(args) => {
             let pool = database_pool(&settings)?;

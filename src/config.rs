@@ -68,6 +68,10 @@ pub struct Settings {
     /// Redis URL of the shared cap store (from `REDIS_URL`), for `capping.store = "redis"`.
     #[serde(skip)]
     pub redis_url: Option<Secret>,
+    /// The `[pipeline]` values set in a configuration file or the environment (not the
+    /// compiled defaults): they win over a model version's tuned values.
+    #[serde(skip)]
+    pub pipeline_overrides: serde_json::Value,
 }
 
 /// HTTP server settings.
@@ -142,17 +146,28 @@ impl Settings {
     /// environment, then validates them.
     pub fn load(config_dir: &Path) -> Result<Self, SettingsError> {
         let env = std::env::var("TANDEM_ENV").unwrap_or_else(|_| "local".to_string());
+        let file = || File::from(config_dir.join(format!("{env}.toml"))).required(false);
+        let environment = || {
+            Environment::with_prefix("TANDEM")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+        };
         let mut settings: Settings = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(File::from(config_dir.join(format!("{env}.toml"))).required(false))
-            .add_source(
-                Environment::with_prefix("TANDEM")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
+            .add_source(file())
+            .add_source(environment())
             .build()?
             .try_deserialize()?;
+        let user_set = Config::builder()
+            .add_source(file())
+            .add_source(environment())
+            .build()?;
+        settings.pipeline_overrides = match user_set.get::<serde_json::Value>("pipeline") {
+            Ok(value) => value,
+            Err(config::ConfigError::NotFound(_)) => serde_json::Value::Null,
+            Err(error) => return Err(error.into()),
+        };
         if let Ok(url) = std::env::var("DATABASE_URL") {
             if !url.is_empty() {
                 settings.database.url = Some(Secret::new(url));
@@ -182,6 +197,32 @@ impl Settings {
             .try_deserialize()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The pipeline configuration to serve a version with: the compiled defaults, then the
+    /// version's `tuned` values (a partial `[pipeline]` table), then the values set in a
+    /// configuration file or the environment.
+    pub fn pipeline_for(
+        &self,
+        tuned: Option<&serde_json::Value>,
+    ) -> Result<PipelineConfig, SettingsError> {
+        let invalid = |message: String| SettingsError::Invalid {
+            key: "pipeline",
+            message,
+        };
+        let defaults: serde_json::Value = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()?
+            .get("pipeline")?;
+        let mut layered = defaults;
+        if let Some(tuned) = tuned {
+            merge(&mut layered, tuned);
+        }
+        merge(&mut layered, &self.pipeline_overrides);
+        let config: PipelineConfig =
+            serde_json::from_value(layered).map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
     }
 
     /// Checks ranges that serde cannot express.
@@ -239,6 +280,22 @@ impl Settings {
     /// Per-request time limit.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.server.request_timeout_ms)
+    }
+}
+
+/// Deep-merges `over` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                merge(
+                    base.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+        (_, serde_json::Value::Null) => {}
+        (base, over) => *base = over.clone(),
     }
 }
 

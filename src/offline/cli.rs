@@ -21,7 +21,8 @@ use super::privacy::DpParams;
 use super::progress::Progress;
 use super::report;
 use super::train::{self, TrainParams};
-use crate::pipeline::PipelineConfig;
+use super::tune::{self, TuneError, TuneParams};
+use crate::config::Settings;
 use crate::store;
 
 /// How to read an order-history file: column names (defaults: UCI Online Retail).
@@ -205,6 +206,41 @@ impl ModelArgs {
     }
 }
 
+/// How `train` and `evaluate` tune a version on the shop's own history.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TuneArgs {
+    /// Serve the configured settings as they are: no validation split, no search.
+    #[arg(long)]
+    pub no_tune: bool,
+    /// The validation split covers at least the last this many days of the training history...
+    #[arg(long, default_value_t = 28.0)]
+    pub validation_days: f64,
+    /// ...and at least this share of its baskets (at most half of them in any case).
+    #[arg(long, default_value_t = 0.1, value_parser = unit_interval_f64)]
+    pub validation_share: f64,
+    /// Most validation cases scored per touchpoint and setting.
+    #[arg(long, default_value_t = 2000)]
+    pub tune_cases: usize,
+}
+
+impl TuneArgs {
+    /// The tuning parameters, or `None` under `--no-tune`.
+    pub fn tune_params(&self, threads: usize) -> Option<TuneParams> {
+        (!self.no_tune).then(|| TuneParams {
+            validation_days: self.validation_days,
+            validation_share: self.validation_share,
+            max_cases: self.tune_cases.max(1),
+            threads,
+            ..TuneParams::default()
+        })
+    }
+}
+
+/// A number in [0, 1], as f64.
+fn unit_interval_f64(text: &str) -> Result<f64, String> {
+    unit_interval(text).map(f64::from)
+}
+
 /// A number in [0, 1].
 fn unit_interval(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
@@ -228,6 +264,9 @@ pub struct TrainArgs {
     /// Model parameters.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Tuning on the shop's own history.
+    #[command(flatten)]
+    pub tune: TuneArgs,
     /// Column mapping (with `--orders`).
     #[command(flatten)]
     pub columns: ColumnArgs,
@@ -261,6 +300,9 @@ pub struct EvaluateArgs {
     /// Model parameters of the serving model.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Tuning of the serving model on the training history.
+    #[command(flatten)]
+    pub tune: TuneArgs,
     /// Column mapping (with `--orders`).
     #[command(flatten)]
     pub columns: ColumnArgs,
@@ -346,8 +388,12 @@ pub async fn run_import(args: ImportArgs, pool: Option<PgPool>) -> anyhow::Resul
     Ok(())
 }
 
-/// Runs `tandem train`.
-pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<()> {
+/// Runs `tandem train`; `settings` gives the configured pipeline tuning starts from.
+pub async fn run_train(
+    args: TrainArgs,
+    pool: Option<PgPool>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let until = args.until.as_deref().map(parse_until).transpose()?;
     if pool.is_none() && !args.dry_run {
         bail!("train writes a model version: set DATABASE_URL, or pass --dry-run");
@@ -362,11 +408,33 @@ pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<
     };
     let end = until.map_or(history.len(), |t| history.split_at(t));
     let params = args.model.train_params(until);
-    let model = tokio::task::spawn_blocking(move || {
+    let tune_params = args.tune.tune_params(args.model.threads);
+    let configured = settings.pipeline.clone();
+    let model = tokio::task::spawn_blocking(move || -> anyhow::Result<train::TrainedModel> {
+        let started = std::time::Instant::now();
+        let mut params = params;
+        let mut tuning = None;
+        if let Some(tune_params) = &tune_params {
+            let progress = Progress::start("tune", None, "");
+            match tune::tune(&history, 0..end, &params, &configured, tune_params, &progress) {
+                Ok((tuned, chosen)) => {
+                    progress.finish(&chosen.headline());
+                    eprint!("{}", chosen.summary());
+                    params = tuned;
+                    tuning = Some(chosen);
+                }
+                Err(TuneError::TooLittleHistory(why)) => {
+                    progress.finish(&format!("skipped: {why}; the configured settings are served"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let progress = Progress::start("train", Some(3), "steps");
-        let model = train::train(&history, 0..end, &params, &progress);
-        if let Ok(m) = &model {
-            progress.finish(&format!(
+        let mut model = train::train(&history, 0..end, &params, &progress)?;
+        model.stats.seconds = started.elapsed().as_secs_f64();
+        model.tuning = tuning;
+        let m = &model;
+        progress.finish(&format!(
                 "{} baskets, {} items, {} with co-purchase neighbours, {} co-purchase pairs ({}), {} content pairs",
                 m.stats.baskets,
                 m.stats.items,
@@ -375,8 +443,7 @@ pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<
                 m.stats.co_purchase.estimator,
                 m.stats.content_pairs
             ));
-        }
-        model
+        Ok(model)
     })
     .await??;
     eprintln!("{}", serde_json::to_string(&model.stats)?);
@@ -403,7 +470,7 @@ pub async fn run_train(args: TrainArgs, pool: Option<PgPool>) -> anyhow::Result<
 pub async fn run_evaluate(
     args: EvaluateArgs,
     pool: Option<PgPool>,
-    serving: PipelineConfig,
+    settings: Settings,
 ) -> anyhow::Result<()> {
     let until = parse_until(&args.until)?;
     if !(1..=crate::pipeline::MAX_K).contains(&args.k) {
@@ -424,10 +491,21 @@ pub async fn run_evaluate(
         train: args.model.train_params(Some(until)),
         threads: args.model.threads,
         baselines: !args.serving_only,
+        tune: args.tune.tune_params(args.model.threads),
     };
-    let report =
-        tokio::task::spawn_blocking(move || evaluate::evaluate(&history, &params, &serving))
-            .await??;
+    let configured = settings.pipeline.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let resolve = |tuned: &serde_json::Value| {
+            settings
+                .pipeline_for(Some(tuned))
+                .map_err(|e| e.to_string())
+        };
+        evaluate::evaluate(&history, &params, &configured, &resolve)
+    })
+    .await??;
+    if let Some(tuning) = &report.tuning {
+        eprint!("{}", tuning.summary());
+    }
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

@@ -15,6 +15,14 @@
 //! categories (an item without a category is a category of its own), the taxonomy distance
 //! of Ziegler et al. (WWW 2005) at its coarsest.
 //!
+//! Every row is scored on requests with the cart alone (`hit_rate`, `ndcg`, `mrr`, and the
+//! list metrics), and rows whose configuration reads earlier purchases also on the same
+//! requests carrying them (`with_purchased`), so neither figure can pass for the other.
+//!
+//! Unless told not to, the serving model is tuned on the training history first, exactly as
+//! `tandem train` tunes a version (see [`super::tune`]), and the serving rows use the tuned
+//! settings beneath whatever the configuration sets, as the server would.
+//!
 //! A variant is a name, a snapshot and a pipeline configuration ([`Variant`]); adding one is
 //! one line in [`standard_variants`].
 
@@ -30,6 +38,7 @@ use super::estimators::{self, Estimator, Neighbours};
 use super::history::{History, NO_CUSTOMER};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
+use super::tune::{self, TuneError, TuneParams, Tuning};
 use crate::domain::ModelVersion;
 use crate::model::{ModelError, Snapshot, NO_CATEGORY};
 use crate::pipeline::vector::dot;
@@ -50,6 +59,9 @@ pub struct EvaluateParams {
     pub threads: usize,
     /// Whether the baseline rows (popularity, every estimator, content only) are evaluated.
     pub baselines: bool,
+    /// Tune the serving model on the training history first (`None`: serve the configured
+    /// settings).
+    pub tune: Option<TuneParams>,
 }
 
 /// One way of recommending, evaluated as a row.
@@ -97,6 +109,20 @@ pub struct VariantResult {
     pub pairs: usize,
     /// Seconds to answer every case.
     pub seconds: f64,
+    /// The same requests carrying the shopper's earlier purchases (rows that read them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with_purchased: Option<PurchasedResult>,
+}
+
+/// Relevance of a row on requests that carry the shopper's earlier purchases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PurchasedResult {
+    /// Share of cases whose hidden item is in the list.
+    pub hit_rate: f64,
+    /// Mean NDCG@k.
+    pub ndcg: f64,
+    /// Mean reciprocal rank within the list.
+    pub mrr: f64,
 }
 
 /// The whole evaluation, as written to JSON.
@@ -114,6 +140,8 @@ pub struct EvaluationReport {
     pub model_items: usize,
     /// DPP theta of the serving configuration at checkout (the touchpoint evaluated).
     pub serving_theta: f32,
+    /// What tuning chose on the training history, when it ran.
+    pub tuning: Option<Tuning>,
     /// One row per variant.
     pub variants: Vec<VariantResult>,
     /// Seconds for everything.
@@ -129,6 +157,12 @@ pub enum EvaluateError {
     /// A variant's snapshot is invalid.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Tuning failed.
+    #[error(transparent)]
+    Tune(#[from] TuneError),
+    /// The tuned settings do not make a valid configuration.
+    #[error("the tuned settings are invalid: {0}")]
+    Settings(String),
     /// The split leaves nothing to test.
     #[error("no test basket has two items known in training")]
     NoTestCases,
@@ -336,6 +370,7 @@ pub fn evaluate_variant(
         },
         pairs: snapshot.stats().pairs,
         seconds: started.elapsed().as_secs_f64(),
+        with_purchased: None,
     }
 }
 
@@ -389,6 +424,7 @@ pub fn standard_variants(
     params: &EvaluateParams,
     serving: &TrainedModel,
     serving_config: &PipelineConfig,
+    configured: &PipelineConfig,
     progress: &Progress,
 ) -> Result<Vec<Variant>, EvaluateError> {
     let version = ModelVersion(0);
@@ -428,11 +464,13 @@ pub fn standard_variants(
         snapshot: snapshot.clone(),
         config: serving_with(serving_config, |t| t.demote_substitutes = false),
     });
-    variants.push(Variant {
-        name: "pipeline, no purchase history".into(),
-        snapshot: snapshot.clone(),
-        config: serving_with(serving_config, |t| t.purchased = 0.0),
-    });
+    if configured.checkout != serving_config.checkout {
+        variants.push(Variant {
+            name: "pipeline, configured weights".into(),
+            snapshot: snapshot.clone(),
+            config: serving_with(serving_config, |t| *t = configured.checkout),
+        });
+    }
     for theta in THETAS.into_iter().filter(|&t| t != serving_theta) {
         variants.push(Variant {
             name: format!("pipeline, theta {theta}"),
@@ -485,18 +523,47 @@ fn baseline_variants(
     Ok(variants)
 }
 
-/// Trains on the baskets before `params.until`, then evaluates the standard variants.
+/// Trains on the baskets before `params.until` (tuned first unless `params.tune` is `None`),
+/// then evaluates the standard variants. `configured` is the configured pipeline, and
+/// `resolve` layers a version's tuned values beneath the configuration as the server does.
 pub fn evaluate(
     history: &History,
     params: &EvaluateParams,
-    serving_config: &PipelineConfig,
+    configured: &PipelineConfig,
+    resolve: &dyn Fn(&serde_json::Value) -> Result<PipelineConfig, String>,
 ) -> Result<EvaluationReport, EvaluateError> {
     let started = Instant::now();
     let split = history.split_at(params.until);
-    let train_params = TrainParams {
+    let mut train_params = TrainParams {
         until: Some(params.until),
         ..params.train.clone()
     };
+    let mut serving_config = configured.clone();
+    let mut tuning = None;
+    if let Some(tune_params) = &params.tune {
+        let progress = Progress::start("tune", None, "");
+        match tune::tune(
+            history,
+            0..split,
+            &train_params,
+            configured,
+            tune_params,
+            &progress,
+        ) {
+            Ok((tuned_params, chosen)) => {
+                serving_config = resolve(&chosen.pipeline).map_err(EvaluateError::Settings)?;
+                progress.finish(&chosen.headline());
+                train_params = tuned_params;
+                tuning = Some(chosen);
+            }
+            Err(TuneError::TooLittleHistory(why)) => {
+                progress.finish(&format!(
+                    "skipped: {why}; the configured settings are served"
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let progress = Progress::start("train", Some(3), "steps");
     let model = train::train(history, 0..split, &train_params, &progress)?;
     let privacy = model
@@ -518,14 +585,38 @@ pub fn evaluate(
     if cases.is_empty() {
         return Err(EvaluateError::NoTestCases);
     }
+    let cart_alone: Vec<TestCase> = cases
+        .iter()
+        .map(|c| TestCase {
+            purchased: Vec::new(),
+            ..c.clone()
+        })
+        .collect();
     let progress = Progress::start("variants", Some(Estimator::ALL.len() as u64), "estimators");
-    let variants = standard_variants(history, 0..split, params, &model, serving_config, &progress)?;
+    let variants = standard_variants(
+        history,
+        0..split,
+        params,
+        &model,
+        &serving_config,
+        configured,
+        &progress,
+    )?;
     progress.finish(&format!("{} variants built", variants.len()));
     let progress = Progress::start("evaluate", Some(variants.len() as u64), "variants");
     let mut results = Vec::with_capacity(variants.len());
     for variant in &variants {
         progress.message(&variant.name);
-        results.push(evaluate_variant(variant, &cases, params.k, params.threads));
+        let mut result = evaluate_variant(variant, &cart_alone, params.k, params.threads);
+        if variant.config.checkout.purchased > 0.0 {
+            let with = evaluate_variant(variant, &cases, params.k, params.threads);
+            result.with_purchased = Some(PurchasedResult {
+                hit_rate: with.hit_rate,
+                ndcg: with.ndcg,
+                mrr: with.mrr,
+            });
+        }
+        results.push(result);
         progress.inc(1);
     }
     progress.finish(&format!(
@@ -540,6 +631,7 @@ pub fn evaluate(
         skipped_baskets: skipped,
         model_items: model.items.len(),
         serving_theta: serving_config.checkout.theta,
+        tuning,
         variants: results,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -550,7 +642,7 @@ impl EvaluationReport {
     pub fn table(&self) -> String {
         let k = self.params.k;
         let mut out = format!(
-            "{:<32} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<32} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}\n",
             "variant",
             format!("HR@{k}"),
             format!("NDCG@{k}"),
@@ -558,11 +650,17 @@ impl EvaluationReport {
             "coverage",
             "diversity",
             "cat.div.",
-            "pairs"
+            "pairs",
+            format!("HR@{k} +p"),
+            format!("NDCG@{k} +p"),
         );
         for v in &self.variants {
+            let (hr, ndcg) = v.with_purchased.as_ref().map_or_else(
+                || ("–".to_string(), "–".to_string()),
+                |p| (format!("{:.4}", p.hit_rate), format!("{:.4}", p.ndcg)),
+            );
             out.push_str(&format!(
-                "{:<32} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+                "{:<32} {:>9.4} {:>9.4} {:>7.4} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>11} {:>11}\n",
                 v.name,
                 v.hit_rate,
                 v.ndcg,
@@ -570,9 +668,14 @@ impl EvaluationReport {
                 v.coverage,
                 v.diversity,
                 v.category_diversity,
-                v.pairs
+                v.pairs,
+                hr,
+                ndcg
             ));
         }
+        out.push_str(
+            "Every row: requests with the cart alone; \"+p\": the same requests with the shopper's earlier purchases, for rows that read them.\n",
+        );
         out.push_str(&format!(
             "{} training baskets, {} test baskets ({} cases, {} with fewer than 2 known items skipped), {} items\n",
             self.train_baskets,
@@ -633,13 +736,15 @@ mod tests {
             },
             threads: 2,
             baselines: true,
+            tune: None,
         }
     }
 
     #[test]
     fn co_purchase_finds_items_that_always_go_together_and_popularity_does_not() {
         let h = paired_history();
-        let report = evaluate(&h, &params(), &PipelineConfig::default()).unwrap();
+        let config = PipelineConfig::default();
+        let report = evaluate(&h, &params(), &config, &|_| Ok(config.clone())).unwrap();
         let row = |name: &str| {
             report
                 .variants
@@ -660,7 +765,13 @@ mod tests {
         assert!(row("pipeline sparse-ease (serving)").hit_rate > popularity.hit_rate);
         assert!(row("pipeline, theta 1").diversity <= row("pipeline, theta 0.6").diversity);
         assert_eq!(row("pipeline, substitutes kept").cases, 28 * 6);
-        assert_eq!(row("pipeline, no purchase history").cases, 28 * 6);
+        assert!(
+            row("pipeline sparse-ease (serving)")
+                .with_purchased
+                .is_some(),
+            "the serving row reads earlier purchases, so it is scored with them too"
+        );
+        assert!(row("co-purchase ease").with_purchased.is_none());
         assert!(report.table().contains("co-purchase llr"));
 
         let dir = tempfile::tempdir().unwrap();

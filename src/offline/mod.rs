@@ -16,3 +16,4 @@ pub mod progress;
 pub mod report;
 pub mod synthetic;
 pub mod train;
+pub mod tune;

@@ -148,6 +148,8 @@ pub struct TrainedModel {
     pub content: Neighbours,
     /// Figures about the run.
     pub stats: TrainStats,
+    /// What tuning on the shop's own history chose (none under `--no-tune`).
+    pub tuning: Option<super::tune::Tuning>,
 }
 
 /// Why training failed.
@@ -356,6 +358,7 @@ pub fn train(
         diversity_dim,
         content,
         stats,
+        tuning: None,
     })
 }
 

@@ -226,7 +226,7 @@ pub fn co_purchase(
     if let Some(dp) = &params.dp {
         dp.validate().map_err(MeasureError::InvalidParameter)?;
     }
-    let (neighbours, mut stats) = match params.estimator {
+    let (neighbours, stats) = match params.estimator {
         Estimator::Ease => dense_ease::ease(baskets, variant_groups, params)?,
         Estimator::SparseEase => {
             let counts = Counts::from_baskets(baskets, params.min_baskets, params.threads);
@@ -234,14 +234,65 @@ pub fn co_purchase(
         }
         estimator => similarity::sparse(baskets, variant_groups, params, estimator)?,
     };
+    Ok(finish_stats(
+        neighbours,
+        stats,
+        params,
+        baskets.len(),
+        started,
+    ))
+}
+
+/// Computes the co-purchase table from co-occurrence counts alone, for the estimators that
+/// need nothing else (`sparse-ease`); the others read the baskets themselves.
+pub fn co_purchase_from_counts(
+    counts: &Counts,
+    variant_groups: &[u32],
+    params: &MeasureParams,
+) -> Result<(Neighbours, MeasureStats), MeasureError> {
+    let started = Instant::now();
+    if params.estimator != Estimator::SparseEase || params.dp.is_some() {
+        return Err(MeasureError::InvalidParameter(format!(
+            "{} needs the baskets, not only their counts",
+            params.estimator.name()
+        )));
+    }
+    if params.neighbours == 0 {
+        return Err(MeasureError::InvalidParameter(
+            "neighbours must be at least 1".into(),
+        ));
+    }
+    if variant_groups.len() != counts.items() {
+        return Err(MeasureError::InvalidParameter(
+            "one variant group per item is needed".into(),
+        ));
+    }
+    let (neighbours, stats) = sparse_ease::sparse_ease(counts, variant_groups, params)?;
+    Ok(finish_stats(
+        neighbours,
+        stats,
+        params,
+        counts.baskets,
+        started,
+    ))
+}
+
+/// Fills the figures every estimator shares.
+fn finish_stats(
+    neighbours: Neighbours,
+    mut stats: MeasureStats,
+    params: &MeasureParams,
+    baskets: usize,
+    started: Instant,
+) -> (Neighbours, MeasureStats) {
     stats.estimator = params.estimator.name().to_string();
-    stats.baskets = baskets.len();
+    stats.baskets = baskets;
     stats.pairs_kept = neighbours.len();
     stats.items_with_neighbours = (0..neighbours.items() as u32)
         .filter(|&i| !neighbours.row(i).0.is_empty())
         .count();
     stats.seconds = started.elapsed().as_secs_f64();
-    Ok((neighbours, stats))
+    (neighbours, stats)
 }
 
 #[cfg(test)]

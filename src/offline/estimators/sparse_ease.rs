@@ -126,8 +126,25 @@ fn cholesky(a: &mut [f64], m: usize) -> bool {
     true
 }
 
+/// Dot product with four running sums, so the compiler can keep them in one vector register
+/// (a single sum fixes the order of additions and stays scalar).
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut sums = [0.0f64; 4];
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a4
+        .remainder()
+        .iter()
+        .zip(b4.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a4.zip(b4) {
+        for lane in 0..4 {
+            sums[lane] += x[lane] * y[lane];
+        }
+    }
+    (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
 }
 
 /// Solves `L Lᵀ x = b` in place of `b`, with `L` from [`cholesky`].

@@ -1,0 +1,675 @@
+//! Self-tuning on the shop's own history: the settings a version is served with are chosen on
+//! its most recent baskets, not on some other shop's.
+//!
+//! The validation split is the last `validation_days` of the training history or its last
+//! `validation_share` of baskets, whichever is more (never more than half of it), made into
+//! cases exactly as `evaluate` makes test cases: one item of each basket hidden, the others
+//! the cart, the customer's strictly earlier purchases as `purchased`. A model fitted on the
+//! baskets before the split then answers them:
+//! 1. **Estimator** (`sparse-ease` only): λ on a ×4 grid around the configured value refined
+//!    by ×2, then the minimum support, each table ranked by its own signal.
+//! 2. **Blend, per touchpoint**, by coordinate ascent from the configured values: the content
+//!    and popularity weights, θ and substitute demotion on requests with the cart alone, then
+//!    the weight of earlier purchases on requests that carry them. Touchpoints differ in how
+//!    much of the basket a request knows: checkout all but the hidden item, cart the first
+//!    half of it, a product page one item. θ and substitute demotion guard what a hit rate
+//!    cannot see (five lunch bags of one print, a second camera beside a camera), so each
+//!    keeps its more protective value while that costs at most `tolerance` of the best score.
+//! 3. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
+//!    alone, on requests with the cart alone, serves that signal alone.
+//!
+//! The caller refits on all the history with the chosen estimator settings and stores the
+//! [`Tuning`] with the version; the server reads its `pipeline` table beneath any value set in
+//! a configuration file or the environment.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::estimators::{self, Counts, Estimator, MeasureParams, Neighbours};
+use super::evaluate::{self, TestCase, Variant};
+use super::history::History;
+use super::progress::Progress;
+use super::train::{self, TrainError, TrainParams, TrainedModel, TrainingSet};
+use crate::domain::ModelVersion;
+use crate::model::{ModelError, Snapshot};
+use crate::pipeline::{PipelineConfig, TouchpointConfig};
+
+/// How the validation split is made and searched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TuneParams {
+    /// The validation split covers at least the last this many days of training history...
+    pub validation_days: f64,
+    /// ...and at least this share of its baskets.
+    pub validation_share: f64,
+    /// Most validation cases used per touchpoint (evenly spaced over the split).
+    pub max_cases: usize,
+    /// List length scored.
+    pub k: usize,
+    /// Seed of the hidden-item choice.
+    pub seed: u64,
+    /// Relative score a protective setting (lower θ, substitute demotion) may cost.
+    pub tolerance: f64,
+    /// Worker threads (0 = available cores).
+    pub threads: usize,
+}
+
+impl Default for TuneParams {
+    fn default() -> Self {
+        Self {
+            validation_days: 28.0,
+            validation_share: 0.1,
+            max_cases: 2000,
+            k: 10,
+            seed: 1,
+            tolerance: 0.01,
+            threads: 0,
+        }
+    }
+}
+
+/// The validation split a tuning used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidationSplit {
+    /// Baskets fitted on (before the split).
+    pub fit_baskets: usize,
+    /// Validation baskets.
+    pub baskets: usize,
+    /// Time of the first and last validation basket (UTC seconds).
+    pub from: i64,
+    /// See `from`.
+    pub to: i64,
+    /// Validation cases scored per touchpoint.
+    pub cases: usize,
+    /// Of those, cases whose customer bought something before.
+    pub cases_with_purchased: usize,
+}
+
+/// One estimator setting tried, with its validation scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EstimatorTrial {
+    /// EASE λ.
+    pub lambda: f64,
+    /// Fewest shared baskets per pair.
+    pub min_support: u32,
+    /// HitRate@k of the table ranking by itself, cart alone, at checkout.
+    pub hit_rate: f64,
+    /// NDCG@k of the same.
+    pub ndcg: f64,
+}
+
+/// Validation HitRate@k of one touchpoint under three configurations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TouchpointScores {
+    /// The configured (untuned) blend.
+    pub configured: f64,
+    /// The tuned blend (what is served).
+    pub tuned: f64,
+    /// The collaborative signal alone (requests with the cart alone only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collaborative: Option<f64>,
+}
+
+/// What tuning chose for one touchpoint and how it scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TouchpointTuning {
+    /// `checkout`, `cart` or `product`.
+    pub touchpoint: String,
+    /// The chosen weights, θ and substitute demotion.
+    pub chosen: TouchpointConfig,
+    /// Whether the guarantee replaced the blend by the collaborative signal alone.
+    pub single_signal: bool,
+    /// Requests with the cart alone.
+    pub cart_only: TouchpointScores,
+    /// Requests that carry the shopper's earlier purchases (none when no case has any).
+    pub with_purchased: Option<TouchpointScores>,
+}
+
+/// The settings tuning chose, with the evidence; stored with the version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tuning {
+    /// The validation split.
+    pub validation: ValidationSplit,
+    /// Estimator settings tried, best last among equals (empty when the estimator has none
+    /// to tune).
+    pub estimator_trials: Vec<EstimatorTrial>,
+    /// The chosen λ (when tuned).
+    pub lambda: Option<f64>,
+    /// The chosen minimum support (when tuned).
+    pub min_support: Option<u32>,
+    /// Per touchpoint: the choice and its scores.
+    pub touchpoints: Vec<TouchpointTuning>,
+    /// The tuned values as a partial `[pipeline]` table, which the server layers beneath the
+    /// configuration.
+    pub pipeline: serde_json::Value,
+    /// Seconds spent tuning.
+    pub seconds: f64,
+}
+
+/// Why tuning could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// The history is too short for a validation split.
+    #[error("too little history to tune on: {0}")]
+    TooLittleHistory(String),
+    /// Fitting on the baskets before the split failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A snapshot of a candidate model was invalid.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Fewest validation cases worth tuning on: below it one case moves the hit rate by more
+/// than any setting does.
+const MIN_CASES: usize = 200;
+
+/// Content weights searched.
+const CONTENT: [f32; 6] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8];
+/// Popularity weights searched.
+const POPULARITY: [f32; 3] = [0.0, 0.02, 0.1];
+/// θ values searched, most diverse first (the preferred order).
+const THETA: [f32; 4] = [0.85, 0.9, 0.95, 1.0];
+/// Weights of earlier purchases searched.
+const PURCHASED: [f32; 7] = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0];
+/// Popularity weight of the single-signal configuration: a tie-break only.
+const FILL: f32 = 0.001;
+
+/// The first validation basket: see the module doc.
+pub fn validation_start(history: &History, range: &Range<usize>, params: &TuneParams) -> usize {
+    if range.is_empty() {
+        return range.end;
+    }
+    let last = history.time(range.end - 1);
+    let by_time = history
+        .split_at(last - (params.validation_days * 86_400.0) as i64)
+        .max(range.start);
+    let share = (range.len() as f64 * params.validation_share).ceil() as usize;
+    let by_share = range.end - share.min(range.len());
+    by_time.min(by_share).max(range.start + range.len() / 2)
+}
+
+/// A score to compare configurations by: the hit rate, NDCG breaking its ties.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score {
+    hit_rate: f64,
+    ndcg: f64,
+}
+
+impl Score {
+    fn key(self) -> f64 {
+        self.hit_rate + 1e-3 * self.ndcg
+    }
+}
+
+/// Answers validation cases with one snapshot under touchpoint configurations.
+struct Bench {
+    snapshot: Arc<Snapshot>,
+    base: PipelineConfig,
+    k: usize,
+    threads: usize,
+    cache: Vec<(TouchpointConfig, bool, Score)>,
+}
+
+impl Bench {
+    /// Scores `touchpoint` (evaluated in the checkout slot) on `cases`; `with_purchased`
+    /// only tells cached results of the two case sets apart.
+    fn score(
+        &mut self,
+        cases: &[TestCase],
+        touchpoint: TouchpointConfig,
+        with_purchased: bool,
+    ) -> Score {
+        if let Some(&(_, _, s)) = self
+            .cache
+            .iter()
+            .find(|(t, w, _)| *t == touchpoint && *w == with_purchased)
+        {
+            return s;
+        }
+        let variant = Variant {
+            name: String::new(),
+            snapshot: self.snapshot.clone(),
+            config: PipelineConfig {
+                checkout: touchpoint,
+                ..self.base.clone()
+            },
+        };
+        let r = evaluate::evaluate_variant(&variant, cases, self.k, self.threads);
+        let s = Score {
+            hit_rate: r.hit_rate,
+            ndcg: r.ndcg,
+        };
+        self.cache.push((touchpoint, with_purchased, s));
+        s
+    }
+
+    /// Picks a value of one setting: the best, or with `tolerance` the first value in
+    /// `values` (the preferred order) within `tolerance` of the best.
+    fn pick<T: Copy>(
+        &mut self,
+        cases: &[TestCase],
+        current: TouchpointConfig,
+        values: &[T],
+        set: impl Fn(&mut TouchpointConfig, T),
+        tolerance: f64,
+        with_purchased: bool,
+    ) -> TouchpointConfig {
+        let candidates: Vec<(TouchpointConfig, f64)> = values
+            .iter()
+            .map(|&v| {
+                let mut c = current;
+                set(&mut c, v);
+                (c, self.score(cases, c, with_purchased).key())
+            })
+            .collect();
+        let best = candidates
+            .iter()
+            .map(|&(_, s)| s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if tolerance > 0.0 {
+            if let Some(&(c, _)) = candidates
+                .iter()
+                .find(|&&(_, s)| s >= best * (1.0 - tolerance))
+            {
+                return c;
+            }
+        }
+        // Ties go to the current value, then to the earlier one.
+        let current_score = candidates
+            .iter()
+            .find(|(c, _)| *c == current)
+            .map(|&(_, s)| s);
+        if current_score == Some(best) {
+            return current;
+        }
+        candidates
+            .iter()
+            .find(|&&(_, s)| s == best)
+            .map_or(current, |&(c, _)| c)
+    }
+}
+
+/// The collaborative signal alone, keeping the touchpoint's other inputs' weights.
+fn single_signal(t: &TouchpointConfig) -> TouchpointConfig {
+    TouchpointConfig {
+        collaborative: 1.0,
+        content: 0.0,
+        popularity: FILL,
+        theta: 1.0,
+        demote_substitutes: false,
+        ..*t
+    }
+}
+
+/// Validation cases as the three touchpoints see them, each with the cart alone and with
+/// earlier purchases (only the cases that have some).
+struct Cases {
+    touchpoints: [(&'static str, Vec<TestCase>, Vec<TestCase>); 3],
+}
+
+impl Cases {
+    fn new(all: Vec<TestCase>, max_cases: usize) -> Self {
+        let step = all.len().div_ceil(max_cases.max(1)).max(1);
+        let chosen: Vec<TestCase> = all.into_iter().step_by(step).collect();
+        let shape = |keep: &dyn Fn(&[String]) -> Vec<String>| {
+            let with: Vec<TestCase> = chosen
+                .iter()
+                .map(|c| TestCase {
+                    cart: keep(&c.cart),
+                    ..c.clone()
+                })
+                .collect();
+            let alone = with
+                .iter()
+                .map(|c| TestCase {
+                    purchased: Vec::new(),
+                    ..c.clone()
+                })
+                .collect();
+            let with = with
+                .into_iter()
+                .filter(|c| !c.purchased.is_empty())
+                .collect();
+            (alone, with)
+        };
+        let (checkout, checkout_with) = shape(&|cart| cart.to_vec());
+        let (cart, cart_with) = shape(&|cart| cart[..cart.len().div_ceil(2)].to_vec());
+        let (product, product_with) = shape(&|cart| cart[..1].to_vec());
+        Self {
+            touchpoints: [
+                ("checkout", checkout, checkout_with),
+                ("cart", cart, cart_with),
+                ("product", product, product_with),
+            ],
+        }
+    }
+}
+
+/// Tunes on the baskets of `history` in `range` (see the module doc). Returns the training
+/// parameters to refit with and what was chosen.
+pub fn tune(
+    history: &History,
+    range: Range<usize>,
+    base_params: &TrainParams,
+    base_config: &PipelineConfig,
+    params: &TuneParams,
+    progress: &Progress,
+) -> Result<(TrainParams, Tuning), TuneError> {
+    let started = Instant::now();
+    let split = validation_start(history, &range, params);
+    if split >= range.end || split <= range.start {
+        return Err(TuneError::TooLittleHistory(format!(
+            "{} baskets",
+            range.len()
+        )));
+    }
+    progress.message("fit before the validation split");
+    let fit_range = range.start..split;
+    let model = train::train(history, fit_range.clone(), base_params, &Progress::hidden())?;
+    let (all_cases, _) = evaluate::test_cases(history, split..range.end, &model, params.seed);
+    if all_cases.len() < MIN_CASES {
+        return Err(TuneError::TooLittleHistory(format!(
+            "{} validation cases, {MIN_CASES} needed",
+            all_cases.len()
+        )));
+    }
+    let cases = Cases::new(all_cases, params.max_cases);
+    let validation = ValidationSplit {
+        fit_baskets: fit_range.len(),
+        baskets: range.end - split,
+        from: history.time(split),
+        to: history.time(range.end - 1),
+        cases: cases.touchpoints[0].1.len(),
+        cases_with_purchased: cases.touchpoints[0].2.len(),
+    };
+    let threads = estimators::worker_threads(params.threads);
+    progress.message("estimator");
+    let (chosen_measure, trials, snapshot) = tune_estimator(
+        history,
+        fit_range,
+        &model,
+        base_params,
+        base_config,
+        &cases.touchpoints[0].1,
+        params,
+        threads,
+    )?;
+    let mut bench = Bench {
+        snapshot,
+        base: base_config.clone(),
+        k: params.k,
+        threads,
+        cache: Vec::new(),
+    };
+    let mut touchpoints = Vec::with_capacity(3);
+    let mut pipeline = serde_json::Map::new();
+    for (name, alone, with) in &cases.touchpoints {
+        progress.message(name);
+        bench.cache.clear();
+        let configured = match *name {
+            "checkout" => base_config.checkout,
+            "cart" => base_config.cart,
+            _ => base_config.product,
+        };
+        let tuning = tune_touchpoint(&mut bench, name, configured, alone, with, params.tolerance);
+        pipeline.insert(
+            name.to_string(),
+            serde_json::json!({
+                "collaborative": tuning.chosen.collaborative,
+                "content": tuning.chosen.content,
+                "popularity": tuning.chosen.popularity,
+                "purchased": tuning.chosen.purchased,
+                "theta": tuning.chosen.theta,
+                "demote_substitutes": tuning.chosen.demote_substitutes,
+            }),
+        );
+        touchpoints.push(tuning);
+    }
+    let tuned = base_params.measure.estimator == Estimator::SparseEase;
+    let refit = TrainParams {
+        measure: chosen_measure.clone(),
+        ..base_params.clone()
+    };
+    Ok((
+        refit,
+        Tuning {
+            validation,
+            estimator_trials: trials,
+            lambda: tuned.then_some(chosen_measure.lambda),
+            min_support: tuned.then_some(chosen_measure.min_support),
+            touchpoints,
+            pipeline: serde_json::Value::Object(pipeline),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// Coordinate ascent over one touchpoint's settings, then the guarantee.
+fn tune_touchpoint(
+    bench: &mut Bench,
+    name: &str,
+    configured: TouchpointConfig,
+    alone: &[TestCase],
+    with: &[TestCase],
+    tolerance: f64,
+) -> TouchpointTuning {
+    let mut current = configured;
+    for _round in 0..2 {
+        let before = current;
+        current = bench.pick(alone, current, &CONTENT, |c, v| c.content = v, 0.0, false);
+        current = bench.pick(
+            alone,
+            current,
+            &POPULARITY,
+            |c, v| c.popularity = v,
+            0.0,
+            false,
+        );
+        current = bench.pick(alone, current, &THETA, |c, v| c.theta = v, tolerance, false);
+        // A product page shows alternatives on purpose; only the basket touchpoints demote.
+        if name != "product" {
+            current = bench.pick(
+                alone,
+                current,
+                &[true, false],
+                |c, v| c.demote_substitutes = v,
+                tolerance,
+                false,
+            );
+        }
+        if current == before {
+            break;
+        }
+    }
+    let single = single_signal(&current);
+    let single_score = bench.score(alone, single, false);
+    let single_signal = bench.score(alone, current, false).key() < single_score.key();
+    if single_signal {
+        current = single;
+    }
+    let cart_only = TouchpointScores {
+        configured: bench.score(alone, configured, false).hit_rate,
+        tuned: bench.score(alone, current, false).hit_rate,
+        collaborative: Some(single_score.hit_rate),
+    };
+    let with_purchased = (!with.is_empty()).then(|| {
+        current = bench.pick(with, current, &PURCHASED, |c, v| c.purchased = v, 0.0, true);
+        TouchpointScores {
+            configured: bench.score(with, configured, true).hit_rate,
+            tuned: bench.score(with, current, true).hit_rate,
+            collaborative: None,
+        }
+    });
+    TouchpointTuning {
+        touchpoint: name.to_string(),
+        chosen: current,
+        single_signal,
+        cart_only,
+        with_purchased,
+    }
+}
+
+/// Searches λ and the minimum support of a `sparse-ease` table on the checkout cases with
+/// the cart alone, each table ranking by itself; returns the chosen parameters, the trials and
+/// the chosen table's snapshot. λ takes a ×4 grid around the configured value (whose table
+/// `model` already holds), then ×2 steps around the best; the minimum support is tried by
+/// filtering the best table (a refit would keep a few more weak entries in long rows).
+#[allow(clippy::too_many_arguments)]
+fn tune_estimator(
+    history: &History,
+    fit_range: Range<usize>,
+    model: &TrainedModel,
+    base_params: &TrainParams,
+    base_config: &PipelineConfig,
+    cases: &[TestCase],
+    params: &TuneParams,
+    threads: usize,
+) -> Result<(MeasureParams, Vec<EstimatorTrial>, Arc<Snapshot>), TuneError> {
+    let version = ModelVersion(0);
+    let base = base_params.measure.clone();
+    if base.estimator != Estimator::SparseEase || base.dp.is_some() {
+        return Ok((base, Vec::new(), Arc::new(model.to_snapshot(version)?)));
+    }
+    let set = TrainingSet::new(history, fit_range);
+    let counts = Counts::from_baskets(&set.baskets, base.min_baskets, base.threads);
+    let groups = base_params.variant_groups(model.items.iter().map(|i| i.id.as_str()));
+    let ranking = evaluate::ranking_config(base_config, 1.0, 0.0, FILL);
+    let mut trials: Vec<Trial> = Vec::new();
+    let score = |measure: MeasureParams, pairs: Neighbours| -> Result<Trial, TuneError> {
+        let snapshot = Arc::new(model.snapshot_with_pairs(version, &pairs)?);
+        let variant = Variant {
+            name: String::new(),
+            snapshot: snapshot.clone(),
+            config: ranking.clone(),
+        };
+        let r = evaluate::evaluate_variant(&variant, cases, params.k, threads);
+        Ok(Trial {
+            result: EstimatorTrial {
+                lambda: measure.lambda,
+                min_support: measure.min_support,
+                hit_rate: r.hit_rate,
+                ndcg: r.ndcg,
+            },
+            measure,
+            pairs,
+            snapshot,
+        })
+    };
+    let fit = |lambda: f64, trials: &mut Vec<Trial>| -> Result<(), TuneError> {
+        if trials.iter().any(|t| t.measure.lambda == lambda) {
+            return Ok(());
+        }
+        let measure = MeasureParams {
+            lambda,
+            ..base.clone()
+        };
+        let (pairs, _) = estimators::co_purchase_from_counts(&counts, &groups, &measure)
+            .map_err(TrainError::from)?;
+        trials.push(score(measure, pairs)?);
+        Ok(())
+    };
+    trials.push(score(base.clone(), model.co_purchase.clone())?);
+    for factor in [0.25, 4.0] {
+        fit(base.lambda * factor, &mut trials)?;
+    }
+    let lambda = trials[best_trial(&trials)].measure.lambda;
+    for factor in [0.5, 2.0] {
+        fit(lambda * factor, &mut trials)?;
+    }
+    let best = best_trial(&trials);
+    for min_support in [1, 2, 3] {
+        if min_support == trials[best].measure.min_support {
+            continue;
+        }
+        let measure = MeasureParams {
+            min_support,
+            ..trials[best].measure.clone()
+        };
+        let pairs = trials[best].pairs.with_min_support(min_support);
+        trials.push(score(measure, pairs)?);
+    }
+    let best = best_trial(&trials);
+    let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
+    Ok((
+        measure,
+        trials.into_iter().map(|t| t.result).collect(),
+        snapshot,
+    ))
+}
+
+/// One estimator setting, its table and its validation scores.
+struct Trial {
+    measure: MeasureParams,
+    pairs: Neighbours,
+    snapshot: Arc<Snapshot>,
+    result: EstimatorTrial,
+}
+
+/// The best trial by hit rate, NDCG breaking ties, the earliest among equals.
+fn best_trial(trials: &[Trial]) -> usize {
+    let key = |t: &Trial| {
+        Score {
+            hit_rate: t.result.hit_rate,
+            ndcg: t.result.ndcg,
+        }
+        .key()
+    };
+    let mut best = 0;
+    for (i, t) in trials.iter().enumerate() {
+        if key(t) > key(&trials[best]) {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Tuning {
+    /// One line: the split and the estimator's choice.
+    pub fn headline(&self) -> String {
+        let estimator = match (self.lambda, self.min_support) {
+            (Some(lambda), Some(support)) => format!("λ {lambda}, min support {support}"),
+            _ => "estimator as configured".to_string(),
+        };
+        format!(
+            "{} validation cases ({} with earlier purchases) from {} baskets, fitted on {}; {estimator}; {:.1} s",
+            self.validation.cases,
+            self.validation.cases_with_purchased,
+            self.validation.baskets,
+            self.validation.fit_baskets,
+            self.seconds
+        )
+    }
+
+    /// One line per touchpoint: the chosen settings and the validation HitRate they scored,
+    /// against the configured settings and the collaborative signal alone.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for t in &self.touchpoints {
+            let c = &t.chosen;
+            out.push_str(&format!(
+                "  {:<8} content {} popularity {} θ {} demote substitutes {} purchased {}{}; HR cart alone {:.4} (configured {:.4}, collaborative alone {:.4})",
+                t.touchpoint,
+                c.content,
+                c.popularity,
+                c.theta,
+                c.demote_substitutes,
+                c.purchased,
+                if t.single_signal { " (collaborative alone)" } else { "" },
+                t.cart_only.tuned,
+                t.cart_only.configured,
+                t.cart_only.collaborative.unwrap_or(f64::NAN),
+            ));
+            if let Some(w) = &t.with_purchased {
+                out.push_str(&format!(
+                    ", with purchases {:.4} (configured {:.4})",
+                    w.tuned, w.configured
+                ));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
