@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::auth::authorize_admin;
 use super::body::{ItemBody, JsonStr, ReasonBody, RecommendationsBody};
-use super::error::{ApiError, RequestError};
+use super::error::{ApiError, ErrorCode, RequestError};
 use super::params::{RecommendationBody, RecommendationQuery};
 use super::AppState;
 use crate::capping::{CapState, Feedback, ItemIds, ShopperKey};
@@ -175,7 +175,7 @@ pub async fn recommendations_get(
     let length = query.map_or(0, str::len);
     if length > state.max_query_bytes {
         return Err(RequestError::new(
-            "query_too_large",
+            ErrorCode::QueryTooLarge,
             format!(
                 "the query string is {length} bytes, more than the limit of {}",
                 state.max_query_bytes
@@ -201,7 +201,9 @@ pub async fn recommendations_post(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.starts_with("application/json"));
     if !is_json {
-        return Err(RequestError::new("invalid_body", "the body must be application/json").into());
+        return Err(
+            RequestError::new(ErrorCode::InvalidBody, "the body must be application/json").into(),
+        );
     }
     let mut request = RecommendationBody::parse(&body)?.into_request(0)?;
     request.personalize &= !opted_out(&headers);
@@ -223,7 +225,7 @@ pub async fn events(
     let mut events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
         .map_err(|e| {
             state.metrics.events_rejected("invalid", 1);
-            RequestError::new("invalid_events", e.message)
+            RequestError::new(ErrorCode::InvalidEvents, e.message)
         })?;
     let accepted = events.len();
     let counted: Vec<(EventKind, &str, &str)> =
@@ -310,7 +312,9 @@ pub async fn erase_shopper(
 ) -> Result<Response, ApiError> {
     authorize_admin(state.admin_token.as_ref(), &headers)?;
     if id.is_empty() || id.len() > 128 {
-        return Err(RequestError::new("invalid_shopper", "the id must be 1 to 128 bytes").into());
+        return Err(
+            RequestError::new(ErrorCode::InvalidShopper, "the id must be 1 to 128 bytes").into(),
+        );
     }
     let as_user = state.pseudonymizer.shopper_key(Some(&id), None);
     let as_session = state.pseudonymizer.shopper_key(None, Some(&id));
@@ -352,7 +356,7 @@ pub async fn reload(
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             RequestError::new(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("expected an empty body or {{\"version\": N}}: {e}"),
             )
         })?
@@ -362,7 +366,7 @@ pub async fn reload(
         Some(v) if v > 0 => VersionSelector::Exact(ModelVersion(v)),
         Some(v) => {
             return Err(RequestError::new(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("version must be a positive integer, not {v}"),
             )
             .into())

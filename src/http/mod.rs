@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 pub mod error;
+mod error_code;
 mod handlers;
 pub mod params;
 

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use super::error::ErrorCode;
 use super::{router, AppState, RouterLimits};
 use crate::capping::{CapPolicy, MemoryCapStore, Pseudonymizer};
 use crate::config::Secret;
@@ -440,9 +441,12 @@ async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_f
 use proptest::strategy::Strategy;
 
 /// Any status a client can be given for bad or odd input: 2xx, 4xx, or 503 where the service
-/// says so deliberately (no database for a reload).
+/// says so deliberately (no database for a reload), errors with a code from [`ErrorCode`].
 fn acceptable(status: StatusCode, body: &Value) -> bool {
-    let has_error_shape = body["error"]["code"].is_string() && body["error"]["message"].is_string();
+    let known_code = body["error"]["code"]
+        .as_str()
+        .is_some_and(|code| ErrorCode::ALL.iter().any(|c| c.as_str() == code));
+    let has_error_shape = known_code && body["error"]["message"].is_string();
     status.is_success()
         || (status.is_client_error() && has_error_shape)
         || (status == StatusCode::SERVICE_UNAVAILABLE && has_error_shape)
@@ -612,4 +616,19 @@ async fn the_openapi_description_matches_the_router() {
             "contribution {key} is not documented"
         );
     }
+}
+
+/// The OpenAPI document's `Error` schema lists exactly the codes of [`ErrorCode`], in order.
+#[tokio::test]
+async fn the_openapi_error_codes_are_exactly_the_enum() {
+    let (_, spec) = call(&state(true), get("/openapi.json")).await;
+    let documented: Vec<&str> = spec["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .expect("the Error schema lists its codes as an enum")
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(documented, ours);
 }
