@@ -71,7 +71,7 @@ impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares everything the server needs.
     pub async fn build(settings: Settings, initial: InitialModel) -> Result<Self, StartError> {
         // Before the model is loaded, so its pages follow the setting too.
-        crate::host::set_transparent_huge_pages(settings.server.transparent_huge_pages);
+        crate::huge_pages::set_transparent_huge_pages(settings.server.transparent_huge_pages);
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await

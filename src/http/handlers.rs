@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
-use super::body::{ItemBody, JsonStr, ReasonBody, RecommendationsBody};
 use super::error::{ApiError, ErrorCode, RequestError};
-use super::params::{RecommendationBody, RecommendationQuery};
+use super::request::{RecommendationRequestJson, RecommendationRequestQuery};
+use super::response::{JsonStr, RecommendationsResponse, ResponseItem, ResponseReason};
 use super::AppState;
 use crate::capping::{CapState, Feedback, ItemIds, ShopperKey};
 use crate::domain::{ItemIndex, ModelVersion};
@@ -28,7 +28,7 @@ use crate::reload::ReloadReport;
 use crate::store::VersionSelector;
 
 /// `body` as a JSON response.
-fn json_response(body: &RecommendationsBody<'_>) -> Response {
+fn json_response(body: &RecommendationsResponse<'_>) -> Response {
     match body.to_json() {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
@@ -133,11 +133,11 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
     let items = result
         .items
         .iter()
-        .map(|r| ItemBody {
+        .map(|r| ResponseItem {
             item_id: item_id(snapshot, r.item),
             title: title(snapshot, r.item),
             score: r.score,
-            reason: ReasonBody {
+            reason: ResponseReason {
                 kind: r.reason.kind,
                 anchor: r.reason.anchor.map(|a| item_id(snapshot, a)),
                 text: ReasonText::new(snapshot, &r.reason),
@@ -149,7 +149,7 @@ async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) ->
             contributions: r.contributions,
         })
         .collect();
-    let body = RecommendationsBody {
+    let body = RecommendationsResponse {
         // Hyphenated lowercase hex.
         request_id: JsonStr::known(request_id, true),
         model_version: snapshot.version(),
@@ -184,7 +184,7 @@ pub async fn recommendations_get(
         .into());
     }
     // k 0: not given; `respond` applies the (variant's) default.
-    let mut request = RecommendationQuery::parse(query)?.into_request(0)?;
+    let mut request = RecommendationRequestQuery::parse(query)?.into_request(0)?;
     request.personalize &= !opted_out(http_request.headers());
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, request).await)
@@ -205,7 +205,7 @@ pub async fn recommendations_post(
             RequestError::new(ErrorCode::InvalidBody, "the body must be application/json").into(),
         );
     }
-    let mut request = RecommendationBody::parse(&body)?.into_request(0)?;
+    let mut request = RecommendationRequestJson::parse(&body)?.into_request(0)?;
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, request).await)
@@ -339,7 +339,7 @@ pub async fn erase_shopper(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReloadBody {
+struct ReloadRequest {
     version: Option<i64>,
 }
 
@@ -351,8 +351,8 @@ pub async fn reload(
     body: Bytes,
 ) -> Result<Json<ReloadReport>, ApiError> {
     authorize_admin(state.admin_token.as_ref(), &headers)?;
-    let parsed: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReloadBody::default()
+    let parsed: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             RequestError::new(

@@ -2,11 +2,11 @@
 //! reloader and the event writer. Nothing here knows about Postgres beyond what those report.
 
 mod auth;
-mod body;
 pub mod error;
 mod error_code;
 mod handlers;
-pub mod params;
+pub mod request;
+mod response;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -46,7 +46,7 @@ impl Serialize for JsonStr<'_> {
 
 /// Why an item is listed.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct ReasonBody<'a> {
+pub(super) struct ResponseReason<'a> {
     pub(super) kind: ReasonKind,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub(super) anchor: Option<JsonStr<'a>>,
@@ -58,27 +58,27 @@ pub(super) struct ReasonBody<'a> {
 
 /// One listed item.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct ItemBody<'a> {
+pub(super) struct ResponseItem<'a> {
     pub(super) item_id: JsonStr<'a>,
     pub(super) title: JsonStr<'a>,
     pub(super) score: f32,
-    pub(super) reason: ReasonBody<'a>,
+    pub(super) reason: ResponseReason<'a>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub(super) contributions: Option<Contributions>,
 }
 
 /// The whole answer.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct RecommendationsBody<'a> {
+pub(super) struct RecommendationsResponse<'a> {
     pub(super) request_id: JsonStr<'a>,
     pub(super) model_version: ModelVersion,
     pub(super) touchpoint: Touchpoint,
     pub(super) variant: &'a str,
-    pub(super) items: Vec<ItemBody<'a>>,
+    pub(super) items: Vec<ResponseItem<'a>>,
     pub(super) unknown_items: &'a [&'a str],
 }
 
-impl RecommendationsBody<'_> {
+impl RecommendationsResponse<'_> {
     /// The body as JSON, in one buffer sized for a typical list.
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(512 + 256 * self.items.len());
@@ -110,7 +110,7 @@ impl RecommendationsBody<'_> {
     }
 }
 
-impl ItemBody<'_> {
+impl ResponseItem<'_> {
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"item_id\":");
         write_json_str(out, self.item_id)?;
@@ -264,7 +264,7 @@ mod tests {
             let titles: Vec<&str> = items.iter().map(|item| item.1.as_str()).collect();
             let snapshot = snapshot_with_titles(&titles);
             let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
-            let items: Vec<ItemBody<'_>> = items
+            let items: Vec<ResponseItem<'_>> = items
                 .iter()
                 .enumerate()
                 .map(|(n, (id, title, score, k, anchor, anchored, explain))| {
@@ -273,11 +273,11 @@ mod tests {
                         kind: kind(*k),
                         anchor: anchored.then_some(n as u32),
                     };
-                    ItemBody {
+                    ResponseItem {
                         item_id: JsonStr::checked(id),
                         title: JsonStr::checked(title),
                         score: if score.is_finite() { *score } else { 0.5 },
-                        reason: ReasonBody {
+                        reason: ResponseReason {
                             kind: reason.kind,
                             anchor: anchor.as_deref().map(JsonStr::checked),
                             text: ReasonText::new(&snapshot, &reason),
@@ -290,7 +290,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let body = RecommendationsBody {
+            let body = RecommendationsResponse {
                 request_id: JsonStr::checked(&request_id),
                 model_version: ModelVersion(version),
                 touchpoint: Touchpoint::ALL[touchpoint],

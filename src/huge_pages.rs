@@ -1,4 +1,4 @@
-//! Process-level settings of the host the server runs on.
+//! Transparent huge pages for this process, the one setting of the host the server changes.
 
 /// Turns transparent huge pages on or off for this process (Linux; elsewhere a no-op).
 ///

@@ -18,7 +18,7 @@ pub const MAX_EXCLUDED_CATEGORIES: usize = 50;
 /// The query string of `GET /recommendations`, before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecommendationQuery {
+pub struct RecommendationRequestQuery {
     cart: Option<String>,
     viewed: Option<String>,
     purchased: Option<String>,
@@ -35,7 +35,7 @@ pub struct RecommendationQuery {
 /// The JSON body of `POST /recommendations`, before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecommendationBody {
+pub struct RecommendationRequestJson {
     #[serde(default)]
     cart: Vec<String>,
     #[serde(default)]
@@ -224,7 +224,7 @@ struct Fields {
     explain: bool,
 }
 
-impl RecommendationQuery {
+impl RecommendationRequestQuery {
     /// Parses a raw query string (already known to be within the size limit).
     pub fn parse(query: Option<&str>) -> Result<Self, RequestError> {
         serde_urlencoded::from_str(query.unwrap_or("")).map_err(|e| {
@@ -277,7 +277,7 @@ impl RecommendationQuery {
     }
 }
 
-impl RecommendationBody {
+impl RecommendationRequestJson {
     /// Parses a JSON body.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -314,7 +314,7 @@ mod tests {
     use super::*;
 
     fn parse(query: &str) -> Result<Request, RequestError> {
-        RecommendationQuery::parse(Some(query))?.into_request(10)
+        RecommendationRequestQuery::parse(Some(query))?.into_request(10)
     }
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn an_empty_query_gets_the_defaults() {
-        let r = RecommendationQuery::parse(None)
+        let r = RecommendationRequestQuery::parse(None)
             .unwrap()
             .into_request(7)
             .unwrap();
@@ -380,17 +380,18 @@ mod tests {
 
     #[test]
     fn json_bodies_use_the_same_rules() {
-        let ok = RecommendationBody::parse(br#"{"cart": ["a", "b"], "k": 3, "explain": true}"#)
-            .unwrap()
-            .into_request(10)
-            .unwrap();
+        let ok =
+            RecommendationRequestJson::parse(br#"{"cart": ["a", "b"], "k": 3, "explain": true}"#)
+                .unwrap()
+                .into_request(10)
+                .unwrap();
         assert_eq!((ok.cart.len(), ok.k, ok.explain), (2, 3, true));
         assert_eq!(
-            RecommendationBody::parse(b"{").unwrap_err().code,
+            RecommendationRequestJson::parse(b"{").unwrap_err().code,
             ErrorCode::InvalidBody
         );
         assert_eq!(
-            RecommendationBody::parse(br#"{"k": 99}"#)
+            RecommendationRequestJson::parse(br#"{"k": 99}"#)
                 .unwrap()
                 .into_request(10)
                 .unwrap_err()
@@ -398,7 +399,7 @@ mod tests {
             ErrorCode::InvalidK
         );
         assert_eq!(
-            RecommendationBody::parse(br#"{"cart": [""]}"#)
+            RecommendationRequestJson::parse(br#"{"cart": [""]}"#)
                 .unwrap()
                 .into_request(10)
                 .unwrap_err()
