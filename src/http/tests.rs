@@ -15,7 +15,7 @@ use crate::capping::{CapPolicy, MemoryCapStore, Pseudonymizer};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::pipeline::tests::small_snapshot;
+use crate::pipeline::fixtures::small_snapshot;
 use crate::pipeline::PipelineConfig;
 use crate::reload::Reloader;
 

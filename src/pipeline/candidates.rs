@@ -301,7 +301,7 @@ impl<'a> CandidatePool<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::tests::small_snapshot;
+    use crate::pipeline::fixtures::small_snapshot;
     use crate::pipeline::{NoCaps, Request};
 
     #[test]
