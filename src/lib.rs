@@ -16,5 +16,6 @@ pub mod model;
 pub mod offline;
 pub mod pipeline;
 pub mod reload;
+pub mod serving;
 pub mod store;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use serde_json::json;
 pub use super::error_code::ErrorCode;
 use crate::events::SubmitError;
 use crate::reload::ReloadError;
+use crate::serving::EraseError;
 use crate::store::LoadError;
 
 /// A request the client got wrong, with a stable code and a message that says what to fix.
@@ -117,6 +118,15 @@ impl ApiError {
             ApiError::EventsRefused(SubmitError::QueueFull) => ErrorCode::EventsQueueFull,
             ApiError::EventsRefused(SubmitError::Closed) => ErrorCode::ShuttingDown,
             ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<EraseError> for ApiError {
+    fn from(error: EraseError) -> Self {
+        match error {
+            EraseError::CapStoreUnavailable => ApiError::CapStoreUnavailable,
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

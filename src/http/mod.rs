@@ -1,5 +1,6 @@
-//! The HTTP layer: the router, its middleware and handlers, over the model, the pipeline, the
-//! reloader and the event writer. Nothing here knows about Postgres beyond what those report.
+//! The HTTP layer: the router, its middleware and handlers, over the model, the serving service
+//! ([`crate::serving`]) and the reloader. Handlers parse a request, call one of those and
+//! render the result; nothing here knows about Postgres beyond what they report.
 
 mod auth;
 pub mod error;
@@ -22,17 +23,15 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::capping::{CapStore, Pseudonymizer};
 use crate::config::Secret;
-use crate::events::{EventLimits, EventWriter};
-use crate::experiments::{Attribution, Experiments};
+use crate::events::EventLimits;
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::pipeline::PipelineConfig;
 use crate::reload::Reloader;
+use crate::serving::Recommender;
 use error::{ApiError, BackPressure, ErrorDetail};
 
-/// What every handler can reach; cheap to clone.
+/// What every handler can reach; built once by [`crate::app::build_state`].
 #[derive(Clone)]
 pub struct AppState {
     /// The live model.
@@ -41,26 +40,14 @@ pub struct AppState {
     pub reloader: Arc<Reloader>,
     /// The service's metrics.
     pub metrics: Metrics,
-    /// Pipeline tunables.
-    pub pipeline: Arc<PipelineConfig>,
+    /// Serves lists and takes feedback; handlers only parse, call it and render.
+    pub recommender: Recommender,
     /// Admin token; admin endpoints are refused without one.
     pub admin_token: Option<Secret>,
     /// Largest query string accepted.
     pub max_query_bytes: usize,
-    /// Frequency-capping state.
-    pub caps: Arc<dyn CapStore>,
-    /// Whether capping applies.
-    pub capping_enabled: bool,
-    /// Turns shopper ids into keys before they reach any store.
-    pub pseudonymizer: Pseudonymizer,
-    /// Writes storefront events (none without a database).
-    pub events: Option<Arc<EventWriter>>,
     /// Limits on one `POST /events` body.
     pub event_limits: EventLimits,
-    /// Configured experiments.
-    pub experiments: Arc<Experiments>,
-    /// Which variant served each recent request id.
-    pub attribution: Arc<Attribution>,
 }
 
 /// Limits the router enforces.

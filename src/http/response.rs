@@ -1,4 +1,4 @@
-//! The `/recommendations` response body, written straight into one buffer.
+//! The `/recommendations` response: a served list rendered as JSON straight into one buffer.
 //!
 //! serde's derived serialiser scanned every key and every value byte by byte for characters to
 //! escape: a sixth of a request's instructions. Here keys are literals, item ids and titles
@@ -7,12 +7,70 @@
 //! serde_json escapes it); numbers go through serde_json, so the bytes are exactly what it
 //! writes for the same structs (a test compares them).
 
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 #[cfg(test)]
 use serde::Serialize;
 
-use crate::domain::{ModelVersion, Touchpoint};
-use crate::model::json_plain;
+use super::error::ApiError;
+use crate::domain::{ItemIndex, ModelVersion, Touchpoint};
+use crate::model::{json_plain, Snapshot};
 use crate::pipeline::{Contributions, ReasonKind, ReasonText};
+use crate::serving::Served;
+
+/// `served` as the JSON response, with its request id also in the `x-request-id` header.
+pub(super) fn render(snapshot: &Snapshot, served: &Served<'_>) -> Response {
+    let mut id_buffer = uuid::Uuid::encode_buffer();
+    let request_id: &str = served.request_id.hyphenated().encode_lower(&mut id_buffer);
+    let items = served
+        .recommendations
+        .items
+        .iter()
+        .map(|r| ResponseItem {
+            item_id: item_id(snapshot, r.item),
+            title: title(snapshot, r.item),
+            score: r.score,
+            reason: ResponseReason {
+                kind: r.reason.kind,
+                anchor: r.reason.anchor.map(|a| item_id(snapshot, a)),
+                text: ReasonText::new(snapshot, &r.reason),
+                text_plain: r
+                    .reason
+                    .anchor
+                    .is_none_or(|a| snapshot.catalogue().title_is_json_plain(a)),
+            },
+            contributions: r.contributions,
+        })
+        .collect();
+    let body = RecommendationsResponse {
+        // Hyphenated lowercase hex.
+        request_id: JsonStr::known(request_id, true),
+        model_version: snapshot.version(),
+        touchpoint: served.touchpoint,
+        variant: served.variant,
+        items,
+        unknown_items: &served.recommendations.unknown_items,
+    };
+    let mut response = match body.to_json() {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The id of `item`, with whether it needs JSON escaping.
+fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    JsonStr::known(snapshot.item_id(item), snapshot.item_id_is_json_plain(item))
+}
+
+/// The title of `item`, with whether it needs JSON escaping.
+fn title(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    let catalogue = snapshot.catalogue();
+    JsonStr::known(catalogue.title(item), catalogue.title_is_json_plain(item))
+}
 
 /// A string and whether it can stand inside a JSON string unescaped.
 #[derive(Debug, Clone, Copy)]

@@ -11,13 +11,12 @@ use tower::ServiceExt;
 
 use super::error::ErrorCode;
 use super::{router, AppState, RouterLimits};
-use crate::capping::{CapPolicy, MemoryCapStore, Pseudonymizer};
-use crate::config::Secret;
+use crate::app::build_state;
+use crate::capping::{CapPolicy, CapStore, MemoryCapStore};
+use crate::config::{Secret, Settings};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::pipeline::fixtures::small_snapshot;
-use crate::pipeline::PipelineConfig;
-use crate::reload::Reloader;
 
 const LIMITS: RouterLimits = RouterLimits {
     request_timeout: Duration::from_secs(2),
@@ -25,7 +24,23 @@ const LIMITS: RouterLimits = RouterLimits {
     max_in_flight: 64,
 };
 
-fn state(loaded: bool) -> AppState {
+/// The settings of the router tests: no database, an admin token, small limits, a cap of two
+/// impressions per item.
+fn settings() -> Settings {
+    let mut settings = Settings::defaults().unwrap();
+    settings.database.url = None;
+    settings.admin_token = Some(Secret::new("token"));
+    settings.pseudonym_key = Some(Secret::new("test"));
+    settings.server.max_query_bytes = 4096;
+    settings.capping.max_impressions_per_item = 2;
+    settings.events.max_events_per_request = 10;
+    settings.events.attribution_capacity = 100;
+    settings
+}
+
+/// The state the server would build from `settings`, with `caps` and the small snapshot
+/// (unless not `loaded`).
+fn state_with(settings: &Settings, caps: Arc<dyn CapStore>, loaded: bool) -> AppState {
     let metrics = Metrics::new().unwrap();
     let model = Arc::new(ModelHandle::default());
     if loaded {
@@ -33,29 +48,13 @@ fn state(loaded: bool) -> AppState {
         metrics.model_loaded(&snapshot, Duration::ZERO);
         model.replace(snapshot);
     }
-    AppState {
-        reloader: Arc::new(Reloader::new(None, Arc::clone(&model), metrics.clone())),
-        model,
-        metrics,
-        pipeline: Arc::new(PipelineConfig::default()),
-        admin_token: Some(Secret::new("token")),
-        max_query_bytes: 4096,
-        caps: Arc::new(MemoryCapStore::new(CapPolicy {
-            max_impressions_per_item: 2,
-            ..CapPolicy::default()
-        })),
-        capping_enabled: true,
-        pseudonymizer: Pseudonymizer::new(b"test"),
-        events: None,
-        experiments: Arc::new(crate::experiments::Experiments::default()),
-        attribution: Arc::new(crate::experiments::Attribution::new(
-            std::num::NonZeroUsize::new(100).unwrap(),
-        )),
-        event_limits: crate::events::EventLimits {
-            max_events: 10,
-            max_future_skew: chrono::Duration::minutes(10),
-        },
-    }
+    build_state(settings, model, None, caps, metrics).unwrap()
+}
+
+fn state(loaded: bool) -> AppState {
+    let settings = settings();
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    state_with(&settings, caps, loaded)
 }
 
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
@@ -307,12 +306,8 @@ async fn an_item_shown_to_a_shopper_n_times_is_capped_across_requests() {
 
 #[tokio::test]
 async fn opted_out_requests_write_no_capping_state() {
-    let s = state(true);
     let store = Arc::new(MemoryCapStore::new(CapPolicy::default()));
-    let s = AppState {
-        caps: store.clone(),
-        ..s
-    };
+    let s = state_with(&settings(), store.clone(), true);
     call(
         &s,
         get("/recommendations?cart=bag&user=carol&personalize=false"),
@@ -376,25 +371,18 @@ async fn bad_events_get_400_with_the_event_index() {
 
 #[tokio::test]
 async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_for_it() {
-    use crate::experiments::{ExperimentConfig, Experiments, VariantConfig};
-    let base = state(true);
-    let only = VariantConfig {
-        k: Some(1),
-        ..VariantConfig::new("short", 1.0)
-    };
-    let experiments = Experiments::build(
-        &[ExperimentConfig {
-            name: "length".into(),
-            touchpoints: vec![crate::domain::Touchpoint::Checkout],
-            variants: vec![only],
+    use crate::experiments::{ExperimentConfig, VariantConfig};
+    let mut settings = settings();
+    settings.experiments = vec![ExperimentConfig {
+        name: "length".into(),
+        touchpoints: vec![crate::domain::Touchpoint::Checkout],
+        variants: vec![VariantConfig {
+            k: Some(1),
+            ..VariantConfig::new("short", 1.0)
         }],
-        &base.pipeline,
-    )
-    .unwrap();
-    let s = AppState {
-        experiments: Arc::new(experiments),
-        ..base
-    };
+    }];
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    let s = state_with(&settings, caps, true);
     let (_, body) = call(&s, get("/recommendations?cart=bag&user=frank")).await;
     assert_eq!(body["variant"], "length/short");
     assert_eq!(
