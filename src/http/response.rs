@@ -37,7 +37,7 @@ pub(super) fn render(snapshot: &Snapshot, served: &Served<'_>) -> Response {
                 text_plain: r
                     .reason
                     .anchor
-                    .is_none_or(|a| snapshot.catalogue().title_is_json_plain(a)),
+                    .is_none_or(|a| snapshot.attributes().title_is_json_plain(a)),
             },
             contributions: r.contributions,
         })
@@ -68,8 +68,8 @@ fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
 
 /// The title of `item`, with whether it needs JSON escaping.
 fn title(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
-    let catalogue = snapshot.catalogue();
-    JsonStr::known(catalogue.title(item), catalogue.title_is_json_plain(item))
+    let attributes = snapshot.attributes();
+    JsonStr::known(attributes.title(item), attributes.title_is_json_plain(item))
 }
 
 /// A string and whether it can stand inside a JSON string unescaped.
@@ -279,13 +279,13 @@ mod tests {
         let snapshot =
             snapshot_with_titles(&["plain", "say \"hi\"", "tab\there", "back\\slash", "é"]);
         let plain: Vec<bool> = (0..6)
-            .map(|i| snapshot.catalogue().title_is_json_plain(i))
+            .map(|i| snapshot.attributes().title_is_json_plain(i))
             .collect();
         assert_eq!(plain, [true, false, false, false, true, true]);
         assert!((0..6).all(|i| snapshot.item_id_is_json_plain(i)));
     }
 
-    /// A catalogue whose first items have `titles` (and one more, as a catalogue is never
+    /// A snapshot whose first items have `titles` (and one more, as a snapshot is never
     /// empty).
     fn snapshot_with_titles(titles: &[&str]) -> Snapshot {
         let mut builder = SnapshotBuilder::new(ModelVersion(1), 0, titles.len() + 1);
@@ -339,7 +339,7 @@ mod tests {
                             kind: reason.kind,
                             anchor: anchor.as_deref().map(JsonStr::checked),
                             text: ReasonText::new(&snapshot, &reason),
-                            text_plain: snapshot.catalogue().title_is_json_plain(n as u32),
+                            text_plain: snapshot.attributes().title_is_json_plain(n as u32),
                         },
                         contributions: explain.then(|| Contributions {
                             collaborative: *score,

@@ -13,7 +13,7 @@ thread_local! {
     /// The DPP's buffers, grown once per thread and reused by every request it serves.
     static DPP_SCRATCH: std::cell::RefCell<dpp::DppScratch> =
         std::cell::RefCell::new(dpp::DppScratch::default());
-    /// The candidate pool's item-to-slot table, likewise (one `u32` per catalogue item).
+    /// The candidate pool's item-to-slot table, likewise (one `u32` per item of the model).
     static POSITIONS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The candidate buffer, likewise: a request's pool is tens of kilobytes, and allocating
     /// it afresh each time made the allocator fetch and zero new pages.
@@ -503,7 +503,7 @@ mod tests {
         assert_eq!(ids(&with_diversity, &r), ["a", "a-twin"]);
     }
 
-    /// A random catalogue: categories, prices (some unknown), stock, product groups, promoted
+    /// A random model: categories, prices (some unknown), stock, product groups, promoted
     /// items and margins, co-purchase rows with negative weights, content rows and embeddings.
     fn random_snapshot(seed: u64, items: usize, dim: usize) -> Snapshot {
         use rand::{Rng, SeedableRng};
@@ -553,7 +553,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the catalogue, cart, session, budget, exclusions, caps and configuration:
+        /// Whatever the model, cart, session, budget, exclusions, caps and configuration:
         /// at most k items, no duplicates, nothing from the cart or a variant of it, nothing
         /// out of stock, capped, excluded or over budget, and finite scores in [0, 1].
         #[test]
@@ -608,19 +608,19 @@ mod tests {
             proptest::prop_assert_eq!(seen.len(), answer.items.len(), "duplicates");
             let cart: Vec<ItemIndex> =
                 request.cart.iter().filter_map(|id| snapshot.index_of(id)).collect();
-            let catalogue = snapshot.catalogue();
+            let attributes = snapshot.attributes();
             for r in &answer.items {
                 let item = r.item;
                 proptest::prop_assert!(
-                    !cart.iter().any(|&c| c == item || catalogue.same_product(c, item)),
+                    !cart.iter().any(|&c| c == item || attributes.same_product(c, item)),
                     "{} is in the cart or a variant of a cart item", snapshot.item_id(item)
                 );
-                proptest::prop_assert!(catalogue.in_stock(item));
+                proptest::prop_assert!(attributes.in_stock(item));
                 proptest::prop_assert!(!caps.is_capped(item));
                 if let Some(max) = max_price {
-                    proptest::prop_assert!(catalogue.price(item) <= max);
+                    proptest::prop_assert!(attributes.price(item) <= max);
                 }
-                let category = catalogue.category_name(catalogue.category(item));
+                let category = attributes.category_name(attributes.category(item));
                 proptest::prop_assert!(!category.is_some_and(|c| exclude.contains(&c)));
                 proptest::prop_assert!(r.score.is_finite() && (0.0..=1.0).contains(&r.score));
                 let parts = r.contributions.unwrap();

@@ -65,13 +65,13 @@ fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) ->
     if !related {
         return 0.0;
     }
-    let catalogue = snapshot.catalogue();
-    let promoted = if catalogue.promoted(candidate.item) {
+    let attributes = snapshot.attributes();
+    let promoted = if attributes.promoted(candidate.item) {
         config.promoted_boost
     } else {
         0.0
     };
-    promoted + config.margin_boost * catalogue.margin(candidate.item)
+    promoted + config.margin_boost * attributes.margin(candidate.item)
 }
 
 /// Whether any merchandising boost is configured.
