@@ -3,12 +3,10 @@
 /// Turns transparent huge pages on or off for this process (Linux; elsewhere a no-op).
 ///
 /// Off by default: mimalloc asks for huge pages on its arenas, and on a host whose THP defrag
-/// policy is `madvise` (the kernel's default) a fault on a fresh arena may compact memory and zero
-/// 2 MB before the request that touched it can go on. On the Online Retail model that put
-/// `/recommendations` at a full-speed p99 of 13 to 16 ms against 2.4 to 2.5 ms without them,
-/// for 4 % less throughput with them (README, "Performance"). A very large model may gain from
-/// the fewer TLB misses of huge pages: on 1,000,000 items, turning them off cost 3 to 4 % of
-/// throughput.
+/// policy is `madvise` (the kernel's default) a fault on a fresh arena may compact memory and
+/// zero 2 MB before the request that touched it can go on, which shows in the tail latency
+/// (README, "Performance"). A very large model may gain from the fewer TLB misses of huge
+/// pages, hence the setting.
 pub fn set_transparent_huge_pages(allowed: bool) {
     #[cfg(target_os = "linux")]
     if let Err(error) = nix::sys::prctl::set_thp_disable(!allowed) {

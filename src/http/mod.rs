@@ -74,7 +74,7 @@ async fn storefront_error(error: BoxError) -> ApiError {
 /// Builds the service's router.
 pub fn router(state: AppState, limits: RouterLimits) -> Router {
     // Shared behind one `Arc`: extractors clone the state for every request, and cloning
-    // its fields one by one (an HMAC state and a token among them) cost a percent of it.
+    // its fields one by one (an HMAC state and a token among them) would show in every request.
     let state = Arc::new(state);
     // Only the storefront route is time-limited and shed under overload: a reload of a large
     // version may rightly take a minute, and ops endpoints must answer while we are busy.
@@ -89,7 +89,7 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
                 .layer(HandleErrorLayer::new(storefront_error))
                 .load_shed()
                 // One limit shared by every storefront endpoint and method: a per-route
-                // `concurrency_limit` would give each its own budget (found by the overload test).
+                // `concurrency_limit` would give each its own budget (the overload test checks).
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
                 .timeout(limits.request_timeout),
         );

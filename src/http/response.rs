@@ -1,7 +1,7 @@
 //! The `/recommendations` response: a served list rendered as JSON straight into one buffer.
 //!
-//! serde's derived serialiser scanned every key and every value byte by byte for characters to
-//! escape: a sixth of a request's instructions. Here keys are literals, item ids and titles
+//! serde's derived serialiser scans every key and every value byte by byte for characters to
+//! escape, a large share of a request's work. Here keys are literals, item ids and titles
 //! carry whether they need escaping (the snapshot checks each once, at load), other values are
 //! checked in one branch-free pass, and a value is copied whole unless it needs escaping (then
 //! serde_json escapes it); numbers go through serde_json, so the bytes are exactly what it

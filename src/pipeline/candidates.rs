@@ -69,8 +69,8 @@ const EXCLUDED: u32 = u32::MAX - 1;
 pub(super) struct CandidatePool<'a> {
     eligibility: &'a Eligibility<'a>,
     capacity: usize,
-    /// Slot of each item of the model in `items`, indexed by item: a direct lookup where a hash
-    /// map cost a tenth of a request. Reused across requests (see [`CandidatePool::finish`]);
+    /// Slot of each item of the model in `items`, indexed by item: a direct lookup, not a hash
+    /// per candidate. Reused across requests (see [`CandidatePool::finish`]);
     /// a slot is trusted only when it points at its own item, so a stale one is harmless.
     /// Excluded items hold [`EXCLUDED`] for the length of the request.
     position: &'a mut Vec<u32>,

@@ -100,7 +100,7 @@ impl<'a> Eligibility<'a> {
 }
 
 /// Whether `values` holds `value`: for the few ids of a cart, a branch-free pass the compiler
-/// vectorises; `contains` cost a third of adding a candidate.
+/// vectorises, cheaper than `contains` and its early exit on lists this short.
 #[inline(always)]
 fn holds(values: &[u32], value: u32) -> bool {
     values.iter().fold(false, |found, &v| found | (v == value))

@@ -16,7 +16,7 @@ thread_local! {
     /// The candidate pool's item-to-slot table, likewise (one `u32` per item of the model).
     static POSITIONS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The candidate buffer, likewise: a request's pool is tens of kilobytes, and allocating
-    /// it afresh each time made the allocator fetch and zero new pages.
+    /// it afresh each time makes the allocator fetch and zero new pages.
     static CANDIDATES: std::cell::RefCell<Vec<candidates::Candidate>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -148,8 +148,8 @@ fn restock_share(cart: &[ItemIndex], purchased: &[(ItemIndex, f32)]) -> f32 {
     if purchased.is_empty() {
         return 1.0 / (cart.len() + 2) as f32;
     }
-    // Sorted once and searched: checking each of up to 100 cart items against up to 200
-    // purchases one by one took about 9 µs, most of a request.
+    // Sorted once and searched: up to 100 cart items against up to 200 purchases one by one
+    // would be more work than the rest of the request.
     let mut bought_items: Vec<ItemIndex> = purchased.iter().map(|&(item, _)| item).collect();
     bought_items.sort_unstable();
     let bought = cart
