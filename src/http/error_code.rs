@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 /// drift apart.
 macro_rules! error_codes {
     ($($variant:ident = ($code:literal, $status:ident, $description:literal),)+) => {
-        /// A stable, machine-readable error code, sent as `{"error": {"code": ..., "message": ...}}`.
+        /// A stable, machine-readable error code, as in `{"error": {"code": ..., "message": ...}}`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
             $(#[doc = $description] $variant,)+
@@ -45,26 +45,32 @@ macro_rules! error_codes {
 
 error_codes! {
     InvalidCart = ("invalid_cart", BAD_REQUEST,
-        "`cart` has more than 100 ids, or an id that is empty, longer than 128 bytes or holds a control character"),
+        "`cart` has more than 100 ids, or an id that is empty, longer than 128 bytes or holds a \
+         control character"),
     InvalidViewed = ("invalid_viewed", BAD_REQUEST,
-        "`viewed` has more than 50 ids, or an id that is empty, longer than 128 bytes or holds a control character"),
+        "`viewed` has more than 50 ids, or an id that is empty, longer than 128 bytes or holds a \
+         control character"),
     InvalidPurchased = ("invalid_purchased", BAD_REQUEST,
-        "`purchased` has more than 200 ids, or an id that is empty, longer than 128 bytes or holds a control character"),
+        "`purchased` has more than 200 ids, or an id that is empty, longer than 128 bytes or holds \
+         a control character"),
     InvalidK = ("invalid_k", BAD_REQUEST, "`k` is not a whole number from 1 to 50"),
     InvalidTouchpoint = ("invalid_touchpoint", BAD_REQUEST,
         "`touchpoint` is not `checkout`, `cart` or `product`"),
     InvalidMaxPrice = ("invalid_max_price", BAD_REQUEST,
         "`max_price` is not a non-negative number"),
     InvalidShopper = ("invalid_shopper", BAD_REQUEST,
-        "`user` or `session` is longer than 128 bytes or holds a control character, or a shopper id to erase is not 1 to 128 bytes"),
+        "`user` or `session` is longer than 128 bytes or holds a control character, or a shopper \
+         id to erase is not 1 to 128 bytes"),
     InvalidQuery = ("invalid_query", BAD_REQUEST,
-        "the query string is malformed, repeats or misspells a field, has a flag that is not true or false, or excludes more than 50 categories"),
+        "the query string is malformed, repeats or misspells a field, has a flag that is not true \
+         or false, or excludes more than 50 categories"),
     InvalidBody = ("invalid_body", BAD_REQUEST,
         "the body is not `application/json`, or not JSON of the expected shape"),
     QueryTooLarge = ("query_too_large", BAD_REQUEST,
         "the query string is longer than `server.max_query_bytes`"),
     InvalidEvents = ("invalid_events", BAD_REQUEST,
-        "an event of the `POST /events` body is invalid (the message names each by index); none is accepted"),
+        "an event of the `POST /events` body is invalid (the message names each by index); none is \
+         accepted"),
     Unauthorized = ("unauthorized", UNAUTHORIZED,
         "an admin endpoint was called without a bearer token"),
     Forbidden = ("forbidden", FORBIDDEN, "the bearer token is not the admin token"),
@@ -139,10 +145,46 @@ mod tests {
                 "{s}"
             );
             assert!(code.status().is_client_error() || code.status().is_server_error());
-            assert!(!code.description().is_empty());
+            assert!(!code.description().is_empty() && !code.description().contains('|'));
         }
         let statuses: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.status().as_u16()).collect();
         assert!(statuses.is_sorted(), "{statuses:?}");
+    }
+
+    #[test]
+    fn descriptions_give_the_limits_the_code_enforces() {
+        use super::super::request::{
+            MAX_CART_ITEMS, MAX_EXCLUDED_CATEGORIES, MAX_PURCHASED_ITEMS, MAX_VIEWED_ITEMS,
+        };
+        use crate::domain::MAX_ID_BYTES;
+        use crate::pipeline::MAX_K;
+        let cases = [
+            (ErrorCode::InvalidCart, vec![MAX_CART_ITEMS, MAX_ID_BYTES]),
+            (
+                ErrorCode::InvalidViewed,
+                vec![MAX_VIEWED_ITEMS, MAX_ID_BYTES],
+            ),
+            (
+                ErrorCode::InvalidPurchased,
+                vec![MAX_PURCHASED_ITEMS, MAX_ID_BYTES],
+            ),
+            (ErrorCode::InvalidK, vec![MAX_K]),
+            (ErrorCode::InvalidShopper, vec![MAX_ID_BYTES]),
+            (ErrorCode::InvalidQuery, vec![MAX_EXCLUDED_CATEGORIES]),
+        ];
+        for (code, limits) in cases {
+            let numbers: Vec<&str> = code
+                .description()
+                .split(|c: char| !c.is_ascii_digit())
+                .collect();
+            for limit in limits {
+                assert!(
+                    numbers.contains(&limit.to_string().as_str()),
+                    "{code}: {} does not say {limit}",
+                    code.description()
+                );
+            }
+        }
     }
 
     #[test]
