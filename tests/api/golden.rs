@@ -17,7 +17,7 @@ use tandem::domain::{ModelVersion, Touchpoint};
 use tandem::experiments::{ExperimentConfig, VariantConfig};
 use tandem::model::{ItemRecord, Snapshot, SnapshotBuilder};
 
-use crate::helpers::{RunningServer, ADMIN_TOKEN};
+use crate::helpers::{metrics_text, RunningServer, ADMIN_TOKEN};
 
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -403,14 +403,7 @@ async fn storefront_answers_are_byte_for_byte_those_of_the_golden_file() {
             mask_request_id(&body)
         );
     }
-    let metrics = client
-        .get(format!("{}/metrics", server.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &server.address).await;
     let _ = write!(answers, "### counters\n{}", counters(&metrics));
     server.stop().await;
 
