@@ -61,7 +61,7 @@ pub async fn recommendations_get(
         )
         .into());
     }
-    // k 0: not given; `respond` applies the (variant's) default.
+    // k 0: not given; serving applies the (variant's) default.
     let mut request = RecommendationRequestQuery::parse(query)?.into_request(0)?;
     request.personalize &= !opted_out(http_request.headers());
     let snapshot = current_model(&state)?;
