@@ -1,6 +1,7 @@
-//! Building the application from settings: the model handle, the reloader, the event writer,
-//! the router and the bound listener; then serving until a shutdown signal, with a bounded
-//! grace period, and draining the event queue.
+//! Building the application from settings: the shared state ([`build_state`]: the model
+//! handle, the reloader, the serving service with its cap store and event writer), the router
+//! and the bound listener; then serving until a shutdown signal, with a bounded grace period,
+//! and draining the event queue.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -10,17 +11,19 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use axum::Router;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::capping::{CapStore, CapStoreKind, MemoryCapStore, Pseudonymizer, RedisCapStore};
 use crate::config::Settings;
 use crate::events::{EventLimits, EventWriter};
-use crate::experiments::{Attribution, Experiments};
+use crate::experiments::Experiments;
 use crate::http::{self, AppState, RouterLimits};
 use crate::metrics::Metrics;
 use crate::model::{ModelHandle, Snapshot};
 use crate::reload::Reloader;
+use crate::serving::{self, Recommender};
 use crate::store::{self, VersionSelector};
 
 /// Why the application could not start.
@@ -71,7 +74,7 @@ impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares everything the server needs.
     pub async fn build(settings: Settings, initial: InitialModel) -> Result<Self, StartError> {
         // Before the model is loaded, so its pages follow the setting too.
-        crate::host::set_transparent_huge_pages(settings.server.transparent_huge_pages);
+        crate::huge_pages::set_transparent_huge_pages(settings.server.transparent_huge_pages);
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -88,20 +91,17 @@ impl Application {
             None => None,
         };
         let metrics = Metrics::new()?;
+        let caps = cap_store(&settings, &metrics)?;
         let model = Arc::new(ModelHandle::default());
-        let reloader = Arc::new(Reloader::new(
-            pool.clone(),
-            Arc::clone(&model),
-            metrics.clone(),
-        ));
+        let state = build_state(&settings, model, pool, caps, metrics)?;
         let start_up_load = match initial {
             InitialModel::Snapshot(snapshot) => {
-                metrics.model_loaded(&snapshot, Duration::ZERO);
-                model.replace(snapshot);
+                state.metrics.model_loaded(&snapshot, Duration::ZERO);
+                state.model.replace(snapshot);
                 None
             }
             InitialModel::FromDatabase => {
-                let reloader = Arc::clone(&reloader);
+                let reloader = Arc::clone(&state.reloader);
                 let selector = settings.model.version.map_or(VersionSelector::Active, |v| {
                     VersionSelector::Exact(crate::domain::ModelVersion(v))
                 });
@@ -119,38 +119,6 @@ impl Application {
                     }
                 }))
             }
-        };
-        let events = pool.clone().map(|pool| {
-            Arc::new(EventWriter::start(
-                pool,
-                settings.events.clone(),
-                metrics.clone(),
-            ))
-        });
-        let caps = cap_store(&settings, &metrics)?;
-        let state = AppState {
-            model,
-            reloader,
-            metrics,
-            pipeline: Arc::new(settings.pipeline.clone()),
-            admin_token: settings.admin_token.clone(),
-            max_query_bytes: settings.server.max_query_bytes,
-            caps,
-            capping_enabled: settings.capping.enabled,
-            pseudonymizer: pseudonymizer(&settings),
-            events,
-            experiments: Arc::new(
-                Experiments::build(&settings.experiments, &settings.pipeline)
-                    .map_err(StartError::Experiments)?,
-            ),
-            attribution: Arc::new(Attribution::new(
-                NonZeroUsize::new(settings.events.attribution_capacity)
-                    .unwrap_or(NonZeroUsize::MIN),
-            )),
-            event_limits: EventLimits {
-                max_events: settings.events.max_events_per_request,
-                max_future_skew: chrono::Duration::minutes(10),
-            },
         };
         let limits = RouterLimits {
             request_timeout: settings.request_timeout(),
@@ -216,11 +184,61 @@ impl Application {
             task.abort();
         }
         // Requests are done: whatever events they queued are written before we exit.
-        if let Some(writer) = &self.state.events {
+        if let Some(writer) = self.state.recommender.event_writer() {
             writer.shutdown(grace).await;
         }
         result
     }
+}
+
+/// Builds the state the router shares from `settings`, around the model handle and the cap
+/// store: the one place it is put together, for the server and for the router's tests. With
+/// no `pool` there is no event writer, and reloads answer that no database is configured.
+pub fn build_state(
+    settings: &Settings,
+    model: Arc<ModelHandle>,
+    pool: Option<PgPool>,
+    caps: Arc<dyn CapStore>,
+    metrics: Metrics,
+) -> Result<AppState, StartError> {
+    // Checked before the event writer's task starts, so a bad configuration leaves none behind.
+    let experiments = Experiments::build(&settings.experiments, &settings.pipeline)
+        .map_err(StartError::Experiments)?;
+    let reloader = Arc::new(Reloader::new(
+        pool.clone(),
+        Arc::clone(&model),
+        metrics.clone(),
+    ));
+    let events = pool.map(|pool| {
+        Arc::new(EventWriter::start(
+            pool,
+            settings.events.clone(),
+            metrics.clone(),
+        ))
+    });
+    let recommender = Recommender::new(serving::Parts {
+        pipeline: settings.pipeline.clone(),
+        experiments,
+        caps,
+        capping_enabled: settings.capping.enabled,
+        pseudonymizer: pseudonymizer(settings),
+        attribution_capacity: NonZeroUsize::new(settings.events.attribution_capacity)
+            .unwrap_or(NonZeroUsize::MIN),
+        events,
+        metrics: metrics.clone(),
+    });
+    Ok(AppState {
+        model,
+        reloader,
+        metrics,
+        recommender,
+        admin_token: settings.admin_token.clone(),
+        max_query_bytes: settings.server.max_query_bytes,
+        event_limits: EventLimits {
+            max_events: settings.events.max_events_per_request,
+            max_future_skew: chrono::Duration::minutes(10),
+        },
+    })
 }
 
 /// The configured cap store: in memory, or Redis (connected lazily, so a Redis that is down at

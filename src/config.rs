@@ -92,7 +92,7 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// Most storefront requests in flight at once; beyond it requests get a fast 503.
     pub max_in_flight: usize,
-    /// Whether the process may use transparent huge pages (see [`crate::host`]).
+    /// Whether the process may use transparent huge pages (see [`crate::huge_pages`]).
     #[serde(default)]
     pub transparent_huge_pages: bool,
 }

@@ -3,8 +3,7 @@
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: a request allocates small, short-lived buffers on every
-/// worker thread, where glibc's arenas contend (a request's profile showed malloc, free and
-/// their locks at a tenth of its time).
+/// worker thread, where glibc's arenas contend.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,6 @@
-//! The one error type of the HTTP layer: every failure a handler can return, with its status
-//! and stable machine-readable code, rendered as `{"error": {"code", "message"}}`.
+//! The one error type of the HTTP layer: every failure a handler can return, with its stable
+//! machine-readable code (and so its status, see [`ErrorCode`]), rendered as
+//! `{"error": {"code", "message"}}`.
 //!
 //! Handlers return `Result<_, ApiError>`. Internal detail never reaches the client: it rides
 //! in a response extension that the logging middleware prints.
@@ -9,23 +10,25 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+pub use super::error_code::ErrorCode;
 use crate::events::SubmitError;
 use crate::reload::ReloadError;
+use crate::serving::EraseError;
 use crate::store::LoadError;
 
 /// A request the client got wrong, with a stable code and a message that says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RequestError {
-    /// Stable machine-readable code, e.g. `invalid_cart`.
-    pub code: &'static str,
+    /// Stable machine-readable code, e.g. [`ErrorCode::InvalidCart`].
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
 impl RequestError {
-    /// A 400 error with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (a 400 one) and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -88,51 +91,50 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The code the client is given (its status comes with it).
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(e) => (StatusCode::BAD_REQUEST, e.code),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::ModelNotLoaded => (StatusCode::SERVICE_UNAVAILABLE, "model_not_loaded"),
-            ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ApiError::Reload(ReloadError::NoDatabase) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "database_not_configured")
-            }
-            ApiError::Reload(ReloadError::InProgress) => {
-                (StatusCode::CONFLICT, "reload_in_progress")
-            }
-            ApiError::Reload(ReloadError::Activation { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "activation_failed")
-            }
+            ApiError::BadRequest(e) => e.code,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden => ErrorCode::Forbidden,
+            ApiError::AdminDisabled => ErrorCode::AdminDisabled,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::ModelNotLoaded => ErrorCode::ModelNotLoaded,
+            ApiError::Timeout => ErrorCode::Timeout,
+            ApiError::Overloaded => ErrorCode::Overloaded,
+            ApiError::Reload(ReloadError::NoDatabase) => ErrorCode::DatabaseNotConfigured,
+            ApiError::Reload(ReloadError::InProgress) => ErrorCode::ReloadInProgress,
+            ApiError::Reload(ReloadError::Activation { .. }) => ErrorCode::ActivationFailed,
             ApiError::Reload(ReloadError::Load(e)) => match e {
-                LoadError::NoReadyVersion => (StatusCode::NOT_FOUND, "no_ready_version"),
-                LoadError::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version_not_found"),
-                LoadError::VersionNotReady { .. } => (StatusCode::CONFLICT, "version_not_ready"),
-                LoadError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_model"),
-                LoadError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
-                LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                LoadError::NoReadyVersion => ErrorCode::NoReadyVersion,
+                LoadError::VersionNotFound(_) => ErrorCode::VersionNotFound,
+                LoadError::VersionNotReady { .. } => ErrorCode::VersionNotReady,
+                LoadError::Invalid { .. } => ErrorCode::InvalidModel,
+                LoadError::Database(_) => ErrorCode::DatabaseUnavailable,
+                LoadError::Task(_) => ErrorCode::Internal,
             },
-            ApiError::CapStoreUnavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "capping_store_unavailable")
-            }
-            ApiError::EventsRefused(SubmitError::QueueFull) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "events_queue_full")
-            }
-            ApiError::EventsRefused(SubmitError::Closed) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::CapStoreUnavailable => ErrorCode::CappingStoreUnavailable,
+            ApiError::EventsRefused(SubmitError::QueueFull) => ErrorCode::EventsQueueFull,
+            ApiError::EventsRefused(SubmitError::Closed) => ErrorCode::ShuttingDown,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<EraseError> for ApiError {
+    fn from(error: EraseError) -> Self {
+        match error {
+            EraseError::CapStoreUnavailable => ApiError::CapStoreUnavailable,
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = code.status();
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "internal error".to_string()
         } else {
@@ -140,7 +142,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (
             status,
-            Json(json!({ "error": { "code": code, "message": message } })),
+            Json(json!({ "error": { "code": code.as_str(), "message": message } })),
         )
             .into_response();
         if matches!(self, ApiError::Unauthorized) {

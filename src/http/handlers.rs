@@ -1,8 +1,7 @@
-//! Request handlers: each turns an HTTP request into a call on the model, the pipeline or the
-//! reloader, and the result into JSON.
+//! Request handlers: each parses an HTTP request, calls the serving service, the reloader or
+//! the model handle, and renders the result as JSON.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request as HttpRequest, State};
@@ -14,37 +13,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
-use super::body::{ItemBody, JsonStr, ReasonBody, RecommendationsBody};
-use super::error::{ApiError, RequestError};
-use super::params::{RecommendationBody, RecommendationQuery};
-use super::AppState;
-use crate::capping::{CapState, Feedback, ItemIds, ShopperKey};
-use crate::domain::{ItemIndex, ModelVersion};
-use crate::events::{self, EventKind, SubmitError};
-use crate::experiments::CONTROL;
+use super::error::{ApiError, ErrorCode, RequestError};
+use super::request::{RecommendationRequestJson, RecommendationRequestQuery};
+use super::{response, AppState};
+use crate::domain::ModelVersion;
+use crate::events;
 use crate::model::Snapshot;
-use crate::pipeline::{self, CappedItems, ReasonKind, ReasonText, Request};
+use crate::pipeline::Request;
 use crate::reload::ReloadReport;
 use crate::store::VersionSelector;
-
-/// `body` as a JSON response.
-fn json_response(body: &RecommendationsBody<'_>) -> Response {
-    match body.to_json() {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
-    }
-}
-
-/// The id of `item`, with whether it needs JSON escaping.
-fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
-    JsonStr::known(snapshot.item_id(item), snapshot.item_id_is_json_plain(item))
-}
-
-/// The title of `item`, with whether it needs JSON escaping.
-fn title(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
-    let catalogue = snapshot.catalogue();
-    JsonStr::known(catalogue.title(item), catalogue.title_is_json_plain(item))
-}
 
 fn current_model(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     state.model.current().ok_or(ApiError::ModelNotLoaded)
@@ -59,110 +36,11 @@ fn opted_out(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Answers `request`, whose `k` is 0 when the client did not give one (the variant's default
-/// applies then).
+/// Serves `request`, whose `k` is 0 when the client did not give one (the variant's default
+/// applies then), and renders the list.
 async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) -> Response {
-    // Opted-out requests are not assigned: they get the control configuration.
-    let variant = request
-        .personalize
-        .then(|| {
-            state.experiments.assign(
-                request.touchpoint,
-                request.user.as_deref(),
-                request.session.as_deref(),
-            )
-        })
-        .flatten();
-    let pipeline = variant.map_or(&state.pipeline, |v| &v.pipeline);
-    if request.k == 0 {
-        request.k = pipeline.default_k;
-    }
-    let request = &request;
-    let shopper = if request.personalize && state.capping_enabled {
-        state
-            .pseudonymizer
-            .shopper_key(request.user.as_deref(), request.session.as_deref())
-    } else {
-        None
-    };
-    let now = Instant::now();
-    let cap_state = match shopper {
-        Some(key) => state.caps.check(key, now).await,
-        None => CapState::default(),
-    };
-    let known = |ids: &ItemIds| ids.iter().filter_map(|id| snapshot.index_of(id)).collect();
-    let capped = CappedItems::with_dismissed(
-        known(&cap_state.capped_items),
-        known(&cap_state.dismissed_items),
-    );
-    let mut result = pipeline::recommend(snapshot, request, pipeline, &capped);
-    if cap_state.fatigued {
-        // This shopper has seen enough lists for now: an empty list is a valid answer.
-        result.items.clear();
-    }
-    if let Some(key) = shopper.filter(|_| !result.items.is_empty()) {
-        let served: Vec<&str> = result
-            .items
-            .iter()
-            .map(|r| snapshot.item_id(r.item))
-            .collect();
-        state.caps.record_served(key, &served, now).await;
-    }
-    let popular = result
-        .items
-        .iter()
-        .filter(|r| r.reason.kind == ReasonKind::Popular)
-        .count();
-    state
-        .metrics
-        .recommendation(result.unknown_items.len(), popular);
-    let request_id = uuid::Uuid::new_v4();
-    let variant_label = variant.map_or(CONTROL, |v| &v.label);
-    if !result.items.is_empty() {
-        state
-            .metrics
-            .list_served(request.touchpoint.as_str(), variant_label);
-        if let Some(v) = variant {
-            state
-                .attribution
-                .record(request_id, v.label.clone(), request.touchpoint);
-        }
-    }
-    let mut id_buffer = uuid::Uuid::encode_buffer();
-    let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buffer);
-    let items = result
-        .items
-        .iter()
-        .map(|r| ItemBody {
-            item_id: item_id(snapshot, r.item),
-            title: title(snapshot, r.item),
-            score: r.score,
-            reason: ReasonBody {
-                kind: r.reason.kind,
-                anchor: r.reason.anchor.map(|a| item_id(snapshot, a)),
-                text: ReasonText::new(snapshot, &r.reason),
-                text_plain: r
-                    .reason
-                    .anchor
-                    .is_none_or(|a| snapshot.catalogue().title_is_json_plain(a)),
-            },
-            contributions: r.contributions,
-        })
-        .collect();
-    let body = RecommendationsBody {
-        // Hyphenated lowercase hex.
-        request_id: JsonStr::known(request_id, true),
-        model_version: snapshot.version(),
-        touchpoint: request.touchpoint,
-        variant: variant_label,
-        items,
-        unknown_items: &result.unknown_items,
-    };
-    let mut response = json_response(&body);
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+    let served = state.recommender.serve(snapshot, &mut request).await;
+    response::render(snapshot, &served)
 }
 
 /// `GET /recommendations`: fields in the query string.
@@ -175,7 +53,7 @@ pub async fn recommendations_get(
     let length = query.map_or(0, str::len);
     if length > state.max_query_bytes {
         return Err(RequestError::new(
-            "query_too_large",
+            ErrorCode::QueryTooLarge,
             format!(
                 "the query string is {length} bytes, more than the limit of {}",
                 state.max_query_bytes
@@ -183,8 +61,8 @@ pub async fn recommendations_get(
         )
         .into());
     }
-    // k 0: not given; `respond` applies the (variant's) default.
-    let mut request = RecommendationQuery::parse(query)?.into_request(0)?;
+    // k 0: not given; serving applies the (variant's) default.
+    let mut request = RecommendationRequestQuery::parse(query)?.into_request(0)?;
     request.personalize &= !opted_out(http_request.headers());
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, request).await)
@@ -201,9 +79,11 @@ pub async fn recommendations_post(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.starts_with("application/json"));
     if !is_json {
-        return Err(RequestError::new("invalid_body", "the body must be application/json").into());
+        return Err(
+            RequestError::new(ErrorCode::InvalidBody, "the body must be application/json").into(),
+        );
     }
-    let mut request = RecommendationBody::parse(&body)?.into_request(0)?;
+    let mut request = RecommendationRequestJson::parse(&body)?.into_request(0)?;
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
     Ok(respond(&state, &snapshot, request).await)
@@ -219,86 +99,18 @@ pub async fn events(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // An opted-out shopper's events are kept for counting, without any id.
-    let pseudonymizer = (!opted_out(&headers)).then_some(&state.pseudonymizer);
-    let mut events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
+    let pseudonymizer = (!opted_out(&headers)).then_some(state.recommender.pseudonymizer());
+    let events = events::parse_events(&body, state.event_limits, Utc::now(), pseudonymizer)
         .map_err(|e| {
             state.metrics.events_rejected("invalid", 1);
-            RequestError::new("invalid_events", e.message)
+            RequestError::new(ErrorCode::InvalidEvents, e.message)
         })?;
-    let accepted = events.len();
-    let counted: Vec<(EventKind, &str, &str)> =
-        events.iter_mut().map(|e| attribute(&state, e)).collect();
-    // What capping needs is taken before the events move into the queue.
-    let feedback: Vec<(ShopperKey, String, Feedback)> = if state.capping_enabled {
-        events
-            .iter()
-            .filter_map(|e| {
-                let feedback = match e.kind {
-                    EventKind::Impression => Feedback::Impression,
-                    EventKind::Click | EventKind::AddToCart => Feedback::Engaged,
-                    EventKind::Dismiss => Feedback::Dismissed,
-                    EventKind::Purchase => return None,
-                };
-                Some((e.cap_key?, e.item_id.clone(), feedback))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if let Some(writer) = &state.events {
-        writer.submit(events).map_err(|e| {
-            let reason = match e {
-                SubmitError::QueueFull => "queue_full",
-                SubmitError::Closed => "shutting_down",
-            };
-            state.metrics.events_rejected(reason, accepted as u64);
-            ApiError::from(e)
-        })?;
-    }
-    for (kind, touchpoint, variant) in counted {
-        state.metrics.feedback_event(kind, touchpoint, variant);
-    }
-    let feedback: Vec<(ShopperKey, &str, Feedback)> = feedback
-        .iter()
-        .map(|(key, item, kind)| (*key, item.as_str(), *kind))
-        .collect();
-    if !feedback.is_empty() {
-        state.caps.record_feedback(&feedback, Instant::now()).await;
-    }
-    let stored = state.events.is_some();
+    let received = state.recommender.feedback(events).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": accepted, "stored": stored })),
+        Json(json!({ "accepted": received.accepted, "stored": received.stored })),
     )
         .into_response())
-}
-
-/// Fills an event's variant and touchpoint from the request it cites when it does not carry
-/// them; returns its metric labels (kind, touchpoint, variant). Variant labels only take
-/// configured names ("other" for anything else), so a client cannot grow them without bound.
-fn attribute<'s>(
-    state: &'s AppState,
-    event: &mut events::Event,
-) -> (EventKind, &'static str, &'s str) {
-    if let Some((variant, touchpoint)) = event
-        .request_id
-        .filter(|_| event.variant.is_none() || event.touchpoint.is_none())
-        .and_then(|id| state.attribution.lookup(id))
-    {
-        event.variant.get_or_insert_with(|| variant.to_string());
-        event.touchpoint.get_or_insert(touchpoint);
-    }
-    let variant = match event.variant.as_deref() {
-        None => "unknown",
-        Some(CONTROL) => CONTROL,
-        Some(label) => state
-            .experiments
-            .labels()
-            .find(|known| *known == label)
-            .unwrap_or("other"),
-    };
-    let touchpoint = event.touchpoint.map_or("unknown", |t| t.as_str());
-    (event.kind, touchpoint, variant)
 }
 
 /// `DELETE /shoppers/{id}` (admin): erases what Tandem holds about a shopper, whether `id` is
@@ -310,32 +122,17 @@ pub async fn erase_shopper(
 ) -> Result<Response, ApiError> {
     authorize_admin(state.admin_token.as_ref(), &headers)?;
     if id.is_empty() || id.len() > 128 {
-        return Err(RequestError::new("invalid_shopper", "the id must be 1 to 128 bytes").into());
+        return Err(
+            RequestError::new(ErrorCode::InvalidShopper, "the id must be 1 to 128 bytes").into(),
+        );
     }
-    let as_user = state.pseudonymizer.shopper_key(Some(&id), None);
-    let as_session = state.pseudonymizer.shopper_key(None, Some(&id));
-    let (Some(as_user), Some(as_session)) = (as_user, as_session) else {
-        return Err(ApiError::Internal(
-            "no shopper key for a non-empty id".into(),
-        ));
-    };
-    let events_deleted = match &state.events {
-        Some(writer) => writer
-            .erase(&as_user.to_hex(), &as_session.to_hex())
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot delete events: {e}")))?,
-        None => 0,
-    };
-    let erased = state.caps.forget(as_user).await & state.caps.forget(as_session).await;
-    if !erased {
-        return Err(ApiError::CapStoreUnavailable);
-    }
+    let events_deleted = state.recommender.erase_shopper(&id).await?;
     Ok(Json(json!({ "events_deleted": events_deleted, "cap_state_erased": true })).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReloadBody {
+struct ReloadRequest {
     version: Option<i64>,
 }
 
@@ -347,12 +144,12 @@ pub async fn reload(
     body: Bytes,
 ) -> Result<Json<ReloadReport>, ApiError> {
     authorize_admin(state.admin_token.as_ref(), &headers)?;
-    let parsed: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReloadBody::default()
+    let parsed: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             RequestError::new(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("expected an empty body or {{\"version\": N}}: {e}"),
             )
         })?
@@ -362,7 +159,7 @@ pub async fn reload(
         Some(v) if v > 0 => VersionSelector::Exact(ModelVersion(v)),
         Some(v) => {
             return Err(RequestError::new(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("version must be a positive integer, not {v}"),
             )
             .into())

@@ -1,11 +1,13 @@
-//! The HTTP layer: the router, its middleware and handlers, over the model, the pipeline, the
-//! reloader and the event writer. Nothing here knows about Postgres beyond what those report.
+//! The HTTP layer: the router, its middleware and handlers, over the model, the serving service
+//! ([`crate::serving`]) and the reloader. Handlers parse a request, call one of those and
+//! render the result; nothing here knows about Postgres beyond what they report.
 
 mod auth;
-mod body;
 pub mod error;
+mod error_code;
 mod handlers;
-pub mod params;
+pub mod request;
+mod response;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,17 +23,15 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::capping::{CapStore, Pseudonymizer};
 use crate::config::Secret;
-use crate::events::{EventLimits, EventWriter};
-use crate::experiments::{Attribution, Experiments};
+use crate::events::EventLimits;
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::pipeline::PipelineConfig;
 use crate::reload::Reloader;
+use crate::serving::Recommender;
 use error::{ApiError, BackPressure, ErrorDetail};
 
-/// What every handler can reach; cheap to clone.
+/// What every handler can reach; built once by [`crate::app::build_state`].
 #[derive(Clone)]
 pub struct AppState {
     /// The live model.
@@ -40,26 +40,14 @@ pub struct AppState {
     pub reloader: Arc<Reloader>,
     /// The service's metrics.
     pub metrics: Metrics,
-    /// Pipeline tunables.
-    pub pipeline: Arc<PipelineConfig>,
+    /// Serves lists and takes feedback; handlers only parse, call it and render.
+    pub recommender: Recommender,
     /// Admin token; admin endpoints are refused without one.
     pub admin_token: Option<Secret>,
     /// Largest query string accepted.
     pub max_query_bytes: usize,
-    /// Frequency-capping state.
-    pub caps: Arc<dyn CapStore>,
-    /// Whether capping applies.
-    pub capping_enabled: bool,
-    /// Turns shopper ids into keys before they reach any store.
-    pub pseudonymizer: Pseudonymizer,
-    /// Writes storefront events (none without a database).
-    pub events: Option<Arc<EventWriter>>,
     /// Limits on one `POST /events` body.
     pub event_limits: EventLimits,
-    /// Configured experiments.
-    pub experiments: Arc<Experiments>,
-    /// Which variant served each recent request id.
-    pub attribution: Arc<Attribution>,
 }
 
 /// Limits the router enforces.
@@ -86,7 +74,7 @@ async fn storefront_error(error: BoxError) -> ApiError {
 /// Builds the service's router.
 pub fn router(state: AppState, limits: RouterLimits) -> Router {
     // Shared behind one `Arc`: extractors clone the state for every request, and cloning
-    // its fields one by one (an HMAC state and a token among them) cost a percent of it.
+    // its fields one by one (an HMAC state and a token among them) would show in every request.
     let state = Arc::new(state);
     // Only the storefront route is time-limited and shed under overload: a reload of a large
     // version may rightly take a minute, and ops endpoints must answer while we are busy.
@@ -101,7 +89,7 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
                 .layer(HandleErrorLayer::new(storefront_error))
                 .load_shed()
                 // One limit shared by every storefront endpoint and method: a per-route
-                // `concurrency_limit` would give each its own budget (found by the overload test).
+                // `concurrency_limit` would give each its own budget (the overload test checks).
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
                 .timeout(limits.request_timeout),
         );

@@ -9,14 +9,14 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use super::error::ErrorCode;
 use super::{router, AppState, RouterLimits};
-use crate::capping::{CapPolicy, MemoryCapStore, Pseudonymizer};
-use crate::config::Secret;
+use crate::app::build_state;
+use crate::capping::{CapPolicy, CapStore, MemoryCapStore};
+use crate::config::{Secret, Settings};
 use crate::metrics::Metrics;
 use crate::model::ModelHandle;
-use crate::pipeline::tests::small_snapshot;
-use crate::pipeline::PipelineConfig;
-use crate::reload::Reloader;
+use crate::pipeline::fixtures::small_snapshot;
 
 const LIMITS: RouterLimits = RouterLimits {
     request_timeout: Duration::from_secs(2),
@@ -24,7 +24,23 @@ const LIMITS: RouterLimits = RouterLimits {
     max_in_flight: 64,
 };
 
-fn state(loaded: bool) -> AppState {
+/// The settings of the router tests: no database, an admin token, small limits, a cap of two
+/// impressions per item.
+fn settings() -> Settings {
+    let mut settings = Settings::defaults().unwrap();
+    settings.database.url = None;
+    settings.admin_token = Some(Secret::new("token"));
+    settings.pseudonym_key = Some(Secret::new("test"));
+    settings.server.max_query_bytes = 4096;
+    settings.capping.max_impressions_per_item = 2;
+    settings.events.max_events_per_request = 10;
+    settings.events.attribution_capacity = 100;
+    settings
+}
+
+/// The state the server would build from `settings`, with `caps` and the small snapshot
+/// (unless not `loaded`).
+fn state_with(settings: &Settings, caps: Arc<dyn CapStore>, loaded: bool) -> AppState {
     let metrics = Metrics::new().unwrap();
     let model = Arc::new(ModelHandle::default());
     if loaded {
@@ -32,29 +48,13 @@ fn state(loaded: bool) -> AppState {
         metrics.model_loaded(&snapshot, Duration::ZERO);
         model.replace(snapshot);
     }
-    AppState {
-        reloader: Arc::new(Reloader::new(None, Arc::clone(&model), metrics.clone())),
-        model,
-        metrics,
-        pipeline: Arc::new(PipelineConfig::default()),
-        admin_token: Some(Secret::new("token")),
-        max_query_bytes: 4096,
-        caps: Arc::new(MemoryCapStore::new(CapPolicy {
-            max_impressions_per_item: 2,
-            ..CapPolicy::default()
-        })),
-        capping_enabled: true,
-        pseudonymizer: Pseudonymizer::new(b"test"),
-        events: None,
-        experiments: Arc::new(crate::experiments::Experiments::default()),
-        attribution: Arc::new(crate::experiments::Attribution::new(
-            std::num::NonZeroUsize::new(100).unwrap(),
-        )),
-        event_limits: crate::events::EventLimits {
-            max_events: 10,
-            max_future_skew: chrono::Duration::minutes(10),
-        },
-    }
+    build_state(settings, model, None, caps, metrics).unwrap()
+}
+
+fn state(loaded: bool) -> AppState {
+    let settings = settings();
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    state_with(&settings, caps, loaded)
 }
 
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
@@ -306,12 +306,8 @@ async fn an_item_shown_to_a_shopper_n_times_is_capped_across_requests() {
 
 #[tokio::test]
 async fn opted_out_requests_write_no_capping_state() {
-    let s = state(true);
     let store = Arc::new(MemoryCapStore::new(CapPolicy::default()));
-    let s = AppState {
-        caps: store.clone(),
-        ..s
-    };
+    let s = state_with(&settings(), store.clone(), true);
     call(
         &s,
         get("/recommendations?cart=bag&user=carol&personalize=false"),
@@ -375,25 +371,18 @@ async fn bad_events_get_400_with_the_event_index() {
 
 #[tokio::test]
 async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_for_it() {
-    use crate::experiments::{ExperimentConfig, Experiments, VariantConfig};
-    let base = state(true);
-    let only = VariantConfig {
-        k: Some(1),
-        ..VariantConfig::new("short", 1.0)
-    };
-    let experiments = Experiments::build(
-        &[ExperimentConfig {
-            name: "length".into(),
-            touchpoints: vec![crate::domain::Touchpoint::Checkout],
-            variants: vec![only],
+    use crate::experiments::{ExperimentConfig, VariantConfig};
+    let mut settings = settings();
+    settings.experiments = vec![ExperimentConfig {
+        name: "length".into(),
+        touchpoints: vec![crate::domain::Touchpoint::Checkout],
+        variants: vec![VariantConfig {
+            k: Some(1),
+            ..VariantConfig::new("short", 1.0)
         }],
-        &base.pipeline,
-    )
-    .unwrap();
-    let s = AppState {
-        experiments: Arc::new(experiments),
-        ..base
-    };
+    }];
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    let s = state_with(&settings, caps, true);
     let (_, body) = call(&s, get("/recommendations?cart=bag&user=frank")).await;
     assert_eq!(body["variant"], "length/short");
     assert_eq!(
@@ -440,9 +429,12 @@ async fn an_experiment_variant_serves_its_configuration_and_events_are_counted_f
 use proptest::strategy::Strategy;
 
 /// Any status a client can be given for bad or odd input: 2xx, 4xx, or 503 where the service
-/// says so deliberately (no database for a reload).
+/// says so deliberately (no database for a reload), errors with a code from [`ErrorCode`].
 fn acceptable(status: StatusCode, body: &Value) -> bool {
-    let has_error_shape = body["error"]["code"].is_string() && body["error"]["message"].is_string();
+    let known_code = body["error"]["code"]
+        .as_str()
+        .is_some_and(|code| ErrorCode::ALL.iter().any(|c| c.as_str() == code));
+    let has_error_shape = known_code && body["error"]["message"].is_string();
     status.is_success()
         || (status.is_client_error() && has_error_shape)
         || (status == StatusCode::SERVICE_UNAVAILABLE && has_error_shape)
@@ -612,4 +604,19 @@ async fn the_openapi_description_matches_the_router() {
             "contribution {key} is not documented"
         );
     }
+}
+
+/// The OpenAPI document's `Error` schema lists exactly the codes of [`ErrorCode`], in order.
+#[tokio::test]
+async fn the_openapi_error_codes_are_exactly_the_enum() {
+    let (_, spec) = call(&state(true), get("/openapi.json")).await;
+    let documented: Vec<&str> = spec["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .expect("the Error schema lists its codes as an enum")
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(documented, ours);
 }

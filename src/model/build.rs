@@ -3,7 +3,7 @@
 use ndarray::Array2;
 
 use super::columns::{Csr, CsrBuilder, Interner, StrColumn};
-use super::snapshot::{Catalogue, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP};
+use super::snapshot::{ItemAttributes, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP};
 use super::ModelError;
 use crate::domain::{validate_id, ModelVersion};
 
@@ -363,7 +363,7 @@ impl SnapshotBuilder {
                 .map(|(item, &group)| (group, item as u32, 0.0))
                 .collect(),
         );
-        let catalogue = Catalogue {
+        let attributes = ItemAttributes {
             titles: self.titles,
             category: self.category,
             categories: self.categories,
@@ -375,10 +375,10 @@ impl SnapshotBuilder {
             margin: self.margin,
         };
         let heap_bytes = self.items.heap_bytes()
-            + catalogue.titles.heap_bytes()
-            + catalogue.categories.heap_bytes()
+            + attributes.titles.heap_bytes()
+            + attributes.categories.heap_bytes()
             + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
-            + catalogue.variants.heap_bytes()
+            + attributes.variants.heap_bytes()
             + co_purchase.heap_bytes()
             + content.heap_bytes()
             + embeddings.len() * 4
@@ -399,7 +399,7 @@ impl SnapshotBuilder {
         Ok(Snapshot {
             version: self.version,
             items: self.items,
-            catalogue,
+            attributes,
             co_purchase,
             content,
             embeddings,
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(s.embedding(2).to_vec(), vec![0.0, 0.0]);
         assert_eq!(s.by_popularity(), &[0, 2, 1]);
         assert_eq!(
-            s.catalogue().category_name(s.catalogue().category(1)),
+            s.attributes().category_name(s.attributes().category(1)),
             Some("bags")
         );
         assert_eq!(s.stats().pairs, 2);
@@ -531,9 +531,9 @@ mod tests {
         .unwrap();
         let s = b.finish().unwrap();
         let ghost = s.index_of("ghost").unwrap();
-        assert!(!s.catalogue().in_stock(ghost));
-        assert_eq!(s.catalogue().title(ghost), "ghost");
-        assert!(s.catalogue().price(ghost).is_nan());
+        assert!(!s.attributes().in_stock(ghost));
+        assert_eq!(s.attributes().title(ghost), "ghost");
+        assert!(s.attributes().price(ghost).is_nan());
         assert_eq!(s.stats().items_without_catalogue, 1);
     }
 

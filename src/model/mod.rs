@@ -11,7 +11,7 @@ mod snapshot;
 pub use build::{ItemRecord, SnapshotBuilder};
 pub use columns::{json_plain, Csr, Interner, StrColumn};
 pub use handle::ModelHandle;
-pub use snapshot::{Catalogue, LoadStats, Rows, Snapshot, NO_CATEGORY, NO_GROUP};
+pub use snapshot::{ItemAttributes, LoadStats, Rows, Snapshot, NO_CATEGORY, NO_GROUP};
 
 /// Why a set of model rows does not make a valid snapshot.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The immutable model snapshot a request reads: interned items, catalogue columns,
+//! The immutable model snapshot a request reads: interned items, their attributes,
 //! co-purchase rows, embeddings and popularity, all indexed by dense item index.
 
 use ndarray::{Array2, ArrayView1};
@@ -13,9 +13,10 @@ pub const NO_CATEGORY: u32 = u32::MAX;
 /// Product-group index meaning "a product of its own" (no variants).
 pub const NO_GROUP: u32 = u32::MAX;
 
-/// Catalogue columns by item index.
+/// What the shop's catalogue says of each item of the model (title, category, price, stock,
+/// product group, merchandising), as columns by item index.
 #[derive(Debug, Clone)]
-pub struct Catalogue {
+pub struct ItemAttributes {
     pub(super) titles: StrColumn,
     pub(super) category: Vec<u32>,
     pub(super) categories: Interner,
@@ -28,7 +29,7 @@ pub struct Catalogue {
     pub(super) margin: Vec<f32>,
 }
 
-impl Catalogue {
+impl ItemAttributes {
     /// Display title (the id when the catalogue has no row for the item).
     #[inline]
     pub fn title(&self, item: ItemIndex) -> &str {
@@ -129,7 +130,7 @@ pub struct LoadStats {
 pub struct Snapshot {
     pub(super) version: ModelVersion,
     pub(super) items: Interner,
-    pub(super) catalogue: Catalogue,
+    pub(super) attributes: ItemAttributes,
     pub(super) co_purchase: Csr,
     pub(super) content: Csr,
     pub(super) embeddings: Array2<f32>,
@@ -177,9 +178,14 @@ impl Snapshot {
         self.items.is_json_plain(item)
     }
 
-    /// Catalogue columns.
-    pub fn catalogue(&self) -> &Catalogue {
-        &self.catalogue
+    /// The items' attributes from the shop's catalogue.
+    pub fn attributes(&self) -> &ItemAttributes {
+        &self.attributes
+    }
+
+    /// [`Snapshot::attributes`] under its former name, which `src/offline` still calls.
+    pub fn catalogue(&self) -> &ItemAttributes {
+        &self.attributes
     }
 
     /// Co-purchase neighbours of `item` with their scores, best first.

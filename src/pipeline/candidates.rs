@@ -69,8 +69,8 @@ const EXCLUDED: u32 = u32::MAX - 1;
 pub(super) struct CandidatePool<'a> {
     eligibility: &'a Eligibility<'a>,
     capacity: usize,
-    /// Slot of each catalogue item in `items`, indexed by item: a direct lookup where a hash
-    /// map cost a tenth of a request. Reused across requests (see [`CandidatePool::finish`]);
+    /// Slot of each item of the model in `items`, indexed by item: a direct lookup, not a hash
+    /// per candidate. Reused across requests (see [`CandidatePool::finish`]);
     /// a slot is trusted only when it points at its own item, so a stale one is harmless.
     /// Excluded items hold [`EXCLUDED`] for the length of the request.
     position: &'a mut Vec<u32>,
@@ -97,8 +97,8 @@ impl<'a> CandidatePool<'a> {
     ) -> Self {
         items.clear();
         items.reserve(capacity.min(1024));
-        if position.len() < eligibility.catalogue_len() {
-            position.resize(eligibility.catalogue_len(), u32::MAX);
+        if position.len() < eligibility.item_count() {
+            position.resize(eligibility.item_count(), u32::MAX);
         }
         for item in eligibility.excluded_items() {
             if let Some(slot) = position.get_mut(item as usize) {
@@ -301,7 +301,7 @@ impl<'a> CandidatePool<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::tests::small_snapshot;
+    use crate::pipeline::fixtures::small_snapshot;
     use crate::pipeline::{NoCaps, Request};
 
     #[test]

@@ -82,7 +82,7 @@ impl<'a> ReasonText<'a> {
     pub fn new(snapshot: &'a Snapshot, reason: &Reason) -> Self {
         Self {
             kind: reason.kind,
-            anchor_title: reason.anchor.map(|a| snapshot.catalogue().title(a)),
+            anchor_title: reason.anchor.map(|a| snapshot.attributes().title(a)),
         }
     }
 

@@ -36,19 +36,19 @@ impl<'a> Eligibility<'a> {
         let excluded_categories = request
             .exclude_categories
             .iter()
-            .filter_map(|name| snapshot.catalogue().category_index(name))
+            .filter_map(|name| snapshot.attributes().category_index(name))
             .collect();
-        let catalogue = snapshot.catalogue();
+        let attributes = snapshot.attributes();
         let mut cart_products: Vec<u32> = cart
             .iter()
-            .map(|&c| catalogue.product_group(c))
+            .map(|&c| attributes.product_group(c))
             .filter(|&g| g != NO_GROUP)
             .collect();
         cart_products.sort_unstable();
         cart_products.dedup();
         let (large_cart_products, cart_products) = cart_products
             .into_iter()
-            .partition(|&g| catalogue.variants_of(g).len() > MARKED_VARIANTS);
+            .partition(|&g| attributes.variants_of(g).len() > MARKED_VARIANTS);
         Self {
             snapshot,
             cart,
@@ -64,13 +64,13 @@ impl<'a> Eligibility<'a> {
     /// a cart item, and what this shopper's caps block. The candidate pool marks them once
     /// per request, so adding a candidate does not search these lists.
     pub(super) fn excluded_items(&self) -> impl Iterator<Item = ItemIndex> + '_ {
-        let catalogue = self.snapshot.catalogue();
+        let attributes = self.snapshot.attributes();
         self.cart
             .iter()
             .chain(
                 self.cart_products
                     .iter()
-                    .flat_map(|&group| catalogue.variants_of(group)),
+                    .flat_map(|&group| attributes.variants_of(group)),
             )
             .chain(self.caps.blocked())
             .copied()
@@ -81,26 +81,26 @@ impl<'a> Eligibility<'a> {
     /// product group.
     #[inline]
     pub(super) fn allows(&self, item: ItemIndex) -> bool {
-        let catalogue = self.snapshot.catalogue();
+        let attributes = self.snapshot.attributes();
         // An unknown price (NaN) fails the comparison, so a budget excludes it.
-        catalogue.in_stock(item)
+        attributes.in_stock(item)
             && self
                 .max_price
-                .is_none_or(|max| catalogue.price(item) <= max)
+                .is_none_or(|max| attributes.price(item) <= max)
             && (self.excluded_categories.is_empty()
-                || !holds(&self.excluded_categories, catalogue.category(item)))
+                || !holds(&self.excluded_categories, attributes.category(item)))
             && (self.large_cart_products.is_empty()
-                || !holds(&self.large_cart_products, catalogue.product_group(item)))
+                || !holds(&self.large_cart_products, attributes.product_group(item)))
     }
 
-    /// Items in the catalogue.
-    pub(super) fn catalogue_len(&self) -> usize {
+    /// Items in the model.
+    pub(super) fn item_count(&self) -> usize {
         self.snapshot.len()
     }
 }
 
 /// Whether `values` holds `value`: for the few ids of a cart, a branch-free pass the compiler
-/// vectorises; `contains` cost a third of adding a candidate.
+/// vectorises, cheaper than `contains` and its early exit on lists this short.
 #[inline(always)]
 fn holds(values: &[u32], value: u32) -> bool {
     values.iter().fold(false, |found, &v| found | (v == value))
@@ -116,13 +116,13 @@ pub(super) fn mark_substitutes(
     min_similarity: f32,
     mut mark: impl FnMut(usize),
 ) {
-    let catalogue = snapshot.catalogue();
+    let attributes = snapshot.attributes();
     if snapshot.embedding_dim() == 0 {
         return;
     }
     let rows = snapshot.embedding_rows();
     for &c in cart {
-        let category = catalogue.category(c);
+        let category = attributes.category(c);
         if category == NO_CATEGORY {
             continue;
         }
@@ -130,7 +130,7 @@ pub(super) fn mark_substitutes(
             rows.row(c),
             items.len(),
             |i| rows.row(items[i]),
-            |i| catalogue.category(items[i]) == category,
+            |i| attributes.category(items[i]) == category,
             |i, similarity| {
                 if similarity >= min_similarity {
                     mark(i);

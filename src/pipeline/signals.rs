@@ -65,13 +65,13 @@ fn boost(snapshot: &Snapshot, candidate: &Candidate, config: &PipelineConfig) ->
     if !related {
         return 0.0;
     }
-    let catalogue = snapshot.catalogue();
-    let promoted = if catalogue.promoted(candidate.item) {
+    let attributes = snapshot.attributes();
+    let promoted = if attributes.promoted(candidate.item) {
         config.promoted_boost
     } else {
         0.0
     };
-    promoted + config.margin_boost * catalogue.margin(candidate.item)
+    promoted + config.margin_boost * attributes.margin(candidate.item)
 }
 
 /// Whether any merchandising boost is configured.
@@ -131,7 +131,7 @@ pub(super) fn blend(
     for c in candidates.iter_mut() {
         c.content = c.content.max(0.0);
         // Sublinear, so a staple bought every week does not drown every other purchase. Most
-        // candidates were never bought: skipping `ln_1p(0)` saved 3 % of a request.
+        // candidates were never bought: skipping `ln_1p(0)` spares them a logarithm each.
         if c.purchased != 0.0 {
             c.purchased = c.purchased.ln_1p();
         }

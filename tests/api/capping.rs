@@ -10,7 +10,8 @@ use tandem::capping::CapStoreKind;
 use tandem::config::{Secret, Settings};
 
 use crate::helpers::{
-    fresh_database, test_settings, wait_until_ready, write_version, RunningServer, TestDatabase,
+    fresh_database, metrics_text, test_settings, wait_until_ready, write_version, RunningServer,
+    TestDatabase,
 };
 
 fn redis_url() -> Option<String> {
@@ -117,15 +118,8 @@ async fn a_redis_that_is_down_costs_capping_not_answers() {
 }
 
 async fn capping_errors(client: &reqwest::Client, server: &RunningServer) -> f64 {
-    let metrics = client
-        .get(format!("{}/metrics", server.address))
-        .send()
+    metrics_text(client, &server.address)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find_map(|l| l.strip_prefix("tandem_capping_store_errors_total "))
         .and_then(|v| v.trim().parse().ok())

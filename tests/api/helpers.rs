@@ -203,6 +203,18 @@ impl RunningServer {
     }
 }
 
+/// The `/metrics` text of the server at `address`.
+pub async fn metrics_text(client: &reqwest::Client, address: &str) -> String {
+    client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until the server at `address` says on `/readyz` that a model is loaded.
 pub async fn wait_until_ready(client: &reqwest::Client, address: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -5,6 +5,7 @@ mod capping;
 mod demo;
 mod events;
 mod faults;
+mod golden;
 mod helpers;
 mod offline;
 mod operations;

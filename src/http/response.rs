@@ -1,18 +1,76 @@
-//! The `/recommendations` response body, written straight into one buffer.
+//! The `/recommendations` response: a served list rendered as JSON straight into one buffer.
 //!
-//! serde's derived serialiser scanned every key and every value byte by byte for characters to
-//! escape: a sixth of a request's instructions. Here keys are literals, item ids and titles
+//! serde's derived serialiser scans every key and every value byte by byte for characters to
+//! escape, a large share of a request's work. Here keys are literals, item ids and titles
 //! carry whether they need escaping (the snapshot checks each once, at load), other values are
 //! checked in one branch-free pass, and a value is copied whole unless it needs escaping (then
 //! serde_json escapes it); numbers go through serde_json, so the bytes are exactly what it
 //! writes for the same structs (a test compares them).
 
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 #[cfg(test)]
 use serde::Serialize;
 
-use crate::domain::{ModelVersion, Touchpoint};
-use crate::model::json_plain;
+use super::error::ApiError;
+use crate::domain::{ItemIndex, ModelVersion, Touchpoint};
+use crate::model::{json_plain, Snapshot};
 use crate::pipeline::{Contributions, ReasonKind, ReasonText};
+use crate::serving::Served;
+
+/// `served` as the JSON response, with its request id also in the `x-request-id` header.
+pub(super) fn render(snapshot: &Snapshot, served: &Served<'_>) -> Response {
+    let mut id_buffer = uuid::Uuid::encode_buffer();
+    let request_id: &str = served.request_id.hyphenated().encode_lower(&mut id_buffer);
+    let items = served
+        .recommendations
+        .items
+        .iter()
+        .map(|r| ResponseItem {
+            item_id: item_id(snapshot, r.item),
+            title: title(snapshot, r.item),
+            score: r.score,
+            reason: ResponseReason {
+                kind: r.reason.kind,
+                anchor: r.reason.anchor.map(|a| item_id(snapshot, a)),
+                text: ReasonText::new(snapshot, &r.reason),
+                text_plain: r
+                    .reason
+                    .anchor
+                    .is_none_or(|a| snapshot.attributes().title_is_json_plain(a)),
+            },
+            contributions: r.contributions,
+        })
+        .collect();
+    let body = RecommendationsResponse {
+        // Hyphenated lowercase hex.
+        request_id: JsonStr::known(request_id, true),
+        model_version: snapshot.version(),
+        touchpoint: served.touchpoint,
+        variant: served.variant,
+        items,
+        unknown_items: &served.recommendations.unknown_items,
+    };
+    let mut response = match body.to_json() {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::Internal(format!("serialising the response: {e}")).into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The id of `item`, with whether it needs JSON escaping.
+fn item_id(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    JsonStr::known(snapshot.item_id(item), snapshot.item_id_is_json_plain(item))
+}
+
+/// The title of `item`, with whether it needs JSON escaping.
+fn title(snapshot: &Snapshot, item: ItemIndex) -> JsonStr<'_> {
+    let attributes = snapshot.attributes();
+    JsonStr::known(attributes.title(item), attributes.title_is_json_plain(item))
+}
 
 /// A string and whether it can stand inside a JSON string unescaped.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +104,7 @@ impl Serialize for JsonStr<'_> {
 
 /// Why an item is listed.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct ReasonBody<'a> {
+pub(super) struct ResponseReason<'a> {
     pub(super) kind: ReasonKind,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub(super) anchor: Option<JsonStr<'a>>,
@@ -58,27 +116,27 @@ pub(super) struct ReasonBody<'a> {
 
 /// One listed item.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct ItemBody<'a> {
+pub(super) struct ResponseItem<'a> {
     pub(super) item_id: JsonStr<'a>,
     pub(super) title: JsonStr<'a>,
     pub(super) score: f32,
-    pub(super) reason: ReasonBody<'a>,
+    pub(super) reason: ResponseReason<'a>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub(super) contributions: Option<Contributions>,
 }
 
 /// The whole answer.
 #[cfg_attr(test, derive(Serialize))]
-pub(super) struct RecommendationsBody<'a> {
+pub(super) struct RecommendationsResponse<'a> {
     pub(super) request_id: JsonStr<'a>,
     pub(super) model_version: ModelVersion,
     pub(super) touchpoint: Touchpoint,
     pub(super) variant: &'a str,
-    pub(super) items: Vec<ItemBody<'a>>,
+    pub(super) items: Vec<ResponseItem<'a>>,
     pub(super) unknown_items: &'a [&'a str],
 }
 
-impl RecommendationsBody<'_> {
+impl RecommendationsResponse<'_> {
     /// The body as JSON, in one buffer sized for a typical list.
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(512 + 256 * self.items.len());
@@ -110,7 +168,7 @@ impl RecommendationsBody<'_> {
     }
 }
 
-impl ItemBody<'_> {
+impl ResponseItem<'_> {
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"item_id\":");
         write_json_str(out, self.item_id)?;
@@ -221,13 +279,13 @@ mod tests {
         let snapshot =
             snapshot_with_titles(&["plain", "say \"hi\"", "tab\there", "back\\slash", "é"]);
         let plain: Vec<bool> = (0..6)
-            .map(|i| snapshot.catalogue().title_is_json_plain(i))
+            .map(|i| snapshot.attributes().title_is_json_plain(i))
             .collect();
         assert_eq!(plain, [true, false, false, false, true, true]);
         assert!((0..6).all(|i| snapshot.item_id_is_json_plain(i)));
     }
 
-    /// A catalogue whose first items have `titles` (and one more, as a catalogue is never
+    /// A snapshot whose first items have `titles` (and one more, as a snapshot is never
     /// empty).
     fn snapshot_with_titles(titles: &[&str]) -> Snapshot {
         let mut builder = SnapshotBuilder::new(ModelVersion(1), 0, titles.len() + 1);
@@ -264,7 +322,7 @@ mod tests {
             let titles: Vec<&str> = items.iter().map(|item| item.1.as_str()).collect();
             let snapshot = snapshot_with_titles(&titles);
             let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
-            let items: Vec<ItemBody<'_>> = items
+            let items: Vec<ResponseItem<'_>> = items
                 .iter()
                 .enumerate()
                 .map(|(n, (id, title, score, k, anchor, anchored, explain))| {
@@ -273,15 +331,15 @@ mod tests {
                         kind: kind(*k),
                         anchor: anchored.then_some(n as u32),
                     };
-                    ItemBody {
+                    ResponseItem {
                         item_id: JsonStr::checked(id),
                         title: JsonStr::checked(title),
                         score: if score.is_finite() { *score } else { 0.5 },
-                        reason: ReasonBody {
+                        reason: ResponseReason {
                             kind: reason.kind,
                             anchor: anchor.as_deref().map(JsonStr::checked),
                             text: ReasonText::new(&snapshot, &reason),
-                            text_plain: snapshot.catalogue().title_is_json_plain(n as u32),
+                            text_plain: snapshot.attributes().title_is_json_plain(n as u32),
                         },
                         contributions: explain.then(|| Contributions {
                             collaborative: *score,
@@ -290,7 +348,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let body = RecommendationsBody {
+            let body = RecommendationsResponse {
                 request_id: JsonStr::checked(&request_id),
                 model_version: ModelVersion(version),
                 touchpoint: Touchpoint::ALL[touchpoint],

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::error::RequestError;
+use super::error::{ErrorCode, RequestError};
 use crate::domain::{validate_id, Touchpoint};
 use crate::pipeline::{Request, MAX_K};
 
@@ -18,7 +18,7 @@ pub const MAX_EXCLUDED_CATEGORIES: usize = 50;
 /// The query string of `GET /recommendations`, before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecommendationQuery {
+pub struct RecommendationRequestQuery {
     cart: Option<String>,
     viewed: Option<String>,
     purchased: Option<String>,
@@ -35,7 +35,7 @@ pub struct RecommendationQuery {
 /// The JSON body of `POST /recommendations`, before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecommendationBody {
+pub struct RecommendationRequestJson {
     #[serde(default)]
     cart: Vec<String>,
     #[serde(default)]
@@ -74,7 +74,7 @@ fn parse_bool(
         Some("true" | "1" | "yes") => Ok(true),
         Some("false" | "0" | "no") => Ok(false),
         Some(other) => Err(RequestError::new(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("{field} must be true or false, not {:?}", shorten(other)),
         )),
     }
@@ -91,12 +91,7 @@ fn shorten(value: &str) -> String {
     }
 }
 
-fn check_ids(
-    code: &'static str,
-    field: &str,
-    ids: &[String],
-    max: usize,
-) -> Result<(), RequestError> {
+fn check_ids(code: ErrorCode, field: &str, ids: &[String], max: usize) -> Result<(), RequestError> {
     if ids.len() > max {
         return Err(RequestError::new(
             code,
@@ -121,8 +116,9 @@ fn check_shopper(
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => {
-            validate_id(&v)
-                .map_err(|e| RequestError::new("invalid_shopper", format!("{field}: {e}")))?;
+            validate_id(&v).map_err(|e| {
+                RequestError::new(ErrorCode::InvalidShopper, format!("{field}: {e}"))
+            })?;
             Ok(Some(v))
         }
     }
@@ -133,7 +129,7 @@ fn check_k(k: Option<u64>, default_k: usize) -> Result<usize, RequestError> {
         None => Ok(default_k),
         Some(k) if (1..=MAX_K as u64).contains(&k) => Ok(k as usize),
         Some(k) => Err(RequestError::new(
-            "invalid_k",
+            ErrorCode::InvalidK,
             format!("k must be between 1 and {MAX_K}, not {k}"),
         )),
     }
@@ -144,7 +140,7 @@ fn check_touchpoint(value: Option<&str>) -> Result<Touchpoint, RequestError> {
         None | Some("") => Ok(Touchpoint::default()),
         Some(name) => name.parse().map_err(|()| {
             RequestError::new(
-                "invalid_touchpoint",
+                ErrorCode::InvalidTouchpoint,
                 format!(
                     "touchpoint must be checkout, cart or product, not {:?}",
                     shorten(name)
@@ -159,7 +155,7 @@ fn check_max_price(value: Option<f64>) -> Result<Option<f32>, RequestError> {
         None => Ok(None),
         Some(p) if p.is_finite() && p >= 0.0 => Ok(Some(p as f32)),
         Some(p) => Err(RequestError::new(
-            "invalid_max_price",
+            ErrorCode::InvalidMaxPrice,
             format!("max_price must be a non-negative number, not {p}"),
         )),
     }
@@ -180,17 +176,22 @@ fn finish(lists: Lists, fields: Fields) -> Result<Request, RequestError> {
         purchased,
         exclude_categories,
     } = lists;
-    check_ids("invalid_cart", "cart", &cart, MAX_CART_ITEMS)?;
-    check_ids("invalid_viewed", "viewed", &viewed, MAX_VIEWED_ITEMS)?;
+    check_ids(ErrorCode::InvalidCart, "cart", &cart, MAX_CART_ITEMS)?;
     check_ids(
-        "invalid_purchased",
+        ErrorCode::InvalidViewed,
+        "viewed",
+        &viewed,
+        MAX_VIEWED_ITEMS,
+    )?;
+    check_ids(
+        ErrorCode::InvalidPurchased,
         "purchased",
         &purchased,
         MAX_PURCHASED_ITEMS,
     )?;
     if exclude_categories.len() > MAX_EXCLUDED_CATEGORIES {
         return Err(RequestError::new(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!(
                 "exclude_categories has {} entries, more than the limit of {MAX_EXCLUDED_CATEGORIES}",
                 exclude_categories.len()
@@ -223,11 +224,15 @@ struct Fields {
     explain: bool,
 }
 
-impl RecommendationQuery {
+impl RecommendationRequestQuery {
     /// Parses a raw query string (already known to be within the size limit).
     pub fn parse(query: Option<&str>) -> Result<Self, RequestError> {
-        serde_urlencoded::from_str(query.unwrap_or(""))
-            .map_err(|e| RequestError::new("invalid_query", format!("malformed query string: {e}")))
+        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|e| {
+            RequestError::new(
+                ErrorCode::InvalidQuery,
+                format!("malformed query string: {e}"),
+            )
+        })
     }
 
     /// Validates every field into a pipeline request.
@@ -236,7 +241,7 @@ impl RecommendationQuery {
             None | Some("") => None,
             Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
                 RequestError::new(
-                    "invalid_k",
+                    ErrorCode::InvalidK,
                     format!(
                         "k must be a whole number between 1 and {MAX_K}, not {:?}",
                         shorten(raw)
@@ -248,7 +253,7 @@ impl RecommendationQuery {
             None | Some("") => None,
             Some(raw) => Some(raw.parse::<f64>().map_err(|_| {
                 RequestError::new(
-                    "invalid_max_price",
+                    ErrorCode::InvalidMaxPrice,
                     format!("max_price must be a number, not {:?}", shorten(raw)),
                 )
             })?),
@@ -272,14 +277,15 @@ impl RecommendationQuery {
     }
 }
 
-impl RecommendationBody {
+impl RecommendationRequestJson {
     /// Parses a JSON body.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        serde_json::from_slice(body)
-            .map_err(|e| RequestError::new("invalid_body", format!("malformed JSON body: {e}")))
+        serde_json::from_slice(body).map_err(|e| {
+            RequestError::new(ErrorCode::InvalidBody, format!("malformed JSON body: {e}"))
+        })
     }
 
     /// Validates every field into a pipeline request.
@@ -308,7 +314,7 @@ mod tests {
     use super::*;
 
     fn parse(query: &str) -> Result<Request, RequestError> {
-        RecommendationQuery::parse(Some(query))?.into_request(10)
+        RecommendationRequestQuery::parse(Some(query))?.into_request(10)
     }
 
     #[test]
@@ -330,7 +336,7 @@ mod tests {
 
     #[test]
     fn an_empty_query_gets_the_defaults() {
-        let r = RecommendationQuery::parse(None)
+        let r = RecommendationRequestQuery::parse(None)
             .unwrap()
             .into_request(7)
             .unwrap();
@@ -344,22 +350,22 @@ mod tests {
     #[test]
     fn each_bad_field_gets_its_own_code() {
         let cases = [
-            ("k=0", "invalid_k"),
-            ("k=51", "invalid_k"),
-            ("k=ten", "invalid_k"),
-            ("touchpoint=basket", "invalid_touchpoint"),
-            ("max_price=-1", "invalid_max_price"),
-            ("max_price=NaN", "invalid_max_price"),
-            ("personalize=maybe", "invalid_query"),
-            ("colour=red", "invalid_query"),
-            ("k=1&k=2", "invalid_query"),
-            ("user=a%0Ab", "invalid_shopper"),
+            ("k=0", ErrorCode::InvalidK),
+            ("k=51", ErrorCode::InvalidK),
+            ("k=ten", ErrorCode::InvalidK),
+            ("touchpoint=basket", ErrorCode::InvalidTouchpoint),
+            ("max_price=-1", ErrorCode::InvalidMaxPrice),
+            ("max_price=NaN", ErrorCode::InvalidMaxPrice),
+            ("personalize=maybe", ErrorCode::InvalidQuery),
+            ("colour=red", ErrorCode::InvalidQuery),
+            ("k=1&k=2", ErrorCode::InvalidQuery),
+            ("user=a%0Ab", ErrorCode::InvalidShopper),
         ];
         for (query, code) in cases {
             assert_eq!(parse(query).unwrap_err().code, code, "{query}");
         }
         let long_id = format!("cart={}", "x".repeat(129));
-        assert_eq!(parse(&long_id).unwrap_err().code, "invalid_cart");
+        assert_eq!(parse(&long_id).unwrap_err().code, ErrorCode::InvalidCart);
         let many = format!(
             "cart={}",
             (0..101)
@@ -368,36 +374,37 @@ mod tests {
                 .join(",")
         );
         let err = parse(&many).unwrap_err();
-        assert_eq!(err.code, "invalid_cart");
+        assert_eq!(err.code, ErrorCode::InvalidCart);
         assert!(err.message.contains("101"), "{}", err.message);
     }
 
     #[test]
     fn json_bodies_use_the_same_rules() {
-        let ok = RecommendationBody::parse(br#"{"cart": ["a", "b"], "k": 3, "explain": true}"#)
-            .unwrap()
-            .into_request(10)
-            .unwrap();
+        let ok =
+            RecommendationRequestJson::parse(br#"{"cart": ["a", "b"], "k": 3, "explain": true}"#)
+                .unwrap()
+                .into_request(10)
+                .unwrap();
         assert_eq!((ok.cart.len(), ok.k, ok.explain), (2, 3, true));
         assert_eq!(
-            RecommendationBody::parse(b"{").unwrap_err().code,
-            "invalid_body"
+            RecommendationRequestJson::parse(b"{").unwrap_err().code,
+            ErrorCode::InvalidBody
         );
         assert_eq!(
-            RecommendationBody::parse(br#"{"k": 99}"#)
+            RecommendationRequestJson::parse(br#"{"k": 99}"#)
                 .unwrap()
                 .into_request(10)
                 .unwrap_err()
                 .code,
-            "invalid_k"
+            ErrorCode::InvalidK
         );
         assert_eq!(
-            RecommendationBody::parse(br#"{"cart": [""]}"#)
+            RecommendationRequestJson::parse(br#"{"cart": [""]}"#)
                 .unwrap()
                 .into_request(10)
                 .unwrap_err()
                 .code,
-            "invalid_cart"
+            ErrorCode::InvalidCart
         );
     }
 }

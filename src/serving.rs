@@ -1,0 +1,399 @@
+//! Serving: what a storefront call does beyond reading its fields and writing its answer.
+//!
+//! [`Recommender::serve`] assigns the shopper's experiment variant, applies its default list
+//! length, leaves out what frequency capping and "not interested" keep from the shopper, runs
+//! the pipeline, records what was shown, and counts the list for its variant.
+//! [`Recommender::feedback`] takes storefront events to attribution, capping and the event
+//! store; [`Recommender::erase_shopper`] forgets a shopper. Nothing here knows HTTP: the
+//! router's handlers parse, call this and render, and any other caller (another transport, an
+//! offline replay of capping and experiments) goes through the same code.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::capping::{CapState, CapStore, Feedback, ItemIds, Pseudonymizer, ShopperKey};
+use crate::domain::Touchpoint;
+use crate::events::{Event, EventKind, EventWriter, SubmitError};
+use crate::experiments::{Attribution, Experiments, CONTROL};
+use crate::metrics::Metrics;
+use crate::model::Snapshot;
+use crate::pipeline::{self, CappedItems, PipelineConfig, ReasonKind, Recommendations, Request};
+
+/// What a [`Recommender`] is made of (the application builds it once from its settings).
+pub struct Parts {
+    /// The configuration of shoppers outside any experiment.
+    pub pipeline: PipelineConfig,
+    /// Configured experiments.
+    pub experiments: Experiments,
+    /// Frequency-capping state.
+    pub caps: Arc<dyn CapStore>,
+    /// Whether capping applies.
+    pub capping_enabled: bool,
+    /// Turns shopper ids into keys before they reach any store.
+    pub pseudonymizer: Pseudonymizer,
+    /// How many recent request ids are remembered with the variant that served them.
+    pub attribution_capacity: NonZeroUsize,
+    /// Writes storefront events (none without a database).
+    pub events: Option<Arc<EventWriter>>,
+    /// The service's metrics.
+    pub metrics: Metrics,
+}
+
+/// Serves lists and takes feedback, whatever the transport.
+#[derive(Clone)]
+pub struct Recommender {
+    pipeline: Arc<PipelineConfig>,
+    experiments: Arc<Experiments>,
+    caps: Arc<dyn CapStore>,
+    capping_enabled: bool,
+    pseudonymizer: Pseudonymizer,
+    attribution: Arc<Attribution>,
+    events: Option<Arc<EventWriter>>,
+    metrics: Metrics,
+}
+
+/// A list served to a shopper, ready to render.
+#[derive(Debug)]
+pub struct Served<'a> {
+    /// Identifies this answer; events that cite it are counted for its variant.
+    pub request_id: Uuid,
+    /// `experiment/variant`, or [`CONTROL`].
+    pub variant: &'a str,
+    /// Where the list is shown.
+    pub touchpoint: Touchpoint,
+    /// The items in display order, and the cart ids the model does not know.
+    pub recommendations: Recommendations<'a>,
+}
+
+/// What became of a body of storefront events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Events accepted (all of them).
+    pub accepted: usize,
+    /// Whether they are stored (not without a database).
+    pub stored: bool,
+}
+
+/// Why a shopper could not be erased.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// The pseudonymizer gave no key for the id (a bug: every non-empty id has one).
+    #[error("no shopper key for a non-empty id")]
+    NoShopperKey,
+    /// The stored events could not be deleted.
+    #[error("cannot delete events: {0}")]
+    Events(#[from] sqlx::Error),
+    /// The cap store could not be reached, so state may remain.
+    #[error("the capping store could not be reached")]
+    CapStoreUnavailable,
+}
+
+impl Recommender {
+    /// A recommender made of `parts`.
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            pipeline: Arc::new(parts.pipeline),
+            experiments: Arc::new(parts.experiments),
+            caps: parts.caps,
+            capping_enabled: parts.capping_enabled,
+            pseudonymizer: parts.pseudonymizer,
+            attribution: Arc::new(Attribution::new(parts.attribution_capacity)),
+            events: parts.events,
+            metrics: parts.metrics,
+        }
+    }
+
+    /// The key used to pseudonymise shopper ids, for transports that parse events (which
+    /// pseudonymise the ids as they read them).
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.pseudonymizer
+    }
+
+    /// The event writer, when there is a database to write to.
+    pub fn event_writer(&self) -> Option<&Arc<EventWriter>> {
+        self.events.as_ref()
+    }
+
+    /// Serves `request` from `snapshot`. A request whose `k` is 0 gets its variant's default
+    /// length; one with `personalize` off (the shopper opted out) is neither assigned to an
+    /// experiment nor capped, and leaves no state behind.
+    pub async fn serve<'a>(&'a self, snapshot: &Snapshot, request: &'a mut Request) -> Served<'a> {
+        // Opted-out requests are not assigned: they get the control configuration.
+        let variant = request
+            .personalize
+            .then(|| {
+                self.experiments.assign(
+                    request.touchpoint,
+                    request.user.as_deref(),
+                    request.session.as_deref(),
+                )
+            })
+            .flatten();
+        let pipeline = variant.map_or(&self.pipeline, |v| &v.pipeline);
+        if request.k == 0 {
+            request.k = pipeline.default_k;
+        }
+        let request: &'a Request = request;
+        let shopper = if request.personalize && self.capping_enabled {
+            self.pseudonymizer
+                .shopper_key(request.user.as_deref(), request.session.as_deref())
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let cap_state = match shopper {
+            Some(key) => self.caps.check(key, now).await,
+            None => CapState::default(),
+        };
+        let known = |ids: &ItemIds| ids.iter().filter_map(|id| snapshot.index_of(id)).collect();
+        let capped = CappedItems::with_dismissed(
+            known(&cap_state.capped_items),
+            known(&cap_state.dismissed_items),
+        );
+        let mut recommendations = pipeline::recommend(snapshot, request, pipeline, &capped);
+        if cap_state.fatigued {
+            // This shopper has seen enough lists for now: an empty list is a valid answer.
+            recommendations.items.clear();
+        }
+        if let Some(key) = shopper.filter(|_| !recommendations.items.is_empty()) {
+            let served: Vec<&str> = recommendations
+                .items
+                .iter()
+                .map(|r| snapshot.item_id(r.item))
+                .collect();
+            self.caps.record_served(key, &served, now).await;
+        }
+        let popular = recommendations
+            .items
+            .iter()
+            .filter(|r| r.reason.kind == ReasonKind::Popular)
+            .count();
+        self.metrics
+            .recommendation(recommendations.unknown_items.len(), popular);
+        let request_id = Uuid::new_v4();
+        let variant_label = variant.map_or(CONTROL, |v| &v.label);
+        if !recommendations.items.is_empty() {
+            self.metrics
+                .list_served(request.touchpoint.as_str(), variant_label);
+            if let Some(v) = variant {
+                self.attribution
+                    .record(request_id, v.label.clone(), request.touchpoint);
+            }
+        }
+        Served {
+            request_id,
+            variant: variant_label,
+            touchpoint: request.touchpoint,
+            recommendations,
+        }
+    }
+
+    /// Takes a body of storefront events, already validated and pseudonymised: fills each
+    /// one's variant and touchpoint from the list it cites, queues them for the event store
+    /// (all or none), counts them, and feeds impressions, engagement and "not interested" to
+    /// frequency capping.
+    pub async fn feedback(&self, mut events: Vec<Event>) -> Result<Received, SubmitError> {
+        let accepted = events.len();
+        let counted: Vec<(EventKind, &str, &str)> =
+            events.iter_mut().map(|e| self.attribute(e)).collect();
+        // What capping needs is taken before the events move into the queue.
+        let feedback: Vec<(ShopperKey, String, Feedback)> = if self.capping_enabled {
+            events
+                .iter()
+                .filter_map(|e| {
+                    let feedback = match e.kind {
+                        EventKind::Impression => Feedback::Impression,
+                        EventKind::Click | EventKind::AddToCart => Feedback::Engaged,
+                        EventKind::Dismiss => Feedback::Dismissed,
+                        EventKind::Purchase => return None,
+                    };
+                    Some((e.cap_key?, e.item_id.clone(), feedback))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(writer) = &self.events {
+            writer.submit(events).inspect_err(|e| {
+                let reason = match e {
+                    SubmitError::QueueFull => "queue_full",
+                    SubmitError::Closed => "shutting_down",
+                };
+                self.metrics.events_rejected(reason, accepted as u64);
+            })?;
+        }
+        for (kind, touchpoint, variant) in counted {
+            self.metrics.feedback_event(kind, touchpoint, variant);
+        }
+        let feedback: Vec<(ShopperKey, &str, Feedback)> = feedback
+            .iter()
+            .map(|(key, item, kind)| (*key, item.as_str(), *kind))
+            .collect();
+        if !feedback.is_empty() {
+            self.caps.record_feedback(&feedback, Instant::now()).await;
+        }
+        Ok(Received {
+            accepted,
+            stored: self.events.is_some(),
+        })
+    }
+
+    /// Fills an event's variant and touchpoint from the request it cites when it does not
+    /// carry them; returns its metric labels (kind, touchpoint, variant). Variant labels only
+    /// take configured names ("other" for anything else), so a client cannot grow them without
+    /// bound.
+    fn attribute(&self, event: &mut Event) -> (EventKind, &'static str, &str) {
+        if let Some((variant, touchpoint)) = event
+            .request_id
+            .filter(|_| event.variant.is_none() || event.touchpoint.is_none())
+            .and_then(|id| self.attribution.lookup(id))
+        {
+            event.variant.get_or_insert_with(|| variant.to_string());
+            event.touchpoint.get_or_insert(touchpoint);
+        }
+        let variant = match event.variant.as_deref() {
+            None => "unknown",
+            Some(CONTROL) => CONTROL,
+            Some(label) => self
+                .experiments
+                .labels()
+                .find(|known| *known == label)
+                .unwrap_or("other"),
+        };
+        let touchpoint = event.touchpoint.map_or("unknown", |t| t.as_str());
+        (event.kind, touchpoint, variant)
+    }
+
+    /// Erases what is held about a shopper, whether `id` is their user id or a session id:
+    /// stored events and frequency-capping state. Returns the number of events deleted.
+    pub async fn erase_shopper(&self, id: &str) -> Result<u64, EraseError> {
+        let as_user = self.pseudonymizer.shopper_key(Some(id), None);
+        let as_session = self.pseudonymizer.shopper_key(None, Some(id));
+        let (Some(as_user), Some(as_session)) = (as_user, as_session) else {
+            return Err(EraseError::NoShopperKey);
+        };
+        let events_deleted = match &self.events {
+            Some(writer) => {
+                writer
+                    .erase(&as_user.to_hex(), &as_session.to_hex())
+                    .await?
+            }
+            None => 0,
+        };
+        let erased = self.caps.forget(as_user).await & self.caps.forget(as_session).await;
+        if !erased {
+            return Err(EraseError::CapStoreUnavailable);
+        }
+        Ok(events_deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capping::{CapPolicy, MemoryCapStore};
+    use crate::events::{parse_events, EventLimits};
+    use crate::experiments::{ExperimentConfig, VariantConfig};
+    use crate::pipeline::fixtures::small_snapshot;
+
+    fn recommender(experiments: Experiments) -> Recommender {
+        Recommender::new(Parts {
+            pipeline: PipelineConfig::default(),
+            experiments,
+            caps: Arc::new(MemoryCapStore::new(CapPolicy {
+                max_impressions_per_item: 1,
+                ..CapPolicy::default()
+            })),
+            capping_enabled: true,
+            pseudonymizer: Pseudonymizer::new(b"test"),
+            attribution_capacity: NonZeroUsize::MIN,
+            events: None,
+            metrics: Metrics::new().unwrap(),
+        })
+    }
+
+    fn request(user: &str, k: usize) -> Request {
+        Request {
+            cart: vec!["bag".into()],
+            user: Some(user.into()),
+            k,
+            personalize: true,
+            ..Request::default()
+        }
+    }
+
+    fn first(snapshot: &Snapshot, served: &Served<'_>) -> String {
+        let item = served.recommendations.items[0].item;
+        snapshot.item_id(item).to_string()
+    }
+
+    #[tokio::test]
+    async fn capping_and_not_interested_apply_without_any_transport() {
+        let snapshot = small_snapshot();
+        let recommender = recommender(Experiments::default());
+        let mut once = request("ann", 1);
+        let served = recommender.serve(&snapshot, &mut once).await;
+        assert_eq!(
+            (first(&snapshot, &served), served.variant),
+            ("cable".into(), CONTROL)
+        );
+        let mut again = request("ann", 1);
+        let served = recommender.serve(&snapshot, &mut again).await;
+        assert_eq!(first(&snapshot, &served), "lens", "cable was shown once");
+
+        let limits = EventLimits {
+            max_events: 10,
+            max_future_skew: chrono::Duration::minutes(10),
+        };
+        let dismiss = parse_events(
+            br#"[{"kind": "dismiss", "item_id": "cable", "user": "ben"}]"#,
+            limits,
+            chrono::Utc::now(),
+            Some(recommender.pseudonymizer()),
+        )
+        .unwrap();
+        let received = recommender.feedback(dismiss).await.unwrap();
+        assert_eq!(
+            received,
+            Received {
+                accepted: 1,
+                stored: false
+            }
+        );
+        let mut ben = request("ben", 1);
+        let served = recommender.serve(&snapshot, &mut ben).await;
+        assert_eq!(first(&snapshot, &served), "lens", "ben is not interested");
+    }
+
+    #[tokio::test]
+    async fn a_variant_gives_its_default_length_unless_the_request_names_one() {
+        let snapshot = small_snapshot();
+        let experiments = Experiments::build(
+            &[ExperimentConfig {
+                name: "length".into(),
+                touchpoints: vec![],
+                variants: vec![VariantConfig {
+                    k: Some(2),
+                    ..VariantConfig::new("two", 1.0)
+                }],
+            }],
+            &PipelineConfig::default(),
+        )
+        .unwrap();
+        let recommender = recommender(experiments);
+        let mut unsized_request = request("cat", 0);
+        let served = recommender.serve(&snapshot, &mut unsized_request).await;
+        assert_eq!(served.variant, "length/two");
+        assert_eq!(served.recommendations.items.len(), 2);
+        let mut opted_out = Request {
+            personalize: false,
+            ..request("cat", 0)
+        };
+        let served = recommender.serve(&snapshot, &mut opted_out).await;
+        assert_eq!(served.variant, CONTROL);
+        assert_eq!(served.recommendations.items.len(), 4, "every item there is");
+    }
+}
