@@ -216,7 +216,14 @@ pub fn build_state(
             metrics.clone(),
         ))
     });
+    let layers = settings.clone();
+    let resolver: Arc<serving::ConfigResolver> = Arc::new(move |tuned| {
+        let pipeline = layers.pipeline_for(tuned).map_err(|e| e.to_string())?;
+        let experiments = Experiments::build(&layers.experiments, &pipeline)?;
+        Ok((pipeline, experiments))
+    });
     let recommender = Recommender::new(serving::Parts {
+        resolver: Some(resolver),
         pipeline: settings.pipeline.clone(),
         experiments,
         caps,

@@ -201,26 +201,25 @@ impl Settings {
 
     /// The pipeline configuration to serve a version with: the compiled defaults, then the
     /// version's `tuned` values (a partial `[pipeline]` table), then the values set in a
-    /// configuration file or the environment.
+    /// configuration file or the environment. Built from [`Settings::pipeline`], which
+    /// already holds the first and the last, by taking each tuned value the configuration
+    /// does not set.
     pub fn pipeline_for(
         &self,
         tuned: Option<&serde_json::Value>,
     ) -> Result<PipelineConfig, SettingsError> {
+        let Some(tuned) = tuned else {
+            return Ok(self.pipeline.clone());
+        };
         let invalid = |message: String| SettingsError::Invalid {
             key: "pipeline",
             message,
         };
-        let defaults: serde_json::Value = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .build()?
-            .get("pipeline")?;
-        let mut layered = defaults;
-        if let Some(tuned) = tuned {
-            merge(&mut layered, tuned);
-        }
-        merge(&mut layered, &self.pipeline_overrides);
+        let mut layered =
+            serde_json::to_value(&self.pipeline).map_err(|e| invalid(e.to_string()))?;
+        merge_unset(&mut layered, tuned, &self.pipeline_overrides);
         let config: PipelineConfig =
-            serde_json::from_value(layered).map_err(|e| invalid(e.to_string()))?;
+            serde_json::from_value(layered).map_err(|e| invalid(format!("tuned values: {e}")))?;
         config.validate().map_err(invalid)?;
         Ok(config)
     }
@@ -283,25 +282,67 @@ impl Settings {
     }
 }
 
-/// Deep-merges `over` into `base`: objects key by key, anything else replaced.
-fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
-            for (key, value) in over {
-                merge(
-                    base.entry(key.clone()).or_insert(serde_json::Value::Null),
+/// Copies into `base` each value of `over` whose key path `set` does not hold (objects are
+/// merged key by key).
+fn merge_unset(base: &mut serde_json::Value, over: &serde_json::Value, set: &serde_json::Value) {
+    let (serde_json::Value::Object(base), serde_json::Value::Object(over)) = (base, over) else {
+        return;
+    };
+    for (key, value) in over {
+        let set_here = set.get(key);
+        match (base.get_mut(key), value) {
+            (Some(existing), serde_json::Value::Object(_)) if existing.is_object() => {
+                merge_unset(
+                    existing,
                     value,
+                    set_here.unwrap_or(&serde_json::Value::Null),
                 );
             }
+            (_, _) if set_here.is_some() => {}
+            (_, serde_json::Value::Null) => {}
+            (_, value) => {
+                base.insert(key.clone(), value.clone());
+            }
         }
-        (_, serde_json::Value::Null) => {}
-        (base, over) => *base = over.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_value_wins_over_a_tuned_one_which_wins_over_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = std::env::var("TANDEM_ENV").unwrap_or_else(|_| "local".to_string());
+        std::fs::write(
+            dir.path().join(format!("{env}.toml")),
+            "[pipeline.checkout]\ntheta = 0.8\n",
+        )
+        .unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.pipeline.checkout.theta, 0.8);
+        let tuned = serde_json::json!({
+            "checkout": {"theta": 1.0, "content": 0.05},
+            "cart": {"popularity": 0.1},
+        });
+        let served = s.pipeline_for(Some(&tuned)).unwrap();
+        assert_eq!(served.checkout.theta, 0.8, "the file wins");
+        assert_eq!(served.checkout.content, 0.05, "then the version's tuning");
+        assert_eq!(served.cart.popularity, 0.1);
+        assert_eq!(
+            served.product,
+            PipelineConfig::default().product,
+            "then the default"
+        );
+        assert_eq!(
+            s.pipeline_for(None).unwrap(),
+            s.pipeline,
+            "untuned: as configured"
+        );
+        let unknown = serde_json::json!({"checkout": {"colour": 1}});
+        assert!(s.pipeline_for(Some(&unknown)).is_err());
+    }
 
     #[test]
     fn compiled_in_defaults_deserialize_and_validate() {

@@ -252,6 +252,14 @@ impl Experiments {
         experiment.variants.iter().find(|v| point < v.upper)
     }
 
+    /// The variant labelled `label` (`experiment/variant`).
+    pub fn variant(&self, label: &str) -> Option<&Variant> {
+        self.experiments
+            .iter()
+            .flat_map(|e| e.variants.iter())
+            .find(|v| &*v.label == label)
+    }
+
     /// Every variant label, for metrics and dashboards.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.experiments

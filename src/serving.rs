@@ -9,25 +9,37 @@
 //! offline replay of capping and experiments) goes through the same code.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use uuid::Uuid;
 
 use crate::capping::{CapState, CapStore, Feedback, ItemIds, Pseudonymizer, ShopperKey};
-use crate::domain::Touchpoint;
+use crate::domain::{ModelVersion, Touchpoint};
 use crate::events::{Event, EventKind, EventWriter, SubmitError};
 use crate::experiments::{Attribution, Experiments, CONTROL};
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::pipeline::{self, CappedItems, PipelineConfig, ReasonKind, Recommendations, Request};
 
+/// Builds the configuration of shoppers outside any experiment, and the experiments, for a
+/// version from its tuned values (a partial `[pipeline]` table; `None` when untuned): the
+/// application layers them beneath its own settings.
+pub type ConfigResolver = dyn Fn(Option<&serde_json::Value>) -> Result<(PipelineConfig, Experiments), String>
+    + Send
+    + Sync;
+
 /// What a [`Recommender`] is made of (the application builds it once from its settings).
 pub struct Parts {
-    /// The configuration of shoppers outside any experiment.
+    /// The configuration of shoppers outside any experiment, before any version's tuning.
     pub pipeline: PipelineConfig,
     /// Configured experiments.
     pub experiments: Experiments,
+    /// How a version's tuned values become its configuration (`None`: every version is
+    /// served with `pipeline` and `experiments` as they are).
+    pub resolver: Option<Arc<ConfigResolver>>,
     /// Frequency-capping state.
     pub caps: Arc<dyn CapStore>,
     /// Whether capping applies.
@@ -42,11 +54,24 @@ pub struct Parts {
     pub metrics: Metrics,
 }
 
+/// The configuration one model version is served with.
+struct VersionConfig {
+    version: ModelVersion,
+    pipeline: PipelineConfig,
+    experiments: Experiments,
+}
+
 /// Serves lists and takes feedback, whatever the transport.
 #[derive(Clone)]
 pub struct Recommender {
     pipeline: Arc<PipelineConfig>,
     experiments: Arc<Experiments>,
+    resolver: Option<Arc<ConfigResolver>>,
+    /// The configuration of the version served last: resolved once per version, not per
+    /// request.
+    versioned: Arc<ArcSwapOption<VersionConfig>>,
+    /// Whether an invalid tuning has been logged (once per process is enough).
+    tuning_warned: Arc<AtomicBool>,
     caps: Arc<dyn CapStore>,
     capping_enabled: bool,
     pseudonymizer: Pseudonymizer,
@@ -97,6 +122,9 @@ impl Recommender {
         Self {
             pipeline: Arc::new(parts.pipeline),
             experiments: Arc::new(parts.experiments),
+            resolver: parts.resolver,
+            versioned: Arc::new(ArcSwapOption::empty()),
+            tuning_warned: Arc::new(AtomicBool::new(false)),
             caps: parts.caps,
             capping_enabled: parts.capping_enabled,
             pseudonymizer: parts.pseudonymizer,
@@ -117,6 +145,41 @@ impl Recommender {
         self.events.as_ref()
     }
 
+    /// The configuration `snapshot`'s version is served with (its tuned values beneath the
+    /// settings), resolved when the version changes; `None` without a resolver.
+    fn version_config(&self, snapshot: &Snapshot) -> Option<Arc<VersionConfig>> {
+        let resolver = self.resolver.as_ref()?;
+        let current = self.versioned.load_full();
+        if let Some(config) = current.filter(|c| c.version == snapshot.version()) {
+            return Some(config);
+        }
+        let tuned = snapshot.tuning().and_then(|t| t.get("pipeline"));
+        let (pipeline, experiments) = match resolver(tuned) {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                // A version's tuning is data, not configuration: serve the settings instead.
+                if !self.tuning_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(version = %snapshot.version(), %error,
+                        "the version's tuned settings are invalid; serving the configured ones");
+                }
+                resolver(None).ok()?
+            }
+        };
+        let config = Arc::new(VersionConfig {
+            version: snapshot.version(),
+            pipeline,
+            experiments,
+        });
+        self.versioned.store(Some(config.clone()));
+        Some(config)
+    }
+
+    /// The configuration of shoppers outside any experiment for `snapshot`'s version.
+    pub fn pipeline_for(&self, snapshot: &Snapshot) -> PipelineConfig {
+        self.version_config(snapshot)
+            .map_or_else(|| (*self.pipeline).clone(), |c| c.pipeline.clone())
+    }
+
     /// Serves `request` from `snapshot`. A request whose `k` is 0 gets its variant's default
     /// length; one with `personalize` off (the shopper opted out) is neither assigned to an
     /// experiment nor capped, and leaves no state behind.
@@ -132,7 +195,16 @@ impl Recommender {
                 )
             })
             .flatten();
-        let pipeline = variant.map_or(&self.pipeline, |v| &v.pipeline);
+        let versioned = self.version_config(snapshot);
+        let pipeline: &PipelineConfig = match (&versioned, variant) {
+            (Some(config), Some(v)) => config
+                .experiments
+                .variant(&v.label)
+                .map_or(&v.pipeline, |tuned| &tuned.pipeline),
+            (Some(config), None) => &config.pipeline,
+            (None, Some(v)) => &v.pipeline,
+            (None, None) => &self.pipeline,
+        };
         if request.k == 0 {
             request.k = pipeline.default_k;
         }
@@ -301,6 +373,7 @@ mod tests {
 
     fn recommender(experiments: Experiments) -> Recommender {
         Recommender::new(Parts {
+            resolver: None,
             pipeline: PipelineConfig::default(),
             experiments,
             caps: Arc::new(MemoryCapStore::new(CapPolicy {

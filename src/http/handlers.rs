@@ -224,9 +224,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /model`: the version this replica serves and its figures.
 pub async fn model(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let snapshot = current_model(&state)?;
+    let pipeline = state.recommender.pipeline_for(&snapshot);
     Ok(Json(json!({
         "version": snapshot.version(),
         "stats": snapshot.stats(),
+        "touchpoints": {
+            "checkout": pipeline.checkout,
+            "cart": pipeline.cart,
+            "product": pipeline.product,
+        },
+        "tuning": snapshot.tuning(),
     }))
     .into_response())
 }

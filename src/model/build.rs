@@ -407,6 +407,7 @@ impl SnapshotBuilder {
             log_popularity: popularity.iter().map(|p| p.ln_1p()).collect(),
             popularity,
             by_popularity,
+            tuning: None,
             stats,
         })
     }

@@ -142,9 +142,23 @@ pub struct Snapshot {
     pub(super) log_popularity: Vec<f32>,
     pub(super) by_popularity: Vec<ItemIndex>,
     pub(super) stats: LoadStats,
+    /// What tuning on the shop's history chose for this version (see `offline::tune`).
+    pub(super) tuning: Option<serde_json::Value>,
 }
 
 impl Snapshot {
+    /// This snapshot with what tuning chose for its version (`None`: untuned).
+    pub fn with_tuning(mut self, tuning: Option<serde_json::Value>) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
+    /// What tuning chose for this version: the validation split, the estimator trials, the
+    /// tuned settings as a partial `[pipeline]` table under `"pipeline"`, and their scores.
+    pub fn tuning(&self) -> Option<&serde_json::Value> {
+        self.tuning.as_ref()
+    }
+
     /// The model version this snapshot was built from.
     pub fn version(&self) -> ModelVersion {
         self.version

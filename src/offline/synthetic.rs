@@ -198,7 +198,7 @@ impl SyntheticSpec {
     /// Writes the version (and its catalogue rows) to Postgres and marks it `ready`.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, sqlx::Error> {
         let params = serde_json::json!({ "generator": "synthetic", "spec": self });
-        let version = store::begin_version(pool, self.dim, 0, &params).await?;
+        let version = store::begin_version(pool, self.dim, 0, &params, None).await?;
         match self.write_tables(pool, version).await {
             Ok(pairs) => {
                 let stats = serde_json::json!({ "items": self.items, "pairs": pairs });

@@ -421,8 +421,20 @@ impl TrainedModel {
     /// transaction, then `ready`; on any error the version is marked `failed`.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, WriteError> {
         let params = serde_json::json!({ "trainer": "tandem train", "params": self.params });
-        let version =
-            store::begin_version(pool, self.params.dim, self.diversity_dim, &params).await?;
+        let tuning = self
+            .tuning
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| WriteError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let version = store::begin_version(
+            pool,
+            self.params.dim,
+            self.diversity_dim,
+            &params,
+            tuning.as_ref(),
+        )
+        .await?;
         match self.write_tables(pool, version).await {
             Ok(()) => {
                 let stats = serde_json::to_value(&self.stats).unwrap_or_default();

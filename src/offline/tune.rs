@@ -673,3 +673,174 @@ impl Tuning {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::orders::ReadOptions;
+
+    /// Sixty days of baskets: each holds one of twelve complementary pairs (`1xx` with `2xx`),
+    /// a popular filler and, every third basket, half of another pair. Titles mislead: each
+    /// item's title names another pair's product, so content similarity points the wrong way.
+    fn history() -> History {
+        let mut csv = String::from(
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+        );
+        let mut invoice = 0;
+        for day in 0..60 {
+            for slot in 0..20 {
+                invoice += 1;
+                let pair = (day * 7 + slot * 5) % 12;
+                let other = (pair + 1 + slot % 11) % 12;
+                let date = format!(
+                    "2011-{:02}-{:02} {:02}:00:00",
+                    1 + day / 28,
+                    1 + day % 28,
+                    8 + slot / 2
+                );
+                let customer = if slot % 4 == 0 {
+                    String::new()
+                } else {
+                    format!("{}.0", 12_000 + (invoice % 40))
+                };
+                let mut line = |code: String, title: String| {
+                    csv.push_str(&format!(
+                        "{invoice},{code},{title},1,{date},1.0,{customer},UK\n"
+                    ));
+                };
+                let misleading = (pair + 6) % 12;
+                line(
+                    format!("{}", 100 + pair),
+                    format!("LAMP MODEL {misleading}"),
+                );
+                line(
+                    format!("{}", 200 + pair),
+                    format!("SHADE MODEL {misleading}"),
+                );
+                line(
+                    format!("{}", 900 + slot % 3),
+                    format!("GIFT WRAP {}", slot % 3),
+                );
+                if slot % 3 == 0 {
+                    line(
+                        format!("{}", 100 + other),
+                        format!("LAMP MODEL {}", (other + 6) % 12),
+                    );
+                }
+            }
+        }
+        History::read(csv.as_bytes(), &ReadOptions::default())
+            .unwrap()
+            .0
+    }
+
+    fn train_params() -> TrainParams {
+        TrainParams {
+            dim: 16,
+            measure: MeasureParams {
+                threads: 2,
+                ..MeasureParams::default()
+            },
+            ..TrainParams::default()
+        }
+    }
+
+    #[test]
+    fn the_validation_split_is_the_longer_of_its_days_and_its_share_but_at_most_half() {
+        let h = history();
+        let all = 0..h.len();
+        let params = TuneParams::default();
+        let start = validation_start(&h, &all, &params);
+        let last = h.time(h.len() - 1);
+        assert!(h.time(start) >= last - 28 * 86_400, "28 days");
+        assert_eq!(start, h.split_at(last - 28 * 86_400), "28 days beat 10 %");
+        let share = TuneParams {
+            validation_days: 1.0,
+            ..params.clone()
+        };
+        assert_eq!(validation_start(&h, &all, &share), h.len() - h.len() / 10);
+        let long = TuneParams {
+            validation_days: 1000.0,
+            ..params
+        };
+        assert_eq!(
+            validation_start(&h, &all, &long),
+            h.len() / 2,
+            "at most half"
+        );
+    }
+
+    #[test]
+    fn the_tuned_blend_never_scores_below_the_collaborative_signal_it_could_serve_alone() {
+        let h = history();
+        let config = PipelineConfig::default();
+        let params = TuneParams {
+            threads: 2,
+            ..TuneParams::default()
+        };
+        let (refit, tuning) = tune(
+            &h,
+            0..h.len(),
+            &train_params(),
+            &config,
+            &params,
+            &Progress::hidden(),
+        )
+        .unwrap();
+        assert!(
+            tuning.validation.cases >= MIN_CASES,
+            "{:?}",
+            tuning.validation
+        );
+        assert!(tuning.validation.cases_with_purchased > 0);
+        assert_eq!(Some(refit.measure.lambda), tuning.lambda);
+        assert!(tuning
+            .estimator_trials
+            .iter()
+            .any(|t| Some(t.lambda) == tuning.lambda));
+        assert_eq!(tuning.touchpoints.len(), 3);
+        for t in &tuning.touchpoints {
+            let collaborative = t.cart_only.collaborative.unwrap();
+            assert!(
+                t.single_signal || t.cart_only.tuned >= collaborative,
+                "{t:?}"
+            );
+            assert!(t.cart_only.tuned >= collaborative - 1e-12, "{t:?}");
+            // Misleading titles: the content weight the search keeps cannot be large.
+            assert!(t.chosen.content <= 0.2, "{t:?}");
+        }
+        let product = &tuning.touchpoints[2];
+        assert!(
+            !product.chosen.demote_substitutes,
+            "a product page shows alternatives"
+        );
+        // The stored table layers onto the defaults as a valid configuration.
+        let mut layered = serde_json::to_value(&config).unwrap();
+        for (name, values) in tuning.pipeline.as_object().unwrap() {
+            for (key, value) in values.as_object().unwrap() {
+                layered[name][key] = value.clone();
+            }
+        }
+        let served: PipelineConfig = serde_json::from_value(layered).unwrap();
+        assert_eq!(served.checkout, tuning.touchpoints[0].chosen);
+        served.validate().unwrap();
+    }
+
+    #[test]
+    fn a_short_history_is_not_tuned() {
+        let h = history();
+        let short = 0..h.len() / 6;
+        let result = tune(
+            &h,
+            short,
+            &train_params(),
+            &PipelineConfig::default(),
+            &TuneParams::default(),
+            &Progress::hidden(),
+        );
+        assert!(
+            matches!(result, Err(TuneError::TooLittleHistory(_))),
+            "{result:?}"
+        );
+    }
+}

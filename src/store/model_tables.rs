@@ -20,52 +20,52 @@ pub enum VersionSelector {
     Exact(ModelVersion),
 }
 
+/// A resolved version: its number, embedding dimensions and tuning (when tuned).
+type ResolvedVersion = (ModelVersion, usize, usize, Option<Value>);
+
 async fn resolve(
     conn: &mut sqlx::PgConnection,
     selector: VersionSelector,
-) -> Result<(ModelVersion, usize, usize), LoadError> {
-    let row: Option<(i64, String, i32, i32)> = match selector {
-        VersionSelector::Active => {
-            sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions
+) -> Result<ResolvedVersion, LoadError> {
+    let row: Option<(i64, String, i32, i32, Option<Value>)> =
+        match selector {
+            VersionSelector::Active => sqlx::query_as(
+                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
                  WHERE status = 'ready'
                  ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
             )
             .fetch_optional(&mut *conn)
-            .await?
-        }
-        VersionSelector::NewestReady => {
-            sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions
+            .await?,
+            VersionSelector::NewestReady => sqlx::query_as(
+                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
                  WHERE status = 'ready' ORDER BY version DESC LIMIT 1",
             )
             .fetch_optional(&mut *conn)
-            .await?
-        }
-        VersionSelector::Exact(v) => {
-            sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim FROM model_versions WHERE version = $1",
+            .await?,
+            VersionSelector::Exact(v) => sqlx::query_as(
+                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
+                 WHERE version = $1",
             )
             .bind(v.0)
             .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
+            .await?,
+        };
     match (row, selector) {
         (None, VersionSelector::NewestReady | VersionSelector::Active) => {
             Err(LoadError::NoReadyVersion)
         }
         (None, VersionSelector::Exact(v)) => Err(LoadError::VersionNotFound(v)),
-        (Some((version, status, _, _)), _) if status != "ready" => {
+        (Some((version, status, _, _, _)), _) if status != "ready" => {
             Err(LoadError::VersionNotReady {
                 version: ModelVersion(version),
                 status,
             })
         }
-        (Some((version, _, dim, diversity_dim)), _) => Ok((
+        (Some((version, _, dim, diversity_dim, tuning)), _) => Ok((
             ModelVersion(version),
             dim.max(0) as usize,
             diversity_dim.max(0) as usize,
+            tuning,
         )),
     }
 }
@@ -87,7 +87,7 @@ pub async fn load_snapshot(
     sqlx::query("SET max_parallel_workers_per_gather = 0")
         .execute(&mut *conn)
         .await?;
-    let (version, dim, diversity_dim) = resolve(&mut conn, selector).await?;
+    let (version, dim, diversity_dim, tuning) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
 
     let mut phases = Vec::with_capacity(5);
@@ -198,7 +198,7 @@ pub async fn load_snapshot(
         .map_err(invalid)?;
     phase("build", &mut since);
     tracing::debug!(%version, ?phases, "snapshot read and built (milliseconds per phase)");
-    Ok(snapshot)
+    Ok(snapshot.with_tuning(tuning))
 }
 
 /// Streams a neighbour table's `(item, other item, score)` rows of `version` into `add`. The
@@ -226,23 +226,26 @@ async fn read_neighbours(
 }
 
 /// Creates a version in status `building` whose items have embeddings of `embedding_dim`
-/// dimensions and diversity embeddings of `diversity_dim` (0 = none), and returns its number.
+/// dimensions and diversity embeddings of `diversity_dim` (0 = none), with what tuning chose
+/// (none when untuned), and returns its number.
 pub async fn begin_version(
     pool: &PgPool,
     embedding_dim: usize,
     diversity_dim: usize,
     params: &Value,
+    tuning: Option<&Value>,
 ) -> Result<ModelVersion, sqlx::Error> {
     let dimension = |d: usize| {
         i32::try_from(d).map_err(|_| sqlx::Error::Protocol("embedding dimension too large".into()))
     };
     let (version,): (i64,) = sqlx::query_as(
-        "INSERT INTO model_versions (status, embedding_dim, diversity_dim, params)
-         VALUES ('building', $1, $2, $3) RETURNING version",
+        "INSERT INTO model_versions (status, embedding_dim, diversity_dim, params, tuning)
+         VALUES ('building', $1, $2, $3, $4) RETURNING version",
     )
     .bind(dimension(embedding_dim)?)
     .bind(dimension(diversity_dim)?)
     .bind(params)
+    .bind(tuning)
     .fetch_one(pool)
     .await?;
     Ok(ModelVersion(version))

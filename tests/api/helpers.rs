@@ -125,7 +125,7 @@ pub async fn write_version(pool: &PgPool, items: usize, seed: u64) -> ModelVersi
 
 /// Writes a version marked ready whose co-purchase table names an item it does not have.
 pub async fn write_broken_version(pool: &PgPool) -> ModelVersion {
-    let version = store::begin_version(pool, 0, 0, &serde_json::json!({"broken": true}))
+    let version = store::begin_version(pool, 0, 0, &serde_json::json!({"broken": true}), None)
         .await
         .unwrap();
     sqlx::query(

@@ -8,6 +8,7 @@ use tandem::offline::import::import_orders;
 use tandem::offline::orders::ReadOptions;
 use tandem::offline::progress::Progress;
 use tandem::offline::train::{self, TrainParams};
+use tandem::offline::tune::{Tuning, ValidationSplit};
 
 use crate::helpers::{fresh_database, spawn_app_with, test_settings};
 
@@ -143,7 +144,7 @@ async fn a_version_trained_from_the_imported_history_is_served() {
             .await
             .unwrap();
     assert_eq!(status, "ready");
-    assert_eq!(params["params"]["measure"]["estimator"], "ease");
+    assert_eq!(params["params"]["measure"]["estimator"], "sparse_ease");
     let (diversity_rows,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM item_embeddings WHERE version = $1 AND diversity IS NOT NULL",
     )
@@ -194,5 +195,75 @@ async fn a_version_trained_from_the_imported_history_is_served() {
         body["items"][0]["reason"]["text"],
         "Often bought with JUMBO BAG RED RETROSPOT"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
+    let db = fresh_database().await;
+    import(&db.pool, order_file()).await;
+    let history = history::load_history(&db.pool, None).await.unwrap();
+    let mut model = tokio::task::spawn_blocking(move || {
+        train::train(
+            &history,
+            0..history.len(),
+            &TrainParams::default(),
+            &Progress::hidden(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    model.tuning = Some(Tuning {
+        validation: ValidationSplit::default(),
+        estimator_trials: Vec::new(),
+        lambda: Some(12.5),
+        min_support: Some(1),
+        touchpoints: Vec::new(),
+        pipeline: serde_json::json!({
+            "checkout": {"content": 0.0, "theta": 1.0},
+            "cart": {"popularity": 0.5},
+        }),
+        seconds: 0.5,
+    });
+    let version = model.write_version(&db.pool).await.unwrap();
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT tuning FROM model_versions WHERE version = $1")
+            .bind(version.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored["lambda"], 12.5);
+
+    // theta is set by the operator (as a config file or TANDEM__PIPELINE__CHECKOUT__THETA
+    // would): it wins over the version's tuned value.
+    let mut settings = test_settings(&db);
+    settings.pipeline.checkout.theta = 0.8;
+    settings.pipeline_overrides = serde_json::json!({"checkout": {"theta": 0.8}});
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let (_, body) = app.get_json("/model").await;
+    let checkout = &body["touchpoints"]["checkout"];
+    assert_eq!(checkout["content"], 0.0, "tuned: {body}");
+    assert!(
+        (checkout["theta"].as_f64().unwrap() - 0.8).abs() < 1e-6,
+        "configured: {body}"
+    );
+    assert_eq!(
+        body["touchpoints"]["cart"]["popularity"], 0.5,
+        "tuned: {body}"
+    );
+    assert_eq!(
+        body["touchpoints"]["product"]["content"], 0.5,
+        "default: {body}"
+    );
+    assert_eq!(body["tuning"]["lambda"], 12.5, "{body}");
+    assert!(
+        body["stats"]["items_with_co_purchase"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["item_id"], "22386", "{body}");
     app.stop().await;
 }

@@ -77,7 +77,7 @@ async fn a_failed_reload_says_why_and_the_old_model_keeps_serving() {
         (status, body["error"]["code"].as_str()),
         (404, Some("version_not_found"))
     );
-    let building = tandem::store::begin_version(&app.db.pool, 0, 0, &serde_json::json!({}))
+    let building = tandem::store::begin_version(&app.db.pool, 0, 0, &serde_json::json!({}), None)
         .await
         .unwrap();
     let (status, body) = app
