@@ -5,6 +5,7 @@ pub mod behaviour;
 pub mod catalogue;
 pub mod cli;
 pub mod content;
+pub mod counts_file;
 pub mod demo;
 pub mod estimators;
 pub mod evaluate;

@@ -68,6 +68,50 @@ impl Counts {
         }
     }
 
+    /// Counts from tables: baskets per item, and `(a, b, shared baskets)` for each unordered
+    /// pair once; pairs with an item below `min_baskets` are left out.
+    pub fn from_pairs(
+        item_baskets: Vec<u32>,
+        pairs: impl IntoIterator<Item = (u32, u32, u32)>,
+        baskets: usize,
+        min_baskets: u32,
+    ) -> Self {
+        let items = item_baskets.len();
+        let eligible = |i: u32| item_baskets[i as usize] >= min_baskets.max(1);
+        let kept: Vec<(u32, u32, u32)> = pairs
+            .into_iter()
+            .filter(|&(a, b, c)| c > 0 && a != b && eligible(a) && eligible(b))
+            .collect();
+        let mut offsets = vec![0usize; items + 1];
+        for &(a, b, _) in &kept {
+            offsets[a as usize + 1] += 1;
+            offsets[b as usize + 1] += 1;
+        }
+        for i in 0..items {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut rows = vec![(0u32, 0u32); offsets[items]];
+        for (a, b, c) in kept {
+            for (from, to) in [(a, b), (b, a)] {
+                rows[fill[from as usize]] = (to, c);
+                fill[from as usize] += 1;
+            }
+        }
+        for i in 0..items {
+            rows[offsets[i]..offsets[i + 1]].sort_unstable();
+        }
+        let (others, shared) = rows.into_iter().unzip();
+        Self {
+            baskets,
+            item_baskets,
+            min_baskets,
+            offsets,
+            others,
+            shared,
+        }
+    }
+
     /// Number of items.
     pub fn items(&self) -> usize {
         self.item_baskets.len()
@@ -133,5 +177,21 @@ mod tests {
         assert_eq!(one.shared(3, 2), 2);
         assert_eq!(one.eligible_items(), 4);
         assert_eq!(one.pairs(), 12);
+        let pairs = (0..5u32).flat_map(|a| {
+            let (others, shared) = one.row(a);
+            others
+                .iter()
+                .zip(shared)
+                .filter(move |(&b, _)| a < b)
+                .map(move |(&b, &c)| (a, b, c))
+                .collect::<Vec<_>>()
+        });
+        let mut with_rare = pairs.collect::<Vec<_>>();
+        with_rare.push((3, 4, 1));
+        assert_eq!(
+            Counts::from_pairs(one.item_baskets.clone(), with_rare, 5, 2),
+            one,
+            "from tables, the same counts; the rare item's pair is left out"
+        );
     }
 }
