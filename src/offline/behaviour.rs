@@ -22,7 +22,19 @@ const OVERSAMPLING: usize = 8;
 /// `dim`-dimensional behavioural embeddings of every item of `baskets` (row-major, rows
 /// L2-normalised or zero), over the `max_items` items in most baskets.
 pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<f32> {
-    let items = baskets.items();
+    if dim == 0 || baskets.items() == 0 {
+        return vec![0f32; baskets.items() * dim];
+    }
+    embed_gram(
+        estimators::dense_gram(baskets, max_items, true),
+        baskets.items(),
+        dim,
+        seed,
+    )
+}
+
+/// The same from a Gram matrix already counted (see [`estimators::Counts::dense_gram`]).
+pub fn embed_gram(gram: DenseGram, items: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut out = vec![0f32; items * dim];
     if dim == 0 || items == 0 {
         return out;
@@ -31,7 +43,7 @@ pub fn embed(baskets: &Baskets, dim: usize, max_items: usize, seed: u64) -> Vec<
         items: dense,
         gram: mut cosine,
         ..
-    } = estimators::dense_gram(baskets, max_items, true);
+    } = gram;
     let m = dense.len();
     let rank = (dim + OVERSAMPLING).min(m);
     if rank == 0 {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use sqlx::PgPool;
 
+use super::counts_file::{self, CountTables};
 use super::estimators::{Estimator, MeasureParams};
 use super::evaluate::{self, EvaluateParams};
 use super::history::{self, History};
@@ -261,6 +262,16 @@ pub struct TrainArgs {
     /// Train and report, but write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Build the version from co-occurrence counts in this directory (`items.parquet` and
+    /// `pairs.parquet`, written by any engine) instead of from order history; titles and
+    /// prices come from the `items` table when there is a database. No tuning: that needs
+    /// the baskets.
+    #[arg(long, conflicts_with_all = ["orders", "count_in_database"])]
+    pub counts: Option<PathBuf>,
+    /// Count co-occurrences in Postgres (one SQL query over `order_lines`) and build the
+    /// version from the counts; no tuning.
+    #[arg(long, conflicts_with = "orders")]
+    pub count_in_database: bool,
     /// Model parameters.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -398,6 +409,13 @@ pub async fn run_train(
     if pool.is_none() && !args.dry_run {
         bail!("train writes a model version: set DATABASE_URL, or pass --dry-run");
     }
+    if args.counts.is_some() && until.is_some() {
+        bail!("--until does not apply to counts made elsewhere: count the orders before the date");
+    }
+    if args.counts.is_some() || args.count_in_database {
+        let model = train_from_counts(&args, pool.as_ref(), until).await?;
+        return write_model(model, &args, pool).await;
+    }
     let history = match (&args.orders, &pool) {
         (Some(path), _) => {
             let (path, options) = (path.clone(), args.columns.read_options());
@@ -446,6 +464,99 @@ pub async fn run_train(
         Ok(model)
     })
     .await??;
+    write_model(model, &args, pool).await
+}
+
+/// Trains from counts: read from `--counts DIR` or counted in Postgres.
+async fn train_from_counts(
+    args: &TrainArgs,
+    pool: Option<&PgPool>,
+    until: Option<i64>,
+) -> anyhow::Result<train::TrainedModel> {
+    let params = args.model.train_params(until);
+    if params.measure.estimator != Estimator::SparseEase || params.measure.dp.is_some() {
+        bail!("training from counts needs the sparse-ease estimator, without differential privacy");
+    }
+    let progress = Progress::start("count", None, "");
+    let (tables, baskets) = match (&args.counts, pool) {
+        (Some(dir), _) => {
+            let dir = dir.clone();
+            let tables =
+                tokio::task::spawn_blocking(move || counts_file::read_counts(&dir)).await??;
+            (tables, 0)
+        }
+        (None, Some(pool)) => {
+            let until = until.and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+            let counted = store::count_cooccurrences(pool, until)
+                .await
+                .context("cannot count in the database")?;
+            let baskets = counted.baskets as usize;
+            let tables = CountTables {
+                items: counted.items,
+                item_baskets: counted.item_baskets,
+                pairs: counted.pairs,
+            };
+            (tables, baskets)
+        }
+        (None, None) => bail!("--count-in-database needs DATABASE_URL"),
+    };
+    progress.finish(&format!(
+        "{} items, {} pairs{}",
+        tables.items.len(),
+        tables.pairs.len(),
+        if baskets > 0 {
+            format!(" over {baskets} baskets")
+        } else {
+            String::new()
+        }
+    ));
+    let catalogue = match pool {
+        Some(pool) => store::catalogue_of(pool, &tables.items)
+            .await
+            .context("cannot read the items table")?,
+        None => vec![None; tables.items.len()],
+    };
+    eprintln!("train: counts carry no baskets, so the version is not tuned; it serves the configured settings");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<train::TrainedModel> {
+        let counts = tables.to_counts(baskets, params.measure.min_baskets);
+        let items = tables
+            .items
+            .into_iter()
+            .zip(tables.item_baskets)
+            .zip(catalogue)
+            .map(|((id, n), row)| {
+                let (title, category, price) = row.unwrap_or_else(|| (id.clone(), None, None));
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                train::TrainedItem {
+                    id,
+                    title,
+                    category,
+                    price,
+                    popularity: n as f32,
+                    baskets: n,
+                }
+            })
+            .collect();
+        let progress = Progress::start("train", Some(3), "steps");
+        let model = train::train_from_counts(&counts, items, &params, &progress)?;
+        progress.finish(&format!(
+            "{} items, {} with co-purchase neighbours, {} co-purchase pairs, {} content pairs",
+            model.stats.items,
+            model.stats.co_purchase.items_with_neighbours,
+            model.stats.co_purchase.pairs_kept,
+            model.stats.content_pairs
+        ));
+        Ok(model)
+    })
+    .await?
+}
+
+/// Reports a trained model and, unless `--dry-run`, writes it as a new version.
+async fn write_model(
+    model: train::TrainedModel,
+    args: &TrainArgs,
+    pool: Option<PgPool>,
+) -> anyhow::Result<()> {
     eprintln!("{}", serde_json::to_string(&model.stats)?);
     if args.dry_run {
         return Ok(());

@@ -12,7 +12,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::estimators::{self, Baskets, MeasureError, MeasureParams, MeasureStats, Neighbours};
+use super::estimators::{
+    self, Baskets, Counts, MeasureError, MeasureParams, MeasureStats, Neighbours,
+};
 use super::history::History;
 use super::history::NO_CUSTOMER;
 use super::privacy::{self, DpParams};
@@ -211,12 +213,19 @@ impl TrainingSet {
     }
 }
 
+/// What the behavioural embedding is computed from.
+enum CoOccurrences<'a> {
+    Baskets(&'a Baskets),
+    Counts(&'a Counts),
+}
+
 /// The diversity embeddings and their dimension: the behavioural embeddings (see
 /// [`behaviour`]), joined with the title embeddings when `params.behaviour_weight` is below 1;
 /// none (dimension 0) when `params.behaviour_dim` is 0.
 fn diversity_embeddings(
     text: &[f32],
-    baskets: &Baskets,
+    items: usize,
+    source: CoOccurrences<'_>,
     params: &TrainParams,
 ) -> (Vec<f32>, usize) {
     // The behavioural embedding reads raw co-purchases, which differential privacy forbids.
@@ -224,17 +233,23 @@ fn diversity_embeddings(
     if params.behaviour_dim == 0 || params.behaviour_weight <= 0.0 || private {
         return (Vec::new(), 0);
     }
-    let behavioural = behaviour::embed(
-        baskets,
+    let (dim, max_items, seed) = (
         params.behaviour_dim,
         params.measure.max_dense_items,
         params.seed,
     );
+    let behavioural = match source {
+        CoOccurrences::Baskets(baskets) => behaviour::embed(baskets, dim, max_items, seed),
+        CoOccurrences::Counts(counts) => {
+            behaviour::embed_gram(counts.dense_gram(max_items), counts.items(), dim, seed)
+        }
+    };
+
     if params.behaviour_weight >= 1.0 {
         return (behavioural, params.behaviour_dim);
     }
     let joined = behaviour::join(
-        baskets.items(),
+        items,
         text,
         params.dim,
         &behavioural,
@@ -319,20 +334,6 @@ pub fn train(
         }
     }
     progress.inc(1);
-    progress.message("content");
-    let content_started = Instant::now();
-    let titles: Vec<&str> = items.iter().map(|i| i.title.as_str()).collect();
-    let embeddings = content::embed(&titles, params.dim, params.seed);
-    let (diversity, diversity_dim) = diversity_embeddings(&embeddings, &set.baskets, params);
-    let content = content::neighbours(
-        &embeddings,
-        params.dim,
-        &groups,
-        params.content_neighbours,
-        params.content_min_similarity,
-        estimators::worker_threads(params.measure.threads),
-    );
-    progress.inc(1);
     // Under differential privacy the raw basket figures and dates stay in here.
     let private = params.measure.dp.is_some();
     let stats = TrainStats {
@@ -342,24 +343,107 @@ pub fn train(
         } else {
             range.clone().map(|b| history.basket(b).len()).sum()
         },
-        items: items.len(),
         time_range: (!private).then(|| (history.time(range.start), history.time(range.end - 1))),
-        co_purchase: measure_stats,
-        content_pairs: content.len(),
-        content_seconds: content_started.elapsed().as_secs_f64(),
-        seconds: started.elapsed().as_secs_f64(),
+        ..TrainStats::default()
     };
-    Ok(TrainedModel {
-        params: params.clone(),
+    let parts = Assembly {
         items,
+        groups,
         co_purchase,
-        embeddings,
-        diversity,
-        diversity_dim,
-        content,
+        measure_stats,
         stats,
-        tuning: None,
-    })
+        started,
+    };
+    Ok(parts.finish(CoOccurrences::Baskets(&set.baskets), params, progress))
+}
+
+/// Trains from co-occurrence counts alone (counted in Postgres or by an outside job; see
+/// [`super::counts_file`]): `items` are the counts' items in order, with their catalogue
+/// rows. Only `sparse-ease` needs nothing but counts.
+pub fn train_from_counts(
+    counts: &Counts,
+    items: Vec<TrainedItem>,
+    params: &TrainParams,
+    progress: &Progress,
+) -> Result<TrainedModel, TrainError> {
+    let started = Instant::now();
+    if items.is_empty() {
+        return Err(TrainError::NoBaskets);
+    }
+    let groups = params.variant_groups(items.iter().map(|i| i.id.as_str()));
+    progress.inc(1);
+    progress.message(params.measure.estimator.name());
+    let (co_purchase, measure_stats) =
+        estimators::co_purchase_from_counts(counts, &groups, &params.measure)?;
+    progress.inc(1);
+    let stats = TrainStats {
+        baskets: counts.baskets,
+        ..TrainStats::default()
+    };
+    let parts = Assembly {
+        items,
+        groups,
+        co_purchase,
+        measure_stats,
+        stats,
+        started,
+    };
+    Ok(parts.finish(CoOccurrences::Counts(counts), params, progress))
+}
+
+/// What both ways of training share once the co-purchase table is made.
+struct Assembly {
+    items: Vec<TrainedItem>,
+    groups: Vec<u32>,
+    co_purchase: Neighbours,
+    measure_stats: MeasureStats,
+    stats: TrainStats,
+    started: Instant,
+}
+
+impl Assembly {
+    /// Adds the title embeddings, content neighbours and diversity embeddings.
+    fn finish(
+        self,
+        source: CoOccurrences<'_>,
+        params: &TrainParams,
+        progress: &Progress,
+    ) -> TrainedModel {
+        progress.message("content");
+        let content_started = Instant::now();
+        let titles: Vec<&str> = self.items.iter().map(|i| i.title.as_str()).collect();
+        let embeddings = content::embed(&titles, params.dim, params.seed);
+        let (diversity, diversity_dim) =
+            diversity_embeddings(&embeddings, self.items.len(), source, params);
+        let content = content::neighbours(
+            &embeddings,
+            params.dim,
+            &self.groups,
+            params.content_neighbours,
+            params.content_min_similarity,
+            estimators::worker_threads(params.measure.threads),
+        );
+        progress.inc(1);
+        let stats = TrainStats {
+            items: self.items.len(),
+            co_purchase: self.measure_stats,
+            content_pairs: content.len(),
+            content_seconds: content_started.elapsed().as_secs_f64(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            ..self.stats
+        };
+        TrainedModel {
+            params: params.clone(),
+            items: self.items,
+            co_purchase: self.co_purchase,
+            embeddings,
+            diversity,
+            diversity_dim,
+            content,
+            stats,
+            tuning: None,
+        }
+    }
 }
 
 impl TrainedModel {

@@ -5,6 +5,7 @@
 
 mod copy;
 mod copy_out;
+mod counts;
 mod events;
 mod model_tables;
 
@@ -15,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use copy::CopyRows;
+pub use counts::{catalogue_of, count_cooccurrences, DatabaseCounts};
 pub use events::{delete_shopper_events, insert_events};
 pub use model_tables::{
     activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tandem::offline::counts_file::CountTables;
 use tandem::offline::history;
 use tandem::offline::import::import_orders;
 use tandem::offline::orders::ReadOptions;
@@ -262,6 +263,95 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
         body["stats"]["items_with_co_purchase"].as_u64().unwrap() > 0,
         "{body}"
     );
+    let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["item_id"], "22386", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn counts_made_in_postgres_equal_the_in_process_counts_and_train_a_served_version() {
+    let db = fresh_database().await;
+    import(&db.pool, order_file()).await;
+    let history = history::load_history(&db.pool, None).await.unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339("2011-02-15T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    for cut in [None, Some(until)] {
+        let end = cut.map_or(history.len(), |t| history.split_at(t.timestamp()));
+        let counted = tandem::store::count_cooccurrences(&db.pool, cut)
+            .await
+            .unwrap();
+        assert_eq!(counted.baskets as usize, end, "{cut:?}");
+        let tables = CountTables {
+            items: counted.items,
+            item_baskets: counted.item_baskets,
+            pairs: counted.pairs,
+        };
+        assert_eq!(
+            tables.by_id(),
+            CountTables::from_history(&history, 0..end).by_id(),
+            "{cut:?}"
+        );
+    }
+    let counted = tandem::store::count_cooccurrences(&db.pool, None)
+        .await
+        .unwrap();
+    let catalogue = tandem::store::catalogue_of(&db.pool, &counted.items)
+        .await
+        .unwrap();
+    assert!(catalogue.iter().all(Option::is_some));
+    let tables = CountTables {
+        items: counted.items,
+        item_baskets: counted.item_baskets,
+        pairs: counted.pairs,
+    };
+    let params = TrainParams::default();
+    let counts = tables.to_counts(counted.baskets as usize, params.measure.min_baskets);
+    let items = tables
+        .items
+        .iter()
+        .zip(&tables.item_baskets)
+        .zip(catalogue)
+        .map(|((id, &n), row)| {
+            let (title, category, price) = row.unwrap();
+            train::TrainedItem {
+                id: id.clone(),
+                title,
+                category,
+                price,
+                popularity: n as f32,
+                baskets: n as u32,
+            }
+        })
+        .collect();
+    let model = train::train_from_counts(&counts, items, &params, &Progress::hidden()).unwrap();
+    let from_history =
+        train::train(&history, 0..history.len(), &params, &Progress::hidden()).unwrap();
+    // The same weights whichever way the counts came (item numbers, and so the order of
+    // tied neighbours, differ).
+    let neighbours = |m: &train::TrainedModel, id: &str| {
+        let i = m.index_of(id).unwrap();
+        let (others, scores, _) = m.co_purchase.row(i);
+        let mut row: Vec<(String, i64)> = others
+            .iter()
+            .zip(scores)
+            .map(|(&o, &s)| (m.items[o as usize].id.clone(), (s * 1e5).round() as i64))
+            .collect();
+        row.sort();
+        row
+    };
+    for id in ["85099B", "22386", "22423"] {
+        assert_eq!(
+            neighbours(&model, id),
+            neighbours(&from_history, id),
+            "{id}"
+        );
+    }
+    model.write_version(&db.pool).await.unwrap();
+    let settings = test_settings(&db);
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
     let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"][0]["item_id"], "22386", "{body}");
