@@ -5,17 +5,29 @@
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
-/// The distinct items of each cleaned order before `$1` (all orders when null).
-const BASKETS: &str = "
-    WITH basket_items AS (
+/// The distinct items of each cleaned order before `$1` (all orders when null), with
+/// baskets and items numbered (items in byte order of their ids, from 1), so the pair join and
+/// its aggregate work on integers.
+const NUMBERED: &str = "
+    WITH basket_items AS MATERIALIZED (
         SELECT DISTINCT l.order_id, l.item_id
         FROM order_lines l JOIN orders o ON o.id = l.order_id
         WHERE NOT o.cancelled AND l.quantity > 0
           AND (l.unit_price IS NULL OR l.unit_price > 0)
           AND ($1::timestamptz IS NULL OR o.ordered_at < $1)
+    ),
+    numbered AS MATERIALIZED (
+        SELECT order_id, item_id,
+               dense_rank() OVER (ORDER BY order_id) AS basket,
+               dense_rank() OVER (ORDER BY item_id COLLATE \"C\") AS item
+        FROM basket_items
     )";
+
+/// Memory each sort or hash of the counting query may use before spilling to disk: the pair
+/// aggregate holds one entry per co-occurring pair (about 110 bytes each).
+const WORK_MEM: &str = "SET LOCAL work_mem = '1GB'";
 
 /// Item and pair counts as Postgres counted them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,46 +47,51 @@ pub async fn count_cooccurrences(
     pool: &PgPool,
     until: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<DatabaseCounts, sqlx::Error> {
-    let baskets: i64 = sqlx::query_scalar(&format!(
-        "{BASKETS} SELECT count(DISTINCT order_id) FROM basket_items"
-    ))
-    .bind(until)
-    .fetch_one(pool)
-    .await?;
-    let mut counts = DatabaseCounts {
-        baskets: baskets.max(0) as u64,
-        ..DatabaseCounts::default()
-    };
-    let mut position: HashMap<String, u32> = HashMap::with_capacity(4096);
+    // One snapshot for the three statements, so they count the same orders.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(WORK_MEM).execute(&mut *tx).await?;
+    let mut counts = DatabaseCounts::default();
     let sql = format!(
-        "{BASKETS} SELECT item_id, count(*) FROM basket_items GROUP BY item_id ORDER BY item_id"
+        "{NUMBERED} SELECT item, min(item_id), count(*), max(max(basket)) OVER ()
+         FROM numbered GROUP BY item ORDER BY item"
     );
-    let mut rows = sqlx::query(&sql).bind(until).fetch(pool);
+    let mut rows = sqlx::query(&sql).bind(until).fetch(&mut *tx);
     while let Some(row) = rows.try_next().await? {
-        let id: String = row.try_get(0)?;
-        let n: i64 = row.try_get(1)?;
-        position.insert(id.clone(), counts.items.len() as u32);
+        let (item, id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let (n, baskets): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        if item != counts.items.len() as i64 + 1 {
+            return Err(sqlx::Error::Protocol(format!(
+                "item numbers out of order at {id}"
+            )));
+        }
         counts.items.push(id);
         counts.item_baskets.push(n.max(0) as u64);
+        counts.baskets = baskets.max(0) as u64;
     }
     drop(rows);
     let sql = format!(
-        "{BASKETS} SELECT a.item_id, b.item_id, count(*)
-         FROM basket_items a JOIN basket_items b
-           ON a.order_id = b.order_id AND a.item_id < b.item_id
-         GROUP BY a.item_id, b.item_id"
+        "{NUMBERED} SELECT a.item, b.item, count(*)
+         FROM numbered a JOIN numbered b ON a.basket = b.basket AND a.item < b.item
+         GROUP BY a.item, b.item"
     );
-    let mut rows = sqlx::query(&sql).bind(until).fetch(pool);
+    let items = counts.items.len() as i64;
+    let mut rows = sqlx::query(&sql).bind(until).fetch(&mut *tx);
     while let Some(row) = rows.try_next().await? {
-        let (a, b): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
-        let n: i64 = row.try_get(2)?;
-        let (Some(&a), Some(&b)) = (position.get(a), position.get(b)) else {
+        let (a, b, n): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if !(1..=items).contains(&a) || !(1..=items).contains(&b) {
             return Err(sqlx::Error::Protocol(format!(
                 "pair ({a}, {b}) names an item the item count does not"
             )));
-        };
-        counts.pairs.push((a.min(b), a.max(b), n.max(0) as u64));
+        }
+        counts
+            .pairs
+            .push(((a - 1) as u32, (b - 1) as u32, n.max(0) as u64));
     }
+    drop(rows);
+    tx.commit().await?;
     Ok(counts)
 }
 
