@@ -196,6 +196,9 @@ pub struct MeasureStats {
     /// The released (noisy) basket count of every item, under differential privacy.
     #[serde(skip)]
     pub released_item_counts: Option<Vec<f32>>,
+    /// Seconds spent counting co-occurrences (`sparse-ease` from baskets; the rest of
+    /// `seconds` is the estimator itself).
+    pub counting_seconds: f64,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -229,8 +232,17 @@ pub fn co_purchase(
     let (neighbours, stats) = match params.estimator {
         Estimator::Ease => dense_ease::ease(baskets, variant_groups, params)?,
         Estimator::SparseEase => {
+            let counting = Instant::now();
             let counts = Counts::from_baskets(baskets, params.min_baskets, params.threads);
-            sparse_ease::sparse_ease(&counts, variant_groups, params)?
+            let counting = counting.elapsed().as_secs_f64();
+            let (neighbours, stats) = sparse_ease::sparse_ease(&counts, variant_groups, params)?;
+            (
+                neighbours,
+                MeasureStats {
+                    counting_seconds: counting,
+                    ..stats
+                },
+            )
         }
         estimator => similarity::sparse(baskets, variant_groups, params, estimator)?,
     };
