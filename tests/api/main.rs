@@ -12,3 +12,4 @@ mod operations;
 mod recommendations;
 mod reload;
 mod replicas;
+mod spark_counts;
