@@ -187,6 +187,32 @@ mod tests {
         }
     }
 
+    /// docs/api.md's table of codes is this enum's; `TANDEM_UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn the_documented_codes_are_exactly_the_enum() {
+        const START: &str =
+            "<!-- error codes: generated from src/http/error_code.rs; a test checks this table -->\n";
+        const END: &str = "<!-- end of error codes -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc
+            .find(START)
+            .expect("docs/api.md marks its table of codes")
+            + START.len();
+        let end = start + doc[start..].find(END).expect("and where it ends");
+        let table = ErrorCode::markdown_table();
+        if std::env::var_os("TANDEM_UPDATE_GOLDEN").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            assert_eq!(
+                &doc[start..end],
+                table,
+                "run with TANDEM_UPDATE_GOLDEN=1 to update"
+            );
+        }
+    }
+
     #[test]
     fn the_markdown_table_has_a_row_per_code() {
         let table = ErrorCode::markdown_table();
