@@ -7,7 +7,9 @@
 //! the cart, the customer's strictly earlier purchases as `purchased`. A model fitted on the
 //! baskets before the split then answers them:
 //! 1. **Estimator** (`sparse-ease` only): λ on a ×4 grid around the configured value refined
-//!    by ×2, then the minimum support, each table ranked by its own signal.
+//!    by ×2, each table ranked by its own signal. The minimum support is not searched: above
+//!    1 it leaves items with enough baskets but only single shared ones without any
+//!    neighbour, and every item with enough baskets must have some.
 //! 2. **Blend, per touchpoint**, by coordinate ascent from the configured values: the content
 //!    and popularity weights, θ and substitute demotion on requests with the cart alone, then
 //!    the weight of earlier purchases on requests that carry them. Touchpoints differ in how
@@ -512,11 +514,10 @@ fn tune_touchpoint(
     }
 }
 
-/// Searches λ and the minimum support of a `sparse-ease` table on the checkout cases with
+/// Searches λ of a `sparse-ease` table on the checkout cases with
 /// the cart alone, each table ranking by itself; returns the chosen parameters, the trials and
 /// the chosen table's snapshot. λ takes a ×4 grid around the configured value (whose table
-/// `model` already holds), then ×2 steps around the best; the minimum support is tried by
-/// filtering the best table (a refit would keep a few more weak entries in long rows).
+/// `model` already holds), then ×2 steps around the best.
 #[allow(clippy::too_many_arguments)]
 fn tune_estimator(
     history: &History,
@@ -554,7 +555,6 @@ fn tune_estimator(
                 ndcg: r.ndcg,
             },
             measure,
-            pairs,
             snapshot,
         })
     };
@@ -580,18 +580,6 @@ fn tune_estimator(
         fit(lambda * factor, &mut trials)?;
     }
     let best = best_trial(&trials);
-    for min_support in [1, 2, 3] {
-        if min_support == trials[best].measure.min_support {
-            continue;
-        }
-        let measure = MeasureParams {
-            min_support,
-            ..trials[best].measure.clone()
-        };
-        let pairs = trials[best].pairs.with_min_support(min_support);
-        trials.push(score(measure, pairs)?);
-    }
-    let best = best_trial(&trials);
     let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
     Ok((
         measure,
@@ -603,7 +591,6 @@ fn tune_estimator(
 /// One estimator setting, its table and its validation scores.
 struct Trial {
     measure: MeasureParams,
-    pairs: Neighbours,
     snapshot: Arc<Snapshot>,
     result: EstimatorTrial,
 }

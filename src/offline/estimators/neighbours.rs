@@ -48,27 +48,6 @@ impl Neighbours {
         (self.offsets, self.others, self.scores, self.support)
     }
 
-    /// The same rows without the entries whose support is below `min_support`.
-    pub fn with_min_support(&self, min_support: u32) -> Self {
-        let mut n = Self {
-            offsets: Vec::with_capacity(self.offsets.len()),
-            ..Self::default()
-        };
-        n.offsets.push(0);
-        for item in 0..self.items() as u32 {
-            let (others, scores, support) = self.row(item);
-            for ((&o, &s), &c) in others.iter().zip(scores).zip(support) {
-                if c >= min_support {
-                    n.others.push(o);
-                    n.scores.push(s);
-                    n.support.push(c);
-                }
-            }
-            n.offsets.push(n.others.len());
-        }
-        n
-    }
-
     /// Number of items (rows).
     pub fn items(&self) -> usize {
         self.offsets.len() - 1

@@ -17,6 +17,59 @@ use super::neighbours::keep_strongest;
 use super::parallel::{join_all, rows_in_parallel, worker_threads};
 use super::{MeasureError, MeasureParams, MeasureStats, Neighbours};
 
+/// Most items whose shared counts [`PopularCounts`] holds densely (64 MiB at this size).
+const POPULAR_ITEMS: usize = 4096;
+
+/// The shared counts among the eligible items in most baskets, as a dense table: items'
+/// neighbourhoods are mostly popular items, so most lookups of a neighbourhood's Gram matrix
+/// take one load instead of a search through a long row.
+struct PopularCounts {
+    position: Vec<u32>,
+    size: usize,
+    shared: Vec<u32>,
+}
+
+impl PopularCounts {
+    fn new(counts: &Counts) -> Self {
+        let mut popular: Vec<u32> = (0..counts.items() as u32)
+            .filter(|&i| counts.eligible(i))
+            .collect();
+        popular.sort_unstable_by(|&a, &b| {
+            counts.item_baskets[b as usize]
+                .cmp(&counts.item_baskets[a as usize])
+                .then(a.cmp(&b))
+        });
+        popular.truncate(POPULAR_ITEMS);
+        let size = popular.len();
+        let mut position = vec![u32::MAX; counts.items()];
+        for (p, &i) in popular.iter().enumerate() {
+            position[i as usize] = p as u32;
+        }
+        let mut shared = vec![0u32; size * size];
+        for (p, &i) in popular.iter().enumerate() {
+            let (others, row_shared) = counts.row(i);
+            for (&o, &c) in others.iter().zip(row_shared) {
+                let q = position[o as usize];
+                if q != u32::MAX {
+                    shared[p * size + q as usize] = c;
+                }
+            }
+        }
+        Self {
+            position,
+            size,
+            shared,
+        }
+    }
+
+    /// The baskets `a` and `b` share, when both are in the table.
+    #[inline]
+    fn get(&self, a: u32, b: u32) -> Option<u32> {
+        let (p, q) = (self.position[a as usize], self.position[b as usize]);
+        (p != u32::MAX && q != u32::MAX).then(|| self.shared[p as usize * self.size + q as usize])
+    }
+}
+
 /// One estimate of an entry of `P` from the solve of one of its two items.
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
@@ -43,6 +96,7 @@ impl Solver {
     fn solve(
         &mut self,
         counts: &Counts,
+        popular: &PopularCounts,
         j: u32,
         lambda: f64,
         size: usize,
@@ -72,6 +126,10 @@ impl Solver {
             let (row, row_shared) = counts.row(a);
             let mut from = 0;
             for (q, &(b, _)) in self.selected[..p].iter().enumerate() {
+                if let Some(shared) = popular.get(a, b) {
+                    self.matrix[p * m + q] = f64::from(shared);
+                    continue;
+                }
                 let at = from + row[from..].partition_point(|&x| x < b);
                 if at < row.len() && row[at] == b {
                     self.matrix[p * m + q] = f64::from(row_shared[at]);
@@ -182,6 +240,8 @@ pub(super) fn sparse_ease(
     }
     let items = counts.items();
     let threads = worker_threads(params.threads).clamp(1, items.max(1));
+    let popular = PopularCounts::new(counts);
+    let popular = &popular;
     let parts: Vec<SolvedPart> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -194,6 +254,7 @@ pub(super) fn sparse_ease(
                         if counts.eligible(j) {
                             let p = solver.solve(
                                 counts,
+                                popular,
                                 j,
                                 params.lambda,
                                 params.neighbourhood,
