@@ -12,7 +12,7 @@ use foldhash::{HashMap, HashMapExt};
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
-use super::catalogue::{CatalogueAccumulator, DerivedItem};
+use super::derived_items::{DerivedItem, DerivedItems};
 use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
 
 /// No customer.
@@ -90,14 +90,14 @@ impl History {
             source,
         })?;
         let mut builder = HistoryBuilder::new();
-        let mut catalogue = CatalogueAccumulator::new();
+        let mut derived = DerivedItems::new();
         let mut rows = 0u64;
         let report = orders::read_lines(input, options, |_, line, line_use| {
             rows += 1;
             if rows.is_multiple_of(65_536) {
                 progress(rows);
             }
-            let item = catalogue.add(
+            let item = derived.add(
                 line.item_id,
                 line.description,
                 line.unit_price,
@@ -107,7 +107,7 @@ impl History {
                 builder.add(line.order_id, line.ordered_at, line.customer_id, item);
             }
         })?;
-        Ok((builder.finish(catalogue.finish()), report))
+        Ok((builder.finish(derived.finish()), report))
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! A blocking thread parses and cleans the file ([`super::orders`]) and streams order lines,
 //! already encoded for COPY, over a bounded channel; the async side COPYs them into a
-//! temporary table while the thread keeps reading. Orders and derived catalogue rows
-//! ([`super::catalogue`]) are small and collected in memory, then COPYed into temporary
+//! temporary table while the thread keeps reading. Orders and derived item rows
+//! ([`super::derived_items`]) are small and collected in memory, then COPYed into temporary
 //! tables too. Three upserts move everything into place in one transaction, updating a row
 //! only when it differs (`IS DISTINCT FROM`), so importing the same file twice changes
 //! nothing.
@@ -23,7 +23,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::catalogue::CatalogueAccumulator;
+use super::derived_items::DerivedItems;
 use super::estimators;
 use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
 use crate::store::CopyRows;
@@ -129,7 +129,7 @@ struct OrderRow {
 
 struct Parsed {
     report: RowReport,
-    catalogue: CatalogueAccumulator,
+    derived: DerivedItems,
     orders: HashMap<Box<str>, OrderRow>,
 }
 
@@ -146,12 +146,12 @@ fn parse_into_chunks(
         source,
     })?;
     let mut rows = 0u64;
-    let mut catalogue = CatalogueAccumulator::new();
+    let mut derived = DerivedItems::new();
     let mut orders: HashMap<Box<str>, OrderRow> = HashMap::with_capacity(1 << 15);
     let mut buffer = CopyText(Vec::with_capacity(CHUNK_BYTES + 4096));
     let mut receiver_gone = false;
     let report = orders::read_lines(input, options, |_, line, line_use| {
-        catalogue.add(
+        derived.add(
             line.item_id,
             line.description,
             line.unit_price,
@@ -199,7 +199,7 @@ fn parse_into_chunks(
     }
     Ok(Parsed {
         report,
-        catalogue,
+        derived,
         orders,
     })
 }
@@ -260,7 +260,7 @@ pub async fn import_orders(
 
     let Parsed {
         report,
-        catalogue,
+        derived,
         orders,
     } = parsed;
     let mut copy = CopyRows::start(
@@ -281,7 +281,7 @@ pub async fn import_orders(
         copy.end_row().await?;
     }
     copy.finish().await?;
-    let items = catalogue.finish();
+    let items = derived.finish();
     let mut copy = CopyRows::start(
         &mut tx,
         "COPY items_incoming (id, title, category, price, product_group) FROM STDIN",

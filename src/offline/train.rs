@@ -676,7 +676,7 @@ mod tests {
         assert_eq!(s.version(), ModelVersion(9));
         assert_eq!(s.stats().items_with_embedding, 5);
         assert_eq!(
-            s.catalogue().title(s.index_of("10001").unwrap()),
+            s.attributes().title(s.index_of("10001").unwrap()),
             "RED TEA CUP"
         );
         assert_eq!(
