@@ -19,8 +19,8 @@ pub use copy::CopyRows;
 pub use counts::{catalogue_of, count_cooccurrences, DatabaseCounts};
 pub use events::{delete_shopper_events, insert_events};
 pub use model_tables::{
-    activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready,
-    upsert_catalogue, CatalogueRow, VersionSelector, ACTIVATION_CHANNEL,
+    activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready, write_version,
+    ExistingItems, ItemRow, ModelRows, NewVersion, VersionSelector, ACTIVATION_CHANNEL,
 };
 
 use crate::domain::ModelVersion;
