@@ -20,7 +20,8 @@ pub use counts::{catalogue_of, count_cooccurrences, DatabaseCounts};
 pub use events::{delete_shopper_events, insert_events};
 pub use model_tables::{
     activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready, write_version,
-    ExistingItems, ItemRow, ModelRows, NewVersion, VersionSelector, ACTIVATION_CHANNEL,
+    ActivationListener, ExistingItems, Heard, ItemRow, ModelRows, NewVersion, VersionSelector,
+    ACTIVATION_CHANNEL,
 };
 
 use crate::domain::ModelVersion;

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
+use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 
 use super::{copy_out, CopyRows, LoadError};
@@ -654,6 +655,35 @@ pub async fn activate(pool: &PgPool, version: ModelVersion) -> Result<(), LoadEr
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A connection that hears activations (LISTEN on [`ACTIVATION_CHANNEL`]).
+pub struct ActivationListener(PgListener);
+
+/// What an [`ActivationListener`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// An activation was announced.
+    Activation,
+    /// The connection dropped and came back: announcements may have been lost.
+    Reconnected,
+}
+
+impl ActivationListener {
+    /// Connects and listens.
+    pub async fn connect(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(ACTIVATION_CHANNEL).await?;
+        Ok(Self(listener))
+    }
+
+    /// Waits for the next announcement or reconnection.
+    pub async fn next(&mut self) -> Result<Heard, sqlx::Error> {
+        Ok(match self.0.try_recv().await? {
+            Some(_) => Heard::Activation,
+            None => Heard::Reconnected,
+        })
+    }
 }
 
 /// The ready version activated last, if one ever was. (Unlike [`VersionSelector::Active`],
