@@ -502,10 +502,10 @@ impl TrainedModel {
         builder.finish()
     }
 
-    /// Writes this model as a new version: `building`, then every table by COPY in one
-    /// transaction, then `ready`; on any error the version is marked `failed`. Items the
-    /// catalogue does not know yet get their derived rows; existing catalogue rows are the
-    /// shop's and are left alone.
+    /// Writes this model as a new version ([`store::write_version`]): `building`, then every
+    /// table in one transaction, then `ready`; on any error the version is marked `failed`.
+    /// Items the catalogue does not know yet get their derived rows; existing catalogue rows
+    /// are the shop's and are left alone.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, WriteError> {
         let params = serde_json::json!({ "trainer": "tandem train", "params": self.params });
         let tuning = self

@@ -7,6 +7,8 @@ mod copy;
 mod copy_out;
 mod counts;
 mod events;
+mod history;
+mod import;
 mod model_tables;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -15,9 +17,11 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use copy::CopyRows;
-pub use counts::{catalogue_of, count_cooccurrences, DatabaseCounts};
+pub use copy::{CopyRows, CopyText};
+pub use counts::{count_cooccurrences, DatabaseCounts};
 pub use events::{delete_shopper_events, insert_events};
+pub use history::{catalogue_of, for_each_basket_line, BasketLine};
+pub use import::{HistoryImport, ImportChanges, ImportItem, ImportLine, ImportLines, ImportOrder};
 pub use model_tables::{
     activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready, write_version,
     ActivationListener, ExistingItems, Heard, ItemRow, ModelRows, NewVersion, VersionSelector,
