@@ -1,7 +1,10 @@
-//! Postgres: migrations, loading a model version into a snapshot, writing model tables and
-//! storefront events.
+//! Postgres, and every SQL statement of the crate: migrations; the model tables (loading a
+//! version into a snapshot, writing and activating versions); order history (reading the
+//! baskets, importing a file's orders, counting co-occurrences); storefront events.
 //!
-//! Loads stream one query per table (never a query per item); writes use `COPY FROM STDIN`.
+//! Loads stream one query per table (never a query per item); bulk writes use
+//! `COPY FROM STDIN`. The other layers hand rows in and get rows out through the types here:
+//! the store uses `domain`, `model` and `events` types, never `offline` ones.
 
 mod copy;
 mod copy_out;
