@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::domain::ModelVersion;
 use crate::metrics::{Metrics, ReloadOutcome};
 use crate::model::{LoadStats, ModelHandle};
-use crate::store::{self, LoadError, VersionSelector};
+use crate::store::{self, Heard, LoadError, VersionSelector};
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Serialize)]
@@ -153,7 +153,7 @@ impl Reloader {
     async fn listen_for_activations(&self, pool: &PgPool, retry: Duration) {
         let pool = pool.clone();
         loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            let mut listener = match store::ActivationListener::connect(&pool).await {
                 Ok(listener) => listener,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?retry, "cannot listen for activations");
@@ -161,19 +161,14 @@ impl Reloader {
                     continue;
                 }
             };
-            if let Err(error) = listener.listen(store::ACTIVATION_CHANNEL).await {
-                tracing::warn!(%error, retry_in = ?retry, "cannot listen for activations");
-                tokio::time::sleep(retry).await;
-                continue;
-            }
             self.serve_active(&pool, retry).await;
             loop {
-                match listener.try_recv().await {
-                    // The payload names the version, but notifications can arrive late (after
-                    // a newer activation): what is active now is what counts.
-                    Ok(Some(_)) => self.serve_active(&pool, retry).await,
-                    // The connection dropped and came back: notifications may have been lost.
-                    Ok(None) => self.serve_active(&pool, retry).await,
+                match listener.next().await {
+                    // The announcement names the version, but it can arrive late (after a
+                    // newer activation): what is active now is what counts.
+                    Ok(Heard::Activation) => self.serve_active(&pool, retry).await,
+                    // Announcements may have been lost while the connection was down.
+                    Ok(Heard::Reconnected) => self.serve_active(&pool, retry).await,
                     Err(error) => {
                         tracing::warn!(%error, retry_in = ?retry, "activation listener failed");
                         tokio::time::sleep(retry).await;

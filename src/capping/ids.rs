@@ -105,7 +105,7 @@ impl ItemIds {
         selected
     }
 
-    /// Appends `id` (see [`stored_form`] for ids over 64 KiB).
+    /// Appends `id` (an id over 64 KiB keeps only its start; see `stored_form`).
     pub fn push(&mut self, id: &str) {
         let id = stored_form(id);
         self.headers.push(header(id));

@@ -180,20 +180,7 @@ impl SnapshotBuilder {
 
     /// Adds a co-purchase row: `other` is a neighbour of `item` with `score`.
     pub fn add_pair(&mut self, item: &str, other: &str, score: f32) -> Result<(), ModelError> {
-        let from = self.source_index("co_purchase", item)?;
-        let to = self.index("co_purchase", other)?;
-        if from == to {
-            return Err(ModelError::SelfPair(shown(item)));
-        }
-        if !score.is_finite() {
-            return Err(ModelError::NonFinite {
-                table: "co_purchase",
-                field: "score",
-                id: shown(item),
-            });
-        }
-        self.pairs.push(from, to, score);
-        Ok(())
+        self.add_neighbour(Neighbours::CoPurchase, item, other, score)
     }
 
     /// Adds a content-neighbour row: `other` is similar to `item` with `score`.
@@ -203,19 +190,35 @@ impl SnapshotBuilder {
         other: &str,
         score: f32,
     ) -> Result<(), ModelError> {
-        let from = self.source_index("content_neighbours", item)?;
-        let to = self.index("content_neighbours", other)?;
+        self.add_neighbour(Neighbours::Content, item, other, score)
+    }
+
+    /// Adds a neighbour row to the table `which` (inlined, so each caller's table is fixed).
+    #[inline]
+    fn add_neighbour(
+        &mut self,
+        which: Neighbours,
+        item: &str,
+        other: &str,
+        score: f32,
+    ) -> Result<(), ModelError> {
+        let table = which.table();
+        let from = self.source_index(table, item)?;
+        let to = self.index(table, other)?;
         if from == to {
             return Err(ModelError::SelfPair(shown(item)));
         }
         if !score.is_finite() {
             return Err(ModelError::NonFinite {
-                table: "content_neighbours",
+                table,
                 field: "score",
                 id: shown(item),
             });
         }
-        self.content_pairs.push(from, to, score);
+        match which {
+            Neighbours::CoPurchase => self.pairs.push(from, to, score),
+            Neighbours::Content => self.content_pairs.push(from, to, score),
+        }
         Ok(())
     }
 
@@ -410,6 +413,24 @@ impl SnapshotBuilder {
             tuning: None,
             stats,
         })
+    }
+}
+
+/// The two kinds of neighbour row a version carries.
+#[derive(Debug, Clone, Copy)]
+enum Neighbours {
+    /// Items bought together (`co_purchase`).
+    CoPurchase,
+    /// Items with similar titles (`content_neighbours`).
+    Content,
+}
+
+impl Neighbours {
+    fn table(self) -> &'static str {
+        match self {
+            Self::CoPurchase => "co_purchase",
+            Self::Content => "content_neighbours",
+        }
     }
 }
 

@@ -197,11 +197,6 @@ impl Snapshot {
         &self.attributes
     }
 
-    /// [`Snapshot::attributes`] under its former name, which `src/offline` still calls.
-    pub fn catalogue(&self) -> &ItemAttributes {
-        &self.attributes
-    }
-
     /// Co-purchase neighbours of `item` with their scores, best first.
     #[inline]
     pub fn co_purchase(&self, item: ItemIndex) -> (&[ItemIndex], &[f32]) {

@@ -5,7 +5,7 @@
 //! `train` writes a version when it has one (or with `--dry-run` only reports), and
 //! `evaluate` reads history from `--orders FILE` or else from the database.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -357,7 +357,22 @@ fn print_bad_rows(report: &orders::RowReport) {
     }
 }
 
-async fn database_history(pool: &PgPool, until: Option<i64>) -> anyhow::Result<History> {
+/// The order history to train or evaluate on: read from `orders` (a file with `columns`), else
+/// loaded from the database (the orders before `until`, when set).
+async fn load_history(
+    orders: Option<&Path>,
+    columns: &ColumnArgs,
+    pool: Option<&PgPool>,
+    until: Option<i64>,
+) -> anyhow::Result<History> {
+    let pool = match (orders, pool) {
+        (Some(path), _) => {
+            let (path, options) = (path.to_path_buf(), columns.read_options());
+            return tokio::task::spawn_blocking(move || read_history_file(&path, &options)).await?;
+        }
+        (None, Some(pool)) => pool,
+        (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
+    };
     let progress = Progress::start("load", None, "");
     let history = history::load_history(pool, until)
         .await
@@ -416,14 +431,7 @@ pub async fn run_train(
         let model = train_from_counts(&args, pool.as_ref(), until).await?;
         return write_model(model, &args, pool).await;
     }
-    let history = match (&args.orders, &pool) {
-        (Some(path), _) => {
-            let (path, options) = (path.clone(), args.columns.read_options());
-            tokio::task::spawn_blocking(move || read_history_file(&path, &options)).await??
-        }
-        (None, Some(pool)) => database_history(pool, until).await?,
-        (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
-    };
+    let history = load_history(args.orders.as_deref(), &args.columns, pool.as_ref(), until).await?;
     let end = until.map_or(history.len(), |t| history.split_at(t));
     let params = args.model.train_params(until);
     let tune_params = args.tune.tune_params(args.model.threads);
@@ -587,14 +595,7 @@ pub async fn run_evaluate(
     if !(1..=crate::pipeline::MAX_K).contains(&args.k) {
         bail!("--k must be between 1 and {}", crate::pipeline::MAX_K);
     }
-    let history = match (&args.orders, &pool) {
-        (Some(path), _) => {
-            let (path, options) = (path.clone(), args.columns.read_options());
-            tokio::task::spawn_blocking(move || read_history_file(&path, &options)).await??
-        }
-        (None, Some(pool)) => database_history(pool, None).await?,
-        (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
-    };
+    let history = load_history(args.orders.as_deref(), &args.columns, pool.as_ref(), None).await?;
     let params = EvaluateParams {
         until,
         k: args.k,

@@ -99,7 +99,7 @@ mod tests {
             .index_of("22697")
             .expect("a green regency teacup is in the sample");
         assert!(!snapshot.co_purchase(tea).0.is_empty());
-        assert!(snapshot.catalogue().title(tea).contains("TEACUP"));
+        assert!(snapshot.attributes().title(tea).contains("TEACUP"));
         assert!(
             snapshot.index_of("POST").is_none(),
             "postage is not a product"

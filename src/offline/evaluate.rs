@@ -242,12 +242,12 @@ fn category_diversity(snapshot: &Snapshot, items: &[u32]) -> Option<f64> {
     if items.len() < 2 {
         return None;
     }
-    let catalogue = snapshot.catalogue();
+    let attributes = snapshot.attributes();
     let mut different = 0usize;
     let mut pairs = 0usize;
     for (a, &i) in items.iter().enumerate() {
         for &j in &items[a + 1..] {
-            let (ci, cj) = (catalogue.category(i), catalogue.category(j));
+            let (ci, cj) = (attributes.category(i), attributes.category(j));
             if ci != cj || ci == NO_CATEGORY {
                 different += 1;
             }

@@ -2,18 +2,18 @@
 //! with its time and customer) over an item table with derived catalogue rows.
 //!
 //! Loaded from an order-history file ([`History::read`], no database needed: the embedded
-//! demo and fast evaluation use it) or from Postgres ([`load_history`], one streaming query
-//! over `order_lines` joined with `orders`, plus one over `items`). Both apply the cleaning
-//! rules of [`super::orders`], so a file and its import give the same baskets.
+//! demo and fast evaluation use it) or from Postgres ([`load_history`], the basket lines and
+//! catalogue rows the store reads). Both apply the cleaning rules of [`super::orders`], so a
+//! file and its import give the same baskets.
 
 use std::io::Read;
 
 use foldhash::{HashMap, HashMapExt};
-use futures_util::TryStreamExt;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use super::catalogue::{CatalogueAccumulator, DerivedItem};
+use super::derived_items::{DerivedItem, DerivedItems};
 use super::orders::{self, LineUse, ReadError, ReadOptions, RowReport};
+use crate::store;
 
 /// No customer.
 pub const NO_CUSTOMER: u32 = u32::MAX;
@@ -90,14 +90,14 @@ impl History {
             source,
         })?;
         let mut builder = HistoryBuilder::new();
-        let mut catalogue = CatalogueAccumulator::new();
+        let mut derived = DerivedItems::new();
         let mut rows = 0u64;
         let report = orders::read_lines(input, options, |_, line, line_use| {
             rows += 1;
             if rows.is_multiple_of(65_536) {
                 progress(rows);
             }
-            let item = catalogue.add(
+            let item = derived.add(
                 line.item_id,
                 line.description,
                 line.unit_price,
@@ -107,7 +107,7 @@ impl History {
                 builder.add(line.order_id, line.ordered_at, line.customer_id, item);
             }
         })?;
-        Ok((builder.finish(catalogue.finish()), report))
+        Ok((builder.finish(derived.finish()), report))
     }
 }
 
@@ -218,64 +218,50 @@ impl HistoryBuilder {
 }
 
 /// Loads the cleaned history of orders placed before `until` (all when `None`) from
-/// Postgres: one streaming query for the basket lines, one for their catalogue rows.
+/// Postgres: the basket lines in one streaming query, then their items' catalogue rows.
 pub async fn load_history(pool: &PgPool, until: Option<i64>) -> Result<History, sqlx::Error> {
     let until = until.and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-    let mut conn = pool.acquire().await?;
     let mut builder = HistoryBuilder::new();
     let mut index: HashMap<String, u32> = HashMap::with_capacity(4096);
     let mut ids: Vec<String> = Vec::with_capacity(4096);
-    {
-        // The same rule as `OrderLine::line_use` == Basket: not cancelled, quantity and
-        // price positive (non-products are never imported).
-        let mut rows = sqlx::query(
-            "SELECT o.id, o.ordered_at, o.customer_id, l.item_id
-             FROM order_lines l JOIN orders o ON o.id = l.order_id
-             WHERE NOT o.cancelled AND l.quantity > 0
-               AND (l.unit_price IS NULL OR l.unit_price > 0)
-               AND ($1::timestamptz IS NULL OR o.ordered_at < $1)",
-        )
-        .bind(until)
-        .fetch(&mut *conn);
-        while let Some(row) = rows.try_next().await? {
-            let order: &str = row.try_get(0)?;
-            let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
-            let customer: Option<&str> = row.try_get(2)?;
-            let item: &str = row.try_get(3)?;
-            let n = match index.get(item) {
-                Some(&n) => n,
-                None => {
-                    let n = ids.len() as u32;
-                    index.insert(item.to_string(), n);
-                    ids.push(item.to_string());
-                    n
-                }
-            };
-            builder.add(order, at.timestamp(), customer, n);
-        }
-    }
-    let mut items: Vec<DerivedItem> = ids
+    store::for_each_basket_line(pool, until, |line| {
+        let n = match index.get(line.item_id) {
+            Some(&n) => n,
+            None => {
+                let n = ids.len() as u32;
+                index.insert(line.item_id.to_string(), n);
+                ids.push(line.item_id.to_string());
+                n
+            }
+        };
+        builder.add(
+            line.order_id,
+            line.ordered_at.timestamp(),
+            line.customer_id,
+            n,
+        );
+    })
+    .await?;
+    drop(index);
+    let catalogue = store::catalogue_of(pool, &ids).await?;
+    let items = ids
         .into_iter()
-        .map(|id| DerivedItem {
-            title: id.clone(),
-            id,
-            category: None,
-            price: None,
+        .zip(catalogue)
+        .map(|(id, row)| match row {
+            Some((title, category, price)) => DerivedItem {
+                id,
+                title,
+                category,
+                price,
+            },
+            None => DerivedItem {
+                title: id.clone(),
+                id,
+                category: None,
+                price: None,
+            },
         })
         .collect();
-    {
-        let mut rows =
-            sqlx::query("SELECT id, title, category, price FROM items").fetch(&mut *conn);
-        while let Some(row) = rows.try_next().await? {
-            let id: &str = row.try_get(0)?;
-            if let Some(&n) = index.get(id) {
-                let item = &mut items[n as usize];
-                item.title = row.try_get(1)?;
-                item.category = row.try_get(2)?;
-                item.price = row.try_get(3)?;
-            }
-        }
-    }
     Ok(builder.finish(items))
 }
 

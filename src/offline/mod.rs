@@ -2,11 +2,11 @@
 //! and the embedded demo model.
 
 pub mod behaviour;
-pub mod catalogue;
 pub mod cli;
 pub mod content;
 pub mod counts_file;
 pub mod demo;
+pub mod derived_items;
 pub mod estimators;
 pub mod evaluate;
 pub mod history;

@@ -5,6 +5,8 @@
 //! tables have the shape of a real catalogue. Every value derives from `(seed, item)`, so a
 //! spec always produces the same version, row by row, without holding it all in memory.
 
+use std::borrow::Cow;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -12,7 +14,7 @@ use sqlx::PgPool;
 
 use crate::domain::ModelVersion;
 use crate::model::{ItemRecord, ModelError, Snapshot, SnapshotBuilder};
-use crate::store::{self, CatalogueRow, CopyRows};
+use crate::store::{self, ExistingItems, ItemRow, ModelRows, NewVersion};
 
 /// Content neighbours stored per synthetic item.
 const CONTENT_NEIGHBOURS: usize = 10;
@@ -197,104 +199,85 @@ impl SyntheticSpec {
 
     /// Writes the version (and its catalogue rows) to Postgres and marks it `ready`.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, sqlx::Error> {
+        /// Items generated and written at a time.
+        const BATCH: usize = 50_000;
         let params = serde_json::json!({ "generator": "synthetic", "spec": self });
-        let version = store::begin_version(pool, self.dim, 0, &params, None).await?;
-        match self.write_tables(pool, version).await {
-            Ok(pairs) => {
-                let stats = serde_json::json!({ "items": self.items, "pairs": pairs });
-                store::mark_ready(pool, version, &stats).await?;
-                Ok(version)
-            }
-            Err(e) => {
-                // Best effort: the version stays unloadable either way ('building' or 'failed').
-                let _ = store::mark_failed(pool, version, &e.to_string()).await;
-                Err(e)
-            }
+        let new = NewVersion {
+            embedding_dim: self.dim,
+            diversity_dim: 0,
+            params: &params,
+            tuning: None,
+        };
+        let batches = (0..self.items).step_by(BATCH).map(|start| Batch {
+            spec: self,
+            items: (start..(start + BATCH).min(self.items))
+                .map(|i| self.item(i))
+                .collect(),
+        });
+        store::write_version(
+            pool,
+            new,
+            ExistingItems::Replace,
+            batches,
+            |pairs| serde_json::json!({ "items": self.items, "pairs": pairs }),
+        )
+        .await
+    }
+}
+
+/// Generated items as the store writes them.
+struct Batch<'a> {
+    spec: &'a SyntheticSpec,
+    items: Vec<SyntheticItem>,
+}
+
+impl ModelRows for Batch<'_> {
+    fn items(&self) -> usize {
+        self.items.len()
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self.items[i].id
+    }
+
+    fn item(&self, i: usize) -> ItemRow<'_> {
+        let item = &self.items[i];
+        ItemRow {
+            id: &item.id,
+            title: &item.title,
+            category: Some(&item.category),
+            price: Some(item.price),
+            in_stock: item.in_stock,
+            product_group: None,
+            popularity: item.popularity,
+            baskets: 0,
         }
     }
 
-    async fn write_tables(&self, pool: &PgPool, version: ModelVersion) -> Result<u64, sqlx::Error> {
-        const BATCH: usize = 50_000;
-        let mut pairs = 0;
-        let mut conn = pool.acquire().await?;
-        for start in (0..self.items).step_by(BATCH) {
-            let batch: Vec<SyntheticItem> = (start..(start + BATCH).min(self.items))
-                .map(|i| self.item(i))
-                .collect();
-            store::upsert_catalogue(
-                pool,
-                batch.iter().map(|item| CatalogueRow {
-                    id: &item.id,
-                    title: &item.title,
-                    category: Some(&item.category),
-                    price: Some(item.price),
-                    in_stock: item.in_stock,
-                    product_group: None,
-                }),
-            )
-            .await?;
-            let mut copy = CopyRows::start(
-                &mut conn,
-                "COPY item_stats (version, item_id, popularity) FROM STDIN",
-            )
-            .await?;
-            for item in &batch {
-                copy.display(version)
-                    .text(&item.id)
-                    .display(item.popularity);
-                copy.end_row().await?;
-            }
-            copy.finish().await?;
+    fn co_purchase(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32, u32)> {
+        self.items[i].neighbours.iter().map(|&(other, score)| {
+            let support = 1 + (score * 100.0) as u32;
+            (Cow::Owned(self.spec.item_id(other)), score, support)
+        })
+    }
 
-            let mut copy = CopyRows::start(
-                &mut conn,
-                "COPY co_purchase (version, item_id, other_item_id, score, support) FROM STDIN",
-            )
-            .await?;
-            for item in &batch {
-                for &(other, score) in &item.neighbours {
-                    copy.display(version)
-                        .text(&item.id)
-                        .text(&self.item_id(other))
-                        .display(score)
-                        .display(1 + (score * 100.0) as i32);
-                    copy.end_row().await?;
-                }
-            }
-            pairs += copy.finish().await?;
+    fn content_neighbours(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32)> {
+        self.items[i]
+            .content_neighbours
+            .iter()
+            .map(|&(other, score)| (Cow::Owned(self.spec.item_id(other)), score))
+    }
 
-            let mut copy = CopyRows::start(
-                &mut conn,
-                "COPY content_neighbours (version, item_id, other_item_id, score) FROM STDIN",
-            )
-            .await?;
-            for item in &batch {
-                for &(other, score) in &item.content_neighbours {
-                    copy.display(version)
-                        .text(&item.id)
-                        .text(&self.item_id(other))
-                        .display(score);
-                    copy.end_row().await?;
-                }
-            }
-            copy.finish().await?;
+    fn has_vectors(&self) -> bool {
+        self.spec.dim > 0
+    }
 
-            if self.dim > 0 {
-                let mut copy = CopyRows::start(
-                    &mut conn,
-                    "COPY item_embeddings (version, item_id, embedding) FROM STDIN",
-                )
-                .await?;
-                for item in &batch {
-                    copy.display(version)
-                        .text(&item.id)
-                        .f32_bytea(&item.embedding);
-                    copy.end_row().await?;
-                }
-                copy.finish().await?;
-            }
-        }
-        Ok(pairs)
+    fn embedding(&self, i: usize) -> &[f32] {
+        &self.items[i].embedding
+    }
+
+    fn diversity(&self, _: usize) -> Option<&[f32]> {
+        None
     }
 }
 

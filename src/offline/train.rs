@@ -6,6 +6,7 @@
 //! evaluation's popularity baseline is the plain count, and a decay would need a half-life
 //! chosen per shop). Every item of the training history is `in_stock`.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use super::progress::Progress;
 use super::{behaviour, content};
 use crate::domain::ModelVersion;
 use crate::model::{ItemRecord, ModelError, Snapshot, SnapshotBuilder};
-use crate::store::{self, CopyRows};
+use crate::store::{self, ExistingItems, ItemRow, ModelRows, NewVersion};
 
 /// Parameters of a training run (stored with the version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -501,8 +502,10 @@ impl TrainedModel {
         builder.finish()
     }
 
-    /// Writes this model as a new version: `building`, then every table by COPY in one
-    /// transaction, then `ready`; on any error the version is marked `failed`.
+    /// Writes this model as a new version ([`store::write_version`]): `building`, then every
+    /// table in one transaction, then `ready`; on any error the version is marked `failed`.
+    /// Items the catalogue does not know yet get their derived rows; existing catalogue rows
+    /// are the shop's and are left alone.
     pub async fn write_version(&self, pool: &PgPool) -> Result<ModelVersion, WriteError> {
         let params = serde_json::json!({ "trainer": "tandem train", "params": self.params });
         let tuning = self
@@ -511,131 +514,75 @@ impl TrainedModel {
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| WriteError::Database(sqlx::Error::Encode(Box::new(e))))?;
-        let version = store::begin_version(
-            pool,
-            self.params.dim,
-            self.diversity_dim,
-            &params,
-            tuning.as_ref(),
-        )
-        .await?;
-        match self.write_tables(pool, version).await {
-            Ok(()) => {
-                let stats = serde_json::to_value(&self.stats).unwrap_or_default();
-                store::mark_ready(pool, version, &stats).await?;
-                Ok(version)
-            }
-            Err(e) => {
-                // Best effort: the version is unloadable either way ('building' or 'failed').
-                let _ = store::mark_failed(pool, version, &e.to_string()).await;
-                Err(e.into())
-            }
+        let new = NewVersion {
+            embedding_dim: self.params.dim,
+            diversity_dim: self.diversity_dim,
+            params: &params,
+            tuning: tuning.as_ref(),
+        };
+        let stats = serde_json::to_value(&self.stats).unwrap_or_default();
+        let rows = [Rows(self)];
+        Ok(store::write_version(pool, new, ExistingItems::Keep, rows, |_| stats).await?)
+    }
+}
+
+/// A trained model as the store writes it.
+struct Rows<'a>(&'a TrainedModel);
+
+impl ModelRows for Rows<'_> {
+    fn items(&self) -> usize {
+        self.0.items.len()
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self.0.items[i].id
+    }
+
+    fn item(&self, i: usize) -> ItemRow<'_> {
+        let item = &self.0.items[i];
+        ItemRow {
+            id: &item.id,
+            title: &item.title,
+            category: item.category.as_deref(),
+            price: item.price,
+            in_stock: true,
+            product_group: self.0.params.product_group(&item.id),
+            popularity: item.popularity,
+            baskets: item.baskets,
         }
     }
 
-    async fn write_tables(&self, pool: &PgPool, version: ModelVersion) -> Result<(), sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        // Items the catalogue does not know yet get their derived rows; existing catalogue
-        // rows are the shop's and are left alone.
-        sqlx::query(
-            "CREATE TEMP TABLE trained_items (id text, title text, category text, price real,
-             product_group text) ON COMMIT DROP",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let mut copy = CopyRows::start(
-            &mut tx,
-            "COPY trained_items (id, title, category, price, product_group) FROM STDIN",
-        )
-        .await?;
-        for item in &self.items {
-            copy.text(&item.id)
-                .text(&item.title)
-                .opt_text(item.category.as_deref());
-            copy.opt_display(item.price)
-                .opt_text(self.params.product_group(&item.id));
-            copy.end_row().await?;
-        }
-        copy.finish().await?;
-        sqlx::query(
-            "INSERT INTO items (id, title, category, price, product_group)
-             SELECT id, title, category, price, product_group FROM trained_items
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?;
+    fn co_purchase(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32, u32)> {
+        let (others, scores, support) = self.0.co_purchase.row(i as u32);
+        others
+            .iter()
+            .zip(scores)
+            .zip(support)
+            .map(|((&other, &score), &support)| {
+                (Cow::Borrowed(self.id(other as usize)), score, support)
+            })
+    }
 
-        let mut copy = CopyRows::start(
-            &mut tx,
-            "COPY item_stats (version, item_id, popularity, baskets) FROM STDIN",
-        )
-        .await?;
-        for item in &self.items {
-            copy.display(version)
-                .text(&item.id)
-                .display(item.popularity)
-                .display(item.baskets);
-            copy.end_row().await?;
-        }
-        copy.finish().await?;
+    fn content_neighbours(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32)> {
+        let (others, scores, _) = self.0.content.row(i as u32);
+        others
+            .iter()
+            .zip(scores)
+            .map(|(&other, &score)| (Cow::Borrowed(self.id(other as usize)), score))
+    }
 
-        let mut copy = CopyRows::start(
-            &mut tx,
-            "COPY co_purchase (version, item_id, other_item_id, score, support) FROM STDIN",
-        )
-        .await?;
-        for (i, item) in self.items.iter().enumerate() {
-            let (others, scores, support) = self.co_purchase.row(i as u32);
-            for ((&other, &score), &support) in others.iter().zip(scores).zip(support) {
-                copy.display(version)
-                    .text(&item.id)
-                    .text(&self.items[other as usize].id)
-                    .display(score)
-                    .display(support);
-                copy.end_row().await?;
-            }
-        }
-        copy.finish().await?;
+    fn has_vectors(&self) -> bool {
+        self.0.params.dim > 0 || self.0.diversity_dim > 0
+    }
 
-        let dim = self.params.dim;
-        let diversity_dim = self.diversity_dim;
-        if dim > 0 || diversity_dim > 0 {
-            let mut copy = CopyRows::start(
-                &mut tx,
-                "COPY item_embeddings (version, item_id, embedding, diversity) FROM STDIN",
-            )
-            .await?;
-            for (i, item) in self.items.iter().enumerate() {
-                copy.display(version)
-                    .text(&item.id)
-                    .f32_bytea(&self.embeddings[i * dim..(i + 1) * dim]);
-                if diversity_dim > 0 {
-                    copy.f32_bytea(&self.diversity[i * diversity_dim..(i + 1) * diversity_dim]);
-                } else {
-                    copy.null();
-                }
-                copy.end_row().await?;
-            }
-            copy.finish().await?;
-        }
+    fn embedding(&self, i: usize) -> &[f32] {
+        let dim = self.0.params.dim;
+        &self.0.embeddings[i * dim..(i + 1) * dim]
+    }
 
-        let mut copy = CopyRows::start(
-            &mut tx,
-            "COPY content_neighbours (version, item_id, other_item_id, score) FROM STDIN",
-        )
-        .await?;
-        for (i, item) in self.items.iter().enumerate() {
-            let (others, scores, _) = self.content.row(i as u32);
-            for (&other, &score) in others.iter().zip(scores) {
-                copy.display(version)
-                    .text(&item.id)
-                    .text(&self.items[other as usize].id)
-                    .display(score);
-                copy.end_row().await?;
-            }
-        }
-        copy.finish().await?;
-        tx.commit().await
+    fn diversity(&self, i: usize) -> Option<&[f32]> {
+        let dim = self.0.diversity_dim;
+        (dim > 0).then(|| &self.0.diversity[i * dim..(i + 1) * dim])
     }
 }
 
@@ -676,7 +623,7 @@ mod tests {
         assert_eq!(s.version(), ModelVersion(9));
         assert_eq!(s.stats().items_with_embedding, 5);
         assert_eq!(
-            s.catalogue().title(s.index_of("10001").unwrap()),
+            s.attributes().title(s.index_of("10001").unwrap()),
             "RED TEA CUP"
         );
         assert_eq!(

@@ -1,29 +1,28 @@
 //! Counting co-occurrences where the order history lives: one standard SQL query per table
 //! over `order_lines`, which Postgres may run with parallel workers, so only the counts cross
-//! the wire. The baskets are those [`crate::offline::history::load_history`] reads.
+//! the wire. The baskets are those [`super::history`] reads ([`BASKET_LINES`]).
 
 use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
-use foldhash::HashMap;
+use super::history::BASKET_LINES;
 
 /// The distinct items of each cleaned order before `$1` (all orders when null), with
 /// baskets and items numbered (items in byte order of their ids, from 1), so the pair join and
 /// its aggregate work on integers.
-const NUMBERED: &str = "
-    WITH basket_items AS MATERIALIZED (
-        SELECT DISTINCT l.order_id, l.item_id
-        FROM order_lines l JOIN orders o ON o.id = l.order_id
-        WHERE NOT o.cancelled AND l.quantity > 0
-          AND (l.unit_price IS NULL OR l.unit_price > 0)
-          AND ($1::timestamptz IS NULL OR o.ordered_at < $1)
-    ),
-    numbered AS MATERIALIZED (
-        SELECT order_id, item_id,
-               dense_rank() OVER (ORDER BY order_id) AS basket,
-               dense_rank() OVER (ORDER BY item_id COLLATE \"C\") AS item
-        FROM basket_items
-    )";
+fn numbered() -> String {
+    format!(
+        "WITH basket_items AS MATERIALIZED (
+             SELECT DISTINCT l.order_id, l.item_id {BASKET_LINES}
+         ),
+         numbered AS MATERIALIZED (
+             SELECT order_id, item_id,
+                    dense_rank() OVER (ORDER BY order_id) AS basket,
+                    dense_rank() OVER (ORDER BY item_id COLLATE \"C\") AS item
+             FROM basket_items
+         )"
+    )
+}
 
 /// Memory each sort or hash of the counting query may use before spilling to disk: the pair
 /// aggregate holds one entry per co-occurring pair (about 110 bytes each).
@@ -54,8 +53,9 @@ pub async fn count_cooccurrences(
         .await?;
     sqlx::query(WORK_MEM).execute(&mut *tx).await?;
     let mut counts = DatabaseCounts::default();
+    let numbered = numbered();
     let sql = format!(
-        "{NUMBERED} SELECT item, min(item_id), count(*), max(max(basket)) OVER ()
+        "{numbered} SELECT item, min(item_id), count(*), max(max(basket)) OVER ()
          FROM numbered GROUP BY item ORDER BY item"
     );
     let mut rows = sqlx::query(&sql).bind(until).fetch(&mut *tx);
@@ -73,7 +73,7 @@ pub async fn count_cooccurrences(
     }
     drop(rows);
     let sql = format!(
-        "{NUMBERED} SELECT a.item, b.item, count(*)
+        "{numbered} SELECT a.item, b.item, count(*)
          FROM numbered a JOIN numbered b ON a.basket = b.basket AND a.item < b.item
          GROUP BY a.item, b.item"
     );
@@ -93,26 +93,4 @@ pub async fn count_cooccurrences(
     drop(rows);
     tx.commit().await?;
     Ok(counts)
-}
-
-/// Title, category and price of each item the `items` table has among `ids`, in the order
-/// of `ids` (`None` for an id it lacks).
-pub async fn catalogue_of(
-    pool: &PgPool,
-    ids: &[String],
-) -> Result<Vec<Option<(String, Option<String>, Option<f32>)>>, sqlx::Error> {
-    let mut out = vec![None; ids.len()];
-    let position: HashMap<&str, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(p, id)| (id.as_str(), p))
-        .collect();
-    let mut rows = sqlx::query("SELECT id, title, category, price FROM items").fetch(pool);
-    while let Some(row) = rows.try_next().await? {
-        let id: &str = row.try_get(0)?;
-        if let Some(&p) = position.get(id) {
-            out[p] = Some((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
-        }
-    }
-    Ok(out)
 }

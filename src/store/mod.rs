@@ -1,12 +1,17 @@
-//! Postgres: migrations, loading a model version into a snapshot, writing model tables and
-//! storefront events.
+//! Postgres, and every SQL statement of the crate: migrations; the model tables (loading a
+//! version into a snapshot, writing and activating versions); order history (reading the
+//! baskets, importing a file's orders, counting co-occurrences); storefront events.
 //!
-//! Loads stream one query per table (never a query per item); writes use `COPY FROM STDIN`.
+//! Loads stream one query per table (never a query per item); bulk writes use
+//! `COPY FROM STDIN`. The other layers hand rows in and get rows out through the types here:
+//! the store uses `domain`, `model` and `events` types, never `offline` ones.
 
 mod copy;
 mod copy_out;
 mod counts;
 mod events;
+mod history;
+mod import;
 mod model_tables;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -15,12 +20,15 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use copy::CopyRows;
-pub use counts::{catalogue_of, count_cooccurrences, DatabaseCounts};
+pub use copy::{CopyRows, CopyText};
+pub use counts::{count_cooccurrences, DatabaseCounts};
 pub use events::{delete_shopper_events, insert_events};
+pub use history::{catalogue_of, for_each_basket_line, BasketLine};
+pub use import::{HistoryImport, ImportChanges, ImportItem, ImportLine, ImportLines, ImportOrder};
 pub use model_tables::{
-    activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready,
-    upsert_catalogue, CatalogueRow, VersionSelector, ACTIVATION_CHANNEL,
+    activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready, write_version,
+    ActivationListener, ExistingItems, Heard, ItemRow, ModelRows, NewVersion, VersionSelector,
+    ACTIVATION_CHANNEL,
 };
 
 use crate::domain::ModelVersion;

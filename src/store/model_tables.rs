@@ -1,13 +1,110 @@
-//! The versioned model tables: resolving a version, streaming it into a snapshot, and the
-//! writes that create versions and catalogue rows.
+//! The versioned model tables: their columns, resolving a version, streaming it into a
+//! snapshot, writing a new version, and activating one.
+
+use std::borrow::Cow;
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
+use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 
 use super::{copy_out, CopyRows, LoadError};
 use crate::domain::ModelVersion;
 use crate::model::{ItemRecord, Snapshot, SnapshotBuilder};
+
+/// A table a version is stored in. With the constants below, the one place the model tables'
+/// columns are named: the loader ([`load_snapshot`]) and the writer ([`write_version`]) build
+/// their statements from these.
+struct Table {
+    name: &'static str,
+    /// The columns the writer fills, in the order it sends each row's fields.
+    written: &'static [&'static str],
+    /// What the loader reads back, in the order it decodes the fields.
+    read: &'static [&'static str],
+}
+
+/// Per item of a version: its popularity and the training baskets holding it.
+const ITEM_STATS: Table = Table {
+    name: "item_stats",
+    written: &["version", "item_id", "popularity", "baskets"],
+    read: &["item_id", "popularity"],
+};
+
+/// Per item and co-purchase neighbour: the score and the baskets behind it.
+const CO_PURCHASE: Table = Table {
+    name: "co_purchase",
+    written: &["version", "item_id", "other_item_id", "score", "support"],
+    read: &["item_id", "other_item_id", "score"],
+};
+
+/// Per item and content neighbour: the cosine of their title embeddings.
+const CONTENT_NEIGHBOURS: Table = Table {
+    name: "content_neighbours",
+    written: &["version", "item_id", "other_item_id", "score"],
+    read: &["item_id", "other_item_id", "score"],
+};
+
+/// Per item: the title embedding and the diversity embedding (NULL when the version has none),
+/// as little-endian `f32` bytes.
+const ITEM_EMBEDDINGS: Table = Table {
+    name: "item_embeddings",
+    written: &["version", "item_id", "embedding", "diversity"],
+    read: &["item_id", "embedding", "diversity"],
+};
+
+/// The catalogue: the rows a version writes for its items (see [`ExistingItems`]), and what the
+/// loader joins to `item_stats`, merchandising flags included. No column name is in both
+/// tables, so the join's select list names them without their table.
+const ITEMS: Table = Table {
+    name: "items",
+    written: &[
+        "id",
+        "title",
+        "category",
+        "price",
+        "in_stock",
+        "product_group",
+    ],
+    read: &[
+        "title",
+        "category",
+        "price",
+        "in_stock",
+        "product_group",
+        "coalesce(attributes->'promoted' = 'true'::jsonb, false)",
+        "CASE WHEN jsonb_typeof(attributes->'margin') = 'number' \
+         THEN (attributes->>'margin')::real END",
+    ],
+};
+
+/// The tables a written version touches, in the order `VACUUM` settles them.
+const WRITTEN_TABLES: [&Table; 5] = [
+    &ITEMS,
+    &ITEM_STATS,
+    &CO_PURCHASE,
+    &CONTENT_NEIGHBOURS,
+    &ITEM_EMBEDDINGS,
+];
+
+impl Table {
+    /// The column a row is found by: the first one written.
+    fn key(&self) -> &'static str {
+        self.written[0]
+    }
+
+    fn written(&self) -> String {
+        self.written.join(", ")
+    }
+
+    fn read(&self) -> String {
+        self.read.join(", ")
+    }
+
+    /// The `COPY ... FROM STDIN` of the written columns.
+    fn copy_in(&self) -> String {
+        format!("COPY {} ({}) FROM STDIN", self.name, self.written())
+    }
+}
 
 /// Which version to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,11 +196,12 @@ pub async fn load_snapshot(
     // Capacities only: the version's statistics when they have the counts (counting 50
     // million co-purchase rows took 7 s), else a count; Postgres runs a count only when the
     // statistics lack its figure.
-    let (items, pairs): (i64, i64) = sqlx::query_as(
+    let (item_stats, co_purchase) = (ITEM_STATS.name, CO_PURCHASE.name);
+    let (items, pairs): (i64, i64) = sqlx::query_as(&format!(
         "SELECT coalesce(CASE WHEN jsonb_typeof(stats->'items') = 'number'
                                AND (stats->>'items')::numeric BETWEEN 0 AND 4294967295
                               THEN (stats->>'items')::numeric::bigint END,
-                         (SELECT count(*) FROM item_stats WHERE version = $1)),
+                         (SELECT count(*) FROM {item_stats} WHERE version = $1)),
                 coalesce(CASE WHEN jsonb_typeof(stats->'pairs') = 'number'
                                AND (stats->>'pairs')::numeric BETWEEN 0 AND 4294967295
                               THEN (stats->>'pairs')::numeric::bigint END,
@@ -111,9 +209,9 @@ pub async fn load_snapshot(
                                AND (stats->'co_purchase'->>'pairs_kept')::numeric
                                    BETWEEN 0 AND 4294967295
                               THEN (stats->'co_purchase'->>'pairs_kept')::numeric::bigint END,
-                         (SELECT count(*) FROM co_purchase WHERE version = $1))
+                         (SELECT count(*) FROM {co_purchase} WHERE version = $1))
          FROM model_versions WHERE version = $1",
-    )
+    ))
     .bind(version.0)
     .fetch_one(&mut *conn)
     .await?;
@@ -122,17 +220,15 @@ pub async fn load_snapshot(
     builder.reserve_pairs(pairs.clamp(0, 1 << 28) as usize);
 
     {
-        let mut rows = sqlx::query(
-            "SELECT s.item_id, s.popularity, i.title, i.category, i.price, i.in_stock,
-                    i.product_group,
-                    coalesce(i.attributes->'promoted' = 'true'::jsonb, false),
-                    CASE WHEN jsonb_typeof(i.attributes->'margin') = 'number'
-                         THEN (i.attributes->>'margin')::real END
-             FROM item_stats s LEFT JOIN items i ON i.id = s.item_id
-             WHERE s.version = $1",
-        )
-        .bind(version.0)
-        .fetch(&mut *conn);
+        let (stats, items) = (ITEM_STATS.name, ITEMS.name);
+        let statement = format!(
+            "SELECT {}, {} FROM {stats} LEFT JOIN {items} ON {items}.{} = {stats}.item_id
+             WHERE {stats}.version = $1",
+            ITEM_STATS.read(),
+            ITEMS.read(),
+            ITEMS.key(),
+        );
+        let mut rows = sqlx::query(&statement).bind(version.0).fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             tokio::task::consume_budget().await;
             builder
@@ -151,14 +247,14 @@ pub async fn load_snapshot(
         }
     }
     phase("items", &mut since);
-    read_neighbours(&mut conn, "co_purchase", version, |item, other, score| {
+    read_neighbours(&mut conn, &CO_PURCHASE, version, |item, other, score| {
         builder.add_pair(item, other, score).map_err(invalid)
     })
     .await?;
     phase("co_purchase", &mut since);
     read_neighbours(
         &mut conn,
-        "content_neighbours",
+        &CONTENT_NEIGHBOURS,
         version,
         |item, other, score| {
             builder
@@ -169,11 +265,12 @@ pub async fn load_snapshot(
     .await?;
     phase("content_neighbours", &mut since);
     {
-        let mut rows = sqlx::query(
-            "SELECT item_id, embedding, diversity FROM item_embeddings WHERE version = $1",
-        )
-        .bind(version.0)
-        .fetch(&mut *conn);
+        let statement = format!(
+            "SELECT {} FROM {} WHERE version = $1",
+            ITEM_EMBEDDINGS.read(),
+            ITEM_EMBEDDINGS.name
+        );
+        let mut rows = sqlx::query(&statement).bind(version.0).fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             tokio::task::consume_budget().await;
             let item: &str = row.try_get(0)?;
@@ -205,14 +302,16 @@ pub async fn load_snapshot(
 /// neighbour tables are most of a version's rows, so they come as a binary copy stream.
 async fn read_neighbours(
     conn: &mut sqlx::PgConnection,
-    table: &'static str,
+    table: &Table,
     version: ModelVersion,
     mut add: impl FnMut(&str, &str, f32) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
     // `table` is one of ours and `version` an integer: formatting them in is safe.
     let statement = format!(
-        "COPY (SELECT item_id, other_item_id, score FROM {table} WHERE version = {})
+        "COPY (SELECT {} FROM {} WHERE version = {})
          TO STDOUT (FORMAT binary)",
+        table.read(),
+        table.name,
         version.0
     );
     copy_out::for_each_row(conn, &statement, |[item, other, score]| {
@@ -223,6 +322,243 @@ async fn read_neighbours(
         )
     })
     .await
+}
+
+/// What writing a version does to the catalogue rows (`items`) its items already have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingItems {
+    /// Leaves them alone: they are the shop's. Only items the catalogue lacks get the
+    /// version's rows (a trained version).
+    Keep,
+    /// Replaces them with the version's rows where they differ (a synthetic version owns its
+    /// items).
+    Replace,
+}
+
+/// One item of a version as the writer stores it: its statistics, and the catalogue row
+/// written for it (see [`ExistingItems`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRow<'a> {
+    /// Item id.
+    pub id: &'a str,
+    /// Title.
+    pub title: &'a str,
+    /// Category name.
+    pub category: Option<&'a str>,
+    /// Unit price.
+    pub price: Option<f32>,
+    /// Whether it can be sold now.
+    pub in_stock: bool,
+    /// Product group shared by variants of one product.
+    pub product_group: Option<&'a str>,
+    /// Popularity.
+    pub popularity: f32,
+    /// Training baskets holding it.
+    pub baskets: u32,
+}
+
+/// A model version, or one batch of its items, as the writer reads it: items by number
+/// `0..items()`, each with its neighbours (named by id: a neighbour may lie outside the batch)
+/// and its vectors.
+pub trait ModelRows {
+    /// Number of items.
+    fn items(&self) -> usize;
+
+    /// The id of item `i`.
+    fn id(&self, i: usize) -> &str;
+
+    /// Item `i`.
+    fn item(&self, i: usize) -> ItemRow<'_>;
+
+    /// The co-purchase neighbours of item `i`: other item, score and support.
+    fn co_purchase(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32, u32)>;
+
+    /// The content neighbours of item `i`: other item and score.
+    fn content_neighbours(&self, i: usize) -> impl Iterator<Item = (Cow<'_, str>, f32)>;
+
+    /// Whether the version has vectors (rows in `item_embeddings`).
+    fn has_vectors(&self) -> bool;
+
+    /// The title embedding of item `i` (empty when the version has only diversity vectors).
+    fn embedding(&self, i: usize) -> &[f32];
+
+    /// The diversity embedding of item `i`, when the version has them.
+    fn diversity(&self, i: usize) -> Option<&[f32]>;
+}
+
+/// What a new version records in `model_versions` when it is begun.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// Dimensions of its title embeddings (0 = none).
+    pub embedding_dim: usize,
+    /// Dimensions of its diversity embeddings (0 = none).
+    pub diversity_dim: usize,
+    /// How it was made.
+    pub params: &'a Value,
+    /// What tuning chose (none when untuned).
+    pub tuning: Option<&'a Value>,
+}
+
+/// Writes a new version: creates it `building`, writes each batch of `batches` in a
+/// transaction of its own (a trained model is one batch; a synthetic one is generated batch by
+/// batch as it is written), then marks it `ready` with the statistics `stats` makes of the
+/// co-purchase rows written. On any error the version is marked `failed`.
+pub async fn write_version<R: ModelRows>(
+    pool: &PgPool,
+    new: NewVersion<'_>,
+    existing: ExistingItems,
+    batches: impl IntoIterator<Item = R>,
+    stats: impl FnOnce(u64) -> Value,
+) -> Result<ModelVersion, sqlx::Error> {
+    let version = begin_version(
+        pool,
+        new.embedding_dim,
+        new.diversity_dim,
+        new.params,
+        new.tuning,
+    )
+    .await?;
+    let mut pairs = 0;
+    for batch in batches {
+        match write_rows(pool, version, &batch, existing).await {
+            Ok(written) => pairs += written,
+            Err(e) => {
+                // Best effort: the version is unloadable either way ('building' or 'failed').
+                let _ = mark_failed(pool, version, &e.to_string()).await;
+                return Err(e);
+            }
+        }
+    }
+    mark_ready(pool, version, &stats(pairs)).await?;
+    Ok(version)
+}
+
+/// Writes `rows` into every table of `version` by COPY, in one transaction; returns the
+/// co-purchase rows written.
+async fn write_rows(
+    pool: &PgPool,
+    version: ModelVersion,
+    rows: &impl ModelRows,
+    existing: ExistingItems,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    write_items(&mut tx, rows, existing).await?;
+
+    let mut copy = CopyRows::start(&mut tx, &ITEM_STATS.copy_in()).await?;
+    for i in 0..rows.items() {
+        let item = rows.item(i);
+        copy.display(version)
+            .text(item.id)
+            .display(item.popularity)
+            .display(item.baskets);
+        copy.end_row().await?;
+    }
+    copy.finish().await?;
+
+    let mut copy = CopyRows::start(&mut tx, &CO_PURCHASE.copy_in()).await?;
+    for i in 0..rows.items() {
+        for (other, score, support) in rows.co_purchase(i) {
+            copy.display(version)
+                .text(rows.id(i))
+                .text(&other)
+                .display(score)
+                .display(support);
+            copy.end_row().await?;
+        }
+    }
+    let pairs = copy.finish().await?;
+
+    if rows.has_vectors() {
+        let mut copy = CopyRows::start(&mut tx, &ITEM_EMBEDDINGS.copy_in()).await?;
+        for i in 0..rows.items() {
+            copy.display(version)
+                .text(rows.id(i))
+                .f32_bytea(rows.embedding(i));
+            match rows.diversity(i) {
+                Some(diversity) => copy.f32_bytea(diversity),
+                None => copy.null(),
+            };
+            copy.end_row().await?;
+        }
+        copy.finish().await?;
+    }
+
+    let mut copy = CopyRows::start(&mut tx, &CONTENT_NEIGHBOURS.copy_in()).await?;
+    for i in 0..rows.items() {
+        for (other, score) in rows.content_neighbours(i) {
+            copy.display(version)
+                .text(rows.id(i))
+                .text(&other)
+                .display(score);
+            copy.end_row().await?;
+        }
+    }
+    copy.finish().await?;
+    tx.commit().await?;
+    Ok(pairs)
+}
+
+/// Writes the catalogue rows of `rows`' items: COPY into a temporary table, then one insert
+/// that treats the rows `items` already has as `existing` says.
+async fn write_items(
+    tx: &mut sqlx::PgConnection,
+    rows: &impl ModelRows,
+    existing: ExistingItems,
+) -> Result<(), sqlx::Error> {
+    let (items, columns) = (ITEMS.name, ITEMS.written());
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE items_incoming ON COMMIT DROP AS SELECT {columns} FROM {items}
+         WITH NO DATA"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let mut copy = CopyRows::start(
+        &mut *tx,
+        &format!("COPY items_incoming ({columns}) FROM STDIN"),
+    )
+    .await?;
+    for i in 0..rows.items() {
+        let item = rows.item(i);
+        copy.text(item.id).text(item.title).opt_text(item.category);
+        copy.opt_display(item.price);
+        copy.display(item.in_stock).opt_text(item.product_group);
+        copy.end_row().await?;
+    }
+    copy.finish().await?;
+    sqlx::query(&insert_items(existing))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The insert from `items_incoming` into `items`, treating existing rows as `existing` says.
+fn insert_items(existing: ExistingItems) -> String {
+    let (items, columns, key) = (ITEMS.name, ITEMS.written(), ITEMS.key());
+    let updated = &ITEMS.written[1..];
+    match existing {
+        ExistingItems::Keep => format!(
+            "INSERT INTO {items} ({columns}) SELECT {columns} FROM items_incoming
+             ON CONFLICT ({key}) DO NOTHING"
+        ),
+        ExistingItems::Replace => {
+            let each = |form: &dyn Fn(&str) -> String| {
+                updated
+                    .iter()
+                    .map(|c| form(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "INSERT INTO {items} ({columns})
+                 SELECT DISTINCT ON ({key}) {columns} FROM items_incoming
+                 ON CONFLICT ({key}) DO UPDATE SET {}, updated_at = now()
+                 WHERE ({}) IS DISTINCT FROM ({})",
+                each(&|c| format!("{c} = EXCLUDED.{c}")),
+                each(&|c| format!("{items}.{c}")),
+                each(&|c| format!("EXCLUDED.{c}")),
+            )
+        }
+    }
 }
 
 /// Creates a version in status `building` whose items have embeddings of `embedding_dim`
@@ -258,10 +594,10 @@ pub async fn begin_version(
 /// (e.g. a role that does not own the tables) only costs that time, so it is logged, not
 /// returned.
 async fn settle_model_tables(pool: &PgPool) {
-    const STATEMENT: &str =
-        "VACUUM (ANALYZE) items, item_stats, co_purchase, content_neighbours, item_embeddings";
+    let tables: Vec<&str> = WRITTEN_TABLES.iter().map(|t| t.name).collect();
+    let statement = format!("VACUUM (ANALYZE) {}", tables.join(", "));
     // The simple protocol, one statement: VACUUM may not run inside a transaction block.
-    if let Err(error) = sqlx::raw_sql(STATEMENT).execute(pool).await {
+    if let Err(error) = sqlx::raw_sql(&statement).execute(pool).await {
         tracing::warn!(%error, "could not vacuum the model tables; the first load will be slower");
     }
 }
@@ -321,6 +657,35 @@ pub async fn activate(pool: &PgPool, version: ModelVersion) -> Result<(), LoadEr
     Ok(())
 }
 
+/// A connection that hears activations (LISTEN on [`ACTIVATION_CHANNEL`]).
+pub struct ActivationListener(PgListener);
+
+/// What an [`ActivationListener`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// An activation was announced.
+    Activation,
+    /// The connection dropped and came back: announcements may have been lost.
+    Reconnected,
+}
+
+impl ActivationListener {
+    /// Connects and listens.
+    pub async fn connect(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(ACTIVATION_CHANNEL).await?;
+        Ok(Self(listener))
+    }
+
+    /// Waits for the next announcement or reconnection.
+    pub async fn next(&mut self) -> Result<Heard, sqlx::Error> {
+        Ok(match self.0.try_recv().await? {
+            Some(_) => Heard::Activation,
+            None => Heard::Reconnected,
+        })
+    }
+}
+
 /// The ready version activated last, if one ever was. (Unlike [`VersionSelector::Active`],
 /// no fall-back to the newest: a running replica changes version only when told to.)
 pub async fn active_version(pool: &PgPool) -> Result<Option<ModelVersion>, sqlx::Error> {
@@ -348,62 +713,4 @@ pub async fn mark_failed(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// One catalogue row to insert or update.
-#[derive(Debug, Clone, Copy)]
-pub struct CatalogueRow<'a> {
-    /// Item id.
-    pub id: &'a str,
-    /// Display title.
-    pub title: &'a str,
-    /// Category name.
-    pub category: Option<&'a str>,
-    /// Unit price.
-    pub price: Option<f32>,
-    /// Whether it can be sold now.
-    pub in_stock: bool,
-    /// Product group shared by variants of one product.
-    pub product_group: Option<&'a str>,
-}
-
-/// Inserts or updates catalogue rows in bulk (COPY into a temporary table, then one upsert).
-pub async fn upsert_catalogue<'a>(
-    pool: &PgPool,
-    rows: impl IntoIterator<Item = CatalogueRow<'a>>,
-) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "CREATE TEMP TABLE items_incoming (id text, title text, category text, price real,
-         in_stock boolean, product_group text) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut copy = CopyRows::start(
-        &mut tx,
-        "COPY items_incoming (id, title, category, price, in_stock, product_group) FROM STDIN",
-    )
-    .await?;
-    for row in rows {
-        copy.text(row.id).text(row.title).opt_text(row.category);
-        copy.opt_display(row.price);
-        copy.display(row.in_stock).opt_text(row.product_group);
-        copy.end_row().await?;
-    }
-    copy.finish().await?;
-    let done = sqlx::query(
-        "INSERT INTO items (id, title, category, price, in_stock, product_group)
-         SELECT DISTINCT ON (id) id, title, category, price, in_stock, product_group
-         FROM items_incoming
-         ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category,
-           price = EXCLUDED.price, in_stock = EXCLUDED.in_stock,
-           product_group = EXCLUDED.product_group, updated_at = now()
-         WHERE (items.title, items.category, items.price, items.in_stock, items.product_group)
-           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.category, EXCLUDED.price,
-                             EXCLUDED.in_stock, EXCLUDED.product_group)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected())
 }

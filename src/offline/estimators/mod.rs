@@ -14,7 +14,7 @@
 //!   the `max_dense_items` items in most baskets get a row; the stats say how many;
 //! - `sparse-ease` (the default): EASE over every item with at least `min_baskets` baskets,
 //!   from one ridge solve per item over its `neighbourhood` most co-occurring items
-//!   ([`sparse_ease`]); time and memory grow with the co-occurrences, not with items².
+//!   (`sparse_ease.rs`); time and memory grow with the co-occurrences, not with items².
 //!
 //! `n_i` is the number of baskets holding item `i`, `c` those holding both, `N` all baskets.
 //! Pairs with `c < min_support` are dropped for every estimator, as are pairs of variants of

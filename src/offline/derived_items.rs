@@ -1,4 +1,5 @@
-//! Catalogue rows derived from order history: an item's title, price and category.
+//! Item rows derived from order history: an item's title, price and category, for items the
+//! shop's catalogue does not describe.
 //!
 //! - title: the most frequent non-empty description on the item's basket lines (ties go to
 //!   the alphabetically first), else on any of its lines, else the item id;
@@ -185,7 +186,7 @@ struct ItemTally {
 
 /// Tallies descriptions and prices per item while lines stream past.
 #[derive(Debug, Default)]
-pub struct CatalogueAccumulator {
+pub struct DerivedItems {
     index: HashMap<Box<str>, u32>,
     ids: Vec<Box<str>>,
     tallies: Vec<ItemTally>,
@@ -209,7 +210,7 @@ fn most_frequent(map: &HashMap<Box<str>, u32>) -> Option<&str> {
         .map(|(d, _)| &**d)
 }
 
-impl CatalogueAccumulator {
+impl DerivedItems {
     /// An empty accumulator.
     pub fn new() -> Self {
         Self {
@@ -316,7 +317,7 @@ mod tests {
 
     #[test]
     fn title_is_the_most_frequent_basket_description_and_price_the_median() {
-        let mut acc = CatalogueAccumulator::new();
+        let mut acc = DerivedItems::new();
         for (d, p, basket) in [
             ("WHITE HEART", 2.55, true),
             ("WHITE HEART HOLDER", 2.95, true),
