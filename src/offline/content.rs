@@ -129,8 +129,9 @@ pub fn neighbours(
     min_similarity: f32,
     threads: usize,
 ) -> Neighbours {
-    let items = embeddings.len().checked_div(dim).unwrap_or(0);
-    if items == 0 || n == 0 {
+    // One row per item whatever the dimension: with no embeddings (dim 0) every row is empty.
+    let items = groups.len();
+    if dim == 0 || items == 0 || n == 0 || embeddings.len() != items * dim {
         return Neighbours::empty(items);
     }
     let candidates = if items <= EXACT_LIMIT {

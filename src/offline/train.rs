@@ -633,6 +633,15 @@ mod tests {
     }
 
     #[test]
+    fn a_model_without_embeddings_still_makes_a_snapshot() {
+        let h = fixture();
+        let params = TrainParams { dim: 0, ..params() };
+        let m = train(&h, 0..h.len(), &params, &Progress::hidden()).unwrap();
+        assert!(m.content.is_empty() && m.content.items() == m.items.len());
+        assert_eq!(m.to_snapshot(ModelVersion(1)).unwrap().len(), 5);
+    }
+
+    #[test]
     fn training_uses_only_the_baskets_in_its_range() {
         let h = fixture();
         let m = train(&h, 0..2, &params(), &Progress::hidden()).unwrap();
