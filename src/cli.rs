@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate` and the offline commands, each a thin call into the
 //! library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use crate::offline::cli::{
     run_evaluate, run_import, run_train, EvaluateArgs, ImportArgs, TrainArgs,
 };
 use crate::offline::demo;
+use crate::offline::order_generator::{write_orders, OrderReport, OrderSpec};
 use crate::offline::synthetic::SyntheticSpec;
 use crate::store;
 
@@ -48,7 +50,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Train before a date, test on the baskets after it, and compare variants.
     Evaluate(EvaluateArgs),
-    /// Write a synthetic model version of any size (for load and scale tests) and mark it ready.
+    /// Write a synthetic model version of any size (for load and scale tests) and mark it
+    /// ready; with `--orders FILE`, write a synthetic order history instead (no database).
     Generate(GenerateArgs),
     /// Make a ready version the active one: every running replica loads it (LISTEN/NOTIFY),
     /// and replicas started later load it too.
@@ -77,14 +80,46 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 100_000)]
     pub items: usize,
     /// Embedding dimension.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, conflicts_with = "orders")]
     pub dim: usize,
     /// Co-purchase neighbours per item.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, conflicts_with = "orders")]
     pub neighbours: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Write a synthetic order history to this CSV file (gzip when it ends in `.gz`) in the
+    /// layout `train --orders` reads, instead of a model version; needs no database.
+    #[arg(long, requires = "lines")]
+    pub orders: Option<PathBuf>,
+    /// Order lines of the history (with `--orders`).
+    #[arg(long, requires = "orders")]
+    pub lines: Option<u64>,
+    /// Customers with an id (with `--orders`; default: one per five expected baskets).
+    #[arg(long, requires = "orders")]
+    pub customers: Option<usize>,
+}
+
+/// Writes the synthetic order history of `tandem generate --orders` (gzip for `*.gz`).
+fn generate_orders(path: &std::path::Path, spec: &OrderSpec) -> anyhow::Result<OrderReport> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let context = || format!("cannot write {}", path.display());
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        let report = write_orders(spec, &mut gz).with_context(context)?;
+        gz.finish()
+            .with_context(context)?
+            .flush()
+            .with_context(context)?;
+        Ok(report)
+    } else {
+        let mut file = file;
+        let report = write_orders(spec, &mut file).with_context(context)?;
+        file.flush().with_context(context)?;
+        Ok(report)
+    }
 }
 
 fn database_pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
@@ -164,6 +199,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = database_pool(&settings)?;
             store::migrate(&pool).await?;
             tracing::info!("migrations applied");
+        }
+        Command::Generate(GenerateArgs {
+            orders: Some(path),
+            items,
+            lines,
+            seed,
+            customers,
+            ..
+        }) => {
+            let spec = OrderSpec {
+                items,
+                lines: lines.context("--orders needs --lines")?,
+                seed,
+                customers,
+                ..OrderSpec::default()
+            };
+            let started = Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                generate_orders(&path, &spec).map(|r| (path, r))
+            })
+            .await
+            .context("the generator task failed")??;
+            let (path, r) = r;
+            let customer_baskets = r.baskets - r.anonymous_baskets;
+            println!(
+                "wrote {}: {} items ({} sold, {} in at least 5 baskets, {} variants), {} baskets, \
+                 {} lines, {} customers ({} returning; {:.1} % of customer baskets by returning \
+                 customers, {:.1} % of lines re-bought), {:.1} % of baskets anonymous, in {:.1} s",
+                path.display(),
+                r.items,
+                r.items_sold,
+                r.items_with_5_baskets,
+                r.variant_items,
+                r.baskets,
+                r.lines,
+                r.customers,
+                r.returning_customers,
+                100.0 * r.returning_baskets as f64 / customer_baskets.max(1) as f64,
+                100.0 * r.repeat_lines as f64 / r.lines.max(1) as f64,
+                100.0 * r.anonymous_baskets as f64 / r.baskets.max(1) as f64,
+                started.elapsed().as_secs_f64()
+            );
+            eprintln!("{}", serde_json::to_string(&r)?);
         }
         Command::Generate(args) => {
             let pool = database_pool(&settings)?;

@@ -1,7 +1,8 @@
 """Writes a bench script's machine-readable results (see scripts/lib/results.sh).
 
 Usage: write-results.py NAME RECORDS.jsonl OUTPUT.json DATA_FILE GIT_COMMIT TREE ARGS...
-DATA_FILE may be empty; TREE is "clean" or "dirty".
+DATA_FILE may be empty; TREE is "clean" or "dirty". RESULTS_SCRIPT names the script when its
+name is not NAME.
 """
 import datetime
 import hashlib
@@ -22,7 +23,7 @@ if data_file:
     data = {"path": data_file, "sha256": digest.hexdigest()}
 summary = {
     "bench": name,
-    "command": " ".join(["scripts/" + name] + arguments),
+    "command": " ".join(["scripts/" + os.environ.get("RESULTS_SCRIPT", name)] + arguments),
     "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "git_commit": commit or None,
     "git_tree": tree,

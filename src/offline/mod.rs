@@ -11,6 +11,7 @@ pub mod estimators;
 pub mod evaluate;
 pub mod history;
 pub mod import;
+pub mod order_generator;
 pub mod orders;
 pub mod privacy;
 pub mod progress;
