@@ -139,7 +139,7 @@ pub struct Tuning {
     pub estimator_trials: Vec<EstimatorTrial>,
     /// The chosen λ (when tuned).
     pub lambda: Option<f64>,
-    /// The chosen minimum support (when tuned).
+    /// The minimum support the tables were fitted with (the configured one; not searched).
     pub min_support: Option<u32>,
     /// Per touchpoint: the choice and its scores.
     pub touchpoints: Vec<TouchpointTuning>,
