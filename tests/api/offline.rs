@@ -63,6 +63,21 @@ async fn import(pool: &sqlx::PgPool, csv: String) -> tandem::offline::import::Im
     .unwrap()
 }
 
+/// A model trained on all of `history` with the default parameters, off the async workers.
+async fn train_default(history: history::History) -> train::TrainedModel {
+    tokio::task::spawn_blocking(move || {
+        train::train(
+            &history,
+            0..history.len(),
+            &TrainParams::default(),
+            &Progress::hidden(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 #[tokio::test]
 async fn import_cleans_reports_bad_rows_and_a_second_run_changes_nothing() {
     let db = fresh_database().await;
@@ -126,17 +141,7 @@ async fn a_version_trained_from_the_imported_history_is_served() {
     import(&db.pool, order_file()).await;
     let history = history::load_history(&db.pool, None).await.unwrap();
     assert_eq!(history.len(), 20);
-    let model = tokio::task::spawn_blocking(move || {
-        train::train(
-            &history,
-            0..history.len(),
-            &TrainParams::default(),
-            &Progress::hidden(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let model = train_default(history).await;
     let version = model.write_version(&db.pool).await.unwrap();
     let (status, params): (String, serde_json::Value) =
         sqlx::query_as("SELECT status, params FROM model_versions WHERE version = $1")
@@ -204,17 +209,7 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
     let db = fresh_database().await;
     import(&db.pool, order_file()).await;
     let history = history::load_history(&db.pool, None).await.unwrap();
-    let mut model = tokio::task::spawn_blocking(move || {
-        train::train(
-            &history,
-            0..history.len(),
-            &TrainParams::default(),
-            &Progress::hidden(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let mut model = train_default(history).await;
     model.tuning = Some(Tuning {
         validation: ValidationSplit::default(),
         estimator_trials: Vec::new(),

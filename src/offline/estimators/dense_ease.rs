@@ -74,11 +74,7 @@ pub(super) fn ease(
     groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    if !(params.lambda > 0.0 && params.lambda.is_finite()) {
-        return Err(MeasureError::InvalidParameter(
-            "lambda must be positive".into(),
-        ));
-    }
+    params.check_lambda()?;
     let items = baskets.items();
     let DenseGram {
         items: dense,

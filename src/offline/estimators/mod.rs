@@ -130,6 +130,19 @@ pub struct MeasureParams {
     pub dp: Option<DpParams>,
 }
 
+impl MeasureParams {
+    /// EASE's λ must be a positive number.
+    fn check_lambda(&self) -> Result<(), MeasureError> {
+        if self.lambda > 0.0 && self.lambda.is_finite() {
+            Ok(())
+        } else {
+            Err(MeasureError::InvalidParameter(
+                "lambda must be positive".into(),
+            ))
+        }
+    }
+}
+
 fn default_min_baskets() -> u32 {
     5
 }

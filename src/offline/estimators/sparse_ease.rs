@@ -228,11 +228,7 @@ pub(super) fn sparse_ease(
     groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    if !(params.lambda > 0.0 && params.lambda.is_finite()) {
-        return Err(MeasureError::InvalidParameter(
-            "lambda must be positive".into(),
-        ));
-    }
+    params.check_lambda()?;
     if params.neighbourhood == 0 {
         return Err(MeasureError::InvalidParameter(
             "the ease neighbourhood must hold at least 1 item".into(),
