@@ -280,6 +280,14 @@ fn read_column(
     Ok(Ok(()))
 }
 
+/// `read_columns` returns the kinds of column it is asked for; this error says otherwise.
+fn kinds_mismatch(path: &Path) -> CountsFileError {
+    CountsFileError::Invalid {
+        path: path.to_path_buf(),
+        message: "columns read as the wrong kind".into(),
+    }
+}
+
 /// Reads a counts directory (see the module doc).
 pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
     let items_path = dir.join("items.parquet");
@@ -287,7 +295,7 @@ pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
     let mut columns = read_columns(&items_path, &[("item_id", true), ("baskets", false)])?;
     let (Column::Count(item_baskets), Column::Text(items)) = (columns.remove(1), columns.remove(0))
     else {
-        unreachable!("read_columns returns the kinds it is asked for")
+        return Err(kinds_mismatch(&items_path));
     };
     let invalid = |path: &Path, message: String| CountsFileError::Invalid {
         path: path.to_path_buf(),
@@ -310,7 +318,7 @@ pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
     let (Column::Count(shared), Column::Text(others), Column::Text(firsts)) =
         (columns.remove(2), columns.remove(1), columns.remove(0))
     else {
-        unreachable!("read_columns returns the kinds it is asked for")
+        return Err(kinds_mismatch(&pairs_path));
     };
     let mut pairs = Vec::with_capacity(shared.len());
     for ((a, b), c) in firsts.iter().zip(&others).zip(&shared) {
