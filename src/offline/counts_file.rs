@@ -22,8 +22,9 @@ use foldhash::{HashMap, HashMapExt};
 use parquet::column::reader::ColumnReader;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
-use super::estimators::{Baskets, Counts};
+use super::estimators::Counts;
 use super::history::History;
+use super::train::TrainingSet;
 
 /// Item and pair counts keyed by item id.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,25 +70,13 @@ pub enum CountsFileError {
 impl CountTables {
     /// Counts the baskets of `history` in `range` in process.
     pub fn from_history(history: &History, range: Range<usize>) -> Self {
-        let mut used = vec![false; history.items.len()];
-        for b in range.clone() {
-            for &i in history.basket(b) {
-                used[i as usize] = true;
-            }
-        }
-        let mut position = vec![u32::MAX; used.len()];
-        let mut items = Vec::new();
-        for (i, _) in used.iter().enumerate().filter(|(_, &u)| u) {
-            position[i] = items.len() as u32;
-            items.push(history.items[i].id.clone());
-        }
-        let mut baskets = Baskets::new(items.len());
-        let mut buffer = Vec::new();
-        for b in range {
-            buffer.clear();
-            buffer.extend(history.basket(b).iter().map(|&i| position[i as usize]));
-            baskets.push(&buffer);
-        }
+        let set = TrainingSet::new(history, range);
+        let items: Vec<String> = set
+            .history_items
+            .iter()
+            .map(|&h| history.items[h as usize].id.clone())
+            .collect();
+        let baskets = set.baskets;
         let counts = Counts::from_baskets(&baskets, 1, 0);
         let mut pairs = Vec::with_capacity(counts.pairs() / 2);
         for a in 0..items.len() as u32 {
