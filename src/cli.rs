@@ -164,7 +164,14 @@ async fn demo_snapshot() -> anyhow::Result<Snapshot> {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = Settings::load(&cli.config_dir)?;
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if matches!(command, Command::Train(_) | Command::Evaluate(_)) {
+        // Training allocates and frees large buffers over and over; with huge pages every
+        // fresh one is zeroed 2 MB at a time, which cost a fifth of a training run's CPU
+        // (docs/performance.md).
+        crate::huge_pages::set_transparent_huge_pages(false);
+    }
+    match command {
         Command::Serve(args) => {
             if let Some(port) = args.port {
                 settings.server.port = port;

@@ -440,9 +440,23 @@ pub async fn run_train(
         let started = std::time::Instant::now();
         let mut params = params;
         let mut tuning = None;
+        // Tuning fits a model before its validation split, then the final one: both read the
+        // same titles.
+        let content = tune_params
+            .is_some()
+            .then(|| train::Content::new(&history, 0..end, &params));
         if let Some(tune_params) = &tune_params {
             let progress = Progress::start("tune", None, "");
-            match tune::tune(&history, 0..end, &params, &configured, tune_params, &progress) {
+            let tuned = tune::tune(
+                &history,
+                0..end,
+                &params,
+                &configured,
+                tune_params,
+                content.as_ref(),
+                &progress,
+            );
+            match tuned {
                 Ok((tuned, chosen)) => {
                     progress.finish(&chosen.headline());
                     eprint!("{}", chosen.summary());
@@ -456,7 +470,8 @@ pub async fn run_train(
             }
         }
         let progress = Progress::start("train", Some(3), "steps");
-        let mut model = train::train(&history, 0..end, &params, &progress)?;
+        let mut model =
+            train::train_sharing_content(&history, 0..end, &params, content.as_ref(), &progress)?;
         model.stats.seconds = started.elapsed().as_secs_f64();
         model.tuning = tuning;
         let m = &model;

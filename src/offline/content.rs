@@ -9,15 +9,21 @@
 //! so nothing is stored per feature), then L2-normalised. Same titles and seed, same vectors.
 //!
 //! Content neighbours are the top-N items by cosine. Up to `EXACT_LIMIT` items the search is
-//! exact (brute force, split over threads); above it, items are bucketed by random-hyperplane
-//! signatures (several tables) and only items sharing a bucket are compared.
+//! exact (brute force, split over threads); above it, an item is compared only with the items
+//! that share a title word with it, rarest words first, up to `CANDIDATES` of them: two titles
+//! without a common word are rarely alike, and a rare shared word says more than a common one.
+//! (Random-hyperplane hashing found only a fifth of the exact neighbours at 62,000 items and
+//! grew with the square of the catalogue; docs/performance.md.)
 
 use foldhash::{HashMap, HashMapExt};
 
 use super::estimators::{self, Neighbours};
 
-/// Most items searched exhaustively; larger catalogues use locality-sensitive hashing.
+/// Most items searched exhaustively; larger catalogues compare items that share title words.
 pub const EXACT_LIMIT: usize = 20_000;
+
+/// Most items an item is compared with in a catalogue above `EXACT_LIMIT`.
+const CANDIDATES: usize = 2_000;
 
 /// Weight of whole-word features relative to trigrams.
 /// One item's neighbour list as computed by a worker thread.
@@ -75,6 +81,20 @@ pub fn features(title: &str, out: &mut Vec<(u64, f32)>) {
     out.truncate(kept);
 }
 
+/// The distinct word hashes of a title (the word features of [`features`]).
+fn words(title: &str, out: &mut Vec<u64>) {
+    out.clear();
+    out.extend(
+        title
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| hash_bytes(w.as_bytes(), 1)),
+    );
+    out.sort_unstable();
+    out.dedup();
+}
+
 /// L2-normalised `dim`-dimensional embeddings of `titles`, row-major (`titles.len() × dim`).
 pub fn embed(titles: &[&str], dim: usize, seed: u64) -> Vec<f32> {
     let mut document_frequency: HashMap<u64, u32> = HashMap::with_capacity(titles.len() * 8);
@@ -113,15 +133,13 @@ pub fn embed(titles: &[&str], dim: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::pipeline::vector::{dot, each_dot};
 
 /// Top-`n` content neighbours of every item by cosine of `embeddings` (row-major, `dim`
 /// wide, rows normalised); pairs below `min_similarity` and same-`group` pairs (variants,
 /// see [`super::estimators::variant_groups`]) are left out. Support is 0 (no baskets involved).
 pub fn neighbours(
+    titles: &[&str],
     embeddings: &[f32],
     dim: usize,
     groups: &[u32],
@@ -134,30 +152,38 @@ pub fn neighbours(
     if dim == 0 || items == 0 || n == 0 || embeddings.len() != items * dim {
         return Neighbours::empty(items);
     }
-    let candidates = if items <= EXACT_LIMIT {
+    let candidates = if items <= EXACT_LIMIT || titles.len() != items {
         None
     } else {
-        Some(lsh_buckets(embeddings, dim))
+        Some(WordIndex::new(titles, embeddings, dim))
     };
     let row = |i: usize, out: &mut Vec<(u32, f32, u32)>| {
         out.clear();
         let a = &embeddings[i * dim..(i + 1) * dim];
-        let mut consider = |j: usize| {
-            if j == i || (groups[i] != u32::MAX && groups[i] == groups[j]) {
-                return;
-            }
-            let s = dot(a, &embeddings[j * dim..(j + 1) * dim]);
+        let unrelated = |j: usize| j != i && (groups[i] == u32::MAX || groups[i] != groups[j]);
+        let mut keep = |j: usize, s: f32| {
             if s >= min_similarity && s > 0.0 {
                 out.push((j as u32, s, 0));
             }
         };
         match &candidates {
-            None => (0..items).for_each(&mut consider),
-            Some(buckets) => {
-                let mut seen: Vec<u32> = buckets.similar(i);
-                seen.sort_unstable();
-                seen.dedup();
-                seen.into_iter().for_each(|j| consider(j as usize));
+            None => each_dot(
+                a,
+                items,
+                |j| &embeddings[j * dim..(j + 1) * dim],
+                unrelated,
+                &mut keep,
+            ),
+            Some(index) => {
+                let others = index.candidates(i);
+                let at = |k: usize| others[k] as usize;
+                each_dot(
+                    a,
+                    others.len(),
+                    |k| &embeddings[at(k) * dim..(at(k) + 1) * dim],
+                    |k| unrelated(at(k)),
+                    |k, s| keep(at(k), s),
+                );
             }
         }
         let cmp =
@@ -191,53 +217,110 @@ pub fn neighbours(
     Neighbours::from_rows(items, rows)
 }
 
-/// Random-hyperplane signatures in several tables, for large catalogues.
-struct LshBuckets {
-    tables: Vec<HashMap<u32, Vec<u32>>>,
-    signatures: Vec<Vec<u32>>,
+/// Which items hold each title word, for large catalogues.
+struct WordIndex {
+    /// Each item's word numbers, rarest first (`item_offsets` delimits the items).
+    item_words: Vec<u32>,
+    item_offsets: Vec<usize>,
+    /// The items holding each word, by signature then item (`word_offsets` delimits the
+    /// words).
+    word_items: Vec<u32>,
+    word_offsets: Vec<usize>,
+    /// Each item's random-hyperplane signature: items close in it point the same way.
+    signatures: Vec<u32>,
 }
 
-const LSH_TABLES: usize = 8;
-const LSH_BITS: usize = 12;
+/// Hyperplanes of an item's signature (the bits of a `u32`).
+const SIGNATURE_BITS: usize = 32;
 
-fn lsh_buckets(embeddings: &[f32], dim: usize) -> LshBuckets {
-    let items = embeddings.len() / dim;
-    let planes: Vec<Vec<f32>> = (0..LSH_TABLES * LSH_BITS)
-        .map(|p| {
-            (0..dim)
-                .map(|d| {
-                    let h = mix((p as u64) << 32 | d as u64);
-                    (h >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-                })
-                .collect()
-        })
-        .collect();
-    let mut tables = vec![HashMap::<u32, Vec<u32>>::new(); LSH_TABLES];
-    let mut signatures: Vec<Vec<_>> = (0..LSH_TABLES).map(|_| Vec::with_capacity(items)).collect();
-    for i in 0..items {
-        let v = &embeddings[i * dim..(i + 1) * dim];
-        for (t, table) in tables.iter_mut().enumerate() {
-            let mut signature = 0u32;
-            for bit in 0..LSH_BITS {
-                if dot(v, &planes[t * LSH_BITS + bit]) >= 0.0 {
-                    signature |= 1 << bit;
-                }
-            }
-            table.entry(signature).or_default().push(i as u32);
-            signatures[t].push(signature);
+/// The random-hyperplane signature of a `dim`-wide vector: bit `b` says on which side of
+/// plane `b` it lies, the first planes in the highest bits, so sorting by signature groups
+/// vectors that agree on the first planes.
+fn signature(v: &[f32], planes: &[f32], dim: usize) -> u32 {
+    let mut signature = 0u32;
+    for (bit, plane) in planes.chunks_exact(dim).enumerate() {
+        if dot(v, plane) >= 0.0 {
+            signature |= 1 << (SIGNATURE_BITS - 1 - bit);
         }
     }
-    LshBuckets { tables, signatures }
+    signature
 }
 
-impl LshBuckets {
-    fn similar(&self, item: usize) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (table, signatures) in self.tables.iter().zip(&self.signatures) {
-            if let Some(bucket) = table.get(&signatures[item]) {
-                out.extend_from_slice(bucket);
+impl WordIndex {
+    fn new(titles: &[&str], embeddings: &[f32], dim: usize) -> Self {
+        let mut numbers: HashMap<u64, u32> = HashMap::with_capacity(titles.len());
+        let mut item_words = Vec::with_capacity(titles.len() * 4);
+        let mut item_offsets = Vec::with_capacity(titles.len() + 1);
+        item_offsets.push(0);
+        let mut hashes = Vec::with_capacity(16);
+        for title in titles {
+            words(title, &mut hashes);
+            for &h in &hashes {
+                let next = numbers.len() as u32;
+                item_words.push(*numbers.entry(h).or_insert(next));
+            }
+            item_offsets.push(item_words.len());
+        }
+        let mut word_offsets = vec![0usize; numbers.len() + 1];
+        for &w in &item_words {
+            word_offsets[w as usize + 1] += 1;
+        }
+        for w in 0..numbers.len() {
+            word_offsets[w + 1] += word_offsets[w];
+        }
+        let mut fill = word_offsets.clone();
+        let mut word_items = vec![0u32; item_words.len()];
+        for (item, range) in item_offsets.windows(2).enumerate() {
+            for &w in &item_words[range[0]..range[1]] {
+                word_items[fill[w as usize]] = item as u32;
+                fill[w as usize] += 1;
             }
         }
+        let frequency = |w: u32| word_offsets[w as usize + 1] - word_offsets[w as usize];
+        for range in item_offsets.windows(2) {
+            item_words[range[0]..range[1]].sort_unstable_by_key(|&w| (frequency(w), w));
+        }
+        let planes: Vec<f32> = (0..SIGNATURE_BITS * dim)
+            .map(|p| (mix(p as u64 ^ 0x5EED) >> 11) as f32 / (1u64 << 53) as f32 - 0.5)
+            .collect();
+        let signatures: Vec<u32> = embeddings
+            .chunks_exact(dim)
+            .map(|v| signature(v, &planes, dim))
+            .collect();
+        for w in 0..numbers.len() {
+            word_items[word_offsets[w]..word_offsets[w + 1]]
+                .sort_unstable_by_key(|&i| (signatures[i as usize], i));
+        }
+        Self {
+            item_words,
+            item_offsets,
+            word_items,
+            word_offsets,
+            signatures,
+        }
+    }
+
+    /// The items sharing a word with `item`, sorted, at most `CANDIDATES`: the holders of
+    /// its words, rarest word first, while they fit; then, of the first word with too many
+    /// holders, those nearest `item` by signature.
+    fn candidates(&self, item: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        for &w in &self.item_words[self.item_offsets[item]..self.item_offsets[item + 1]] {
+            let holders =
+                &self.word_items[self.word_offsets[w as usize]..self.word_offsets[w as usize + 1]];
+            let room = CANDIDATES - out.len();
+            if holders.len() <= room {
+                out.extend_from_slice(holders);
+                continue;
+            }
+            let own = (self.signatures[item], item as u32);
+            let at = holders.partition_point(|&i| (self.signatures[i as usize], i) < own);
+            let first = at.saturating_sub(room / 2).min(holders.len() - room);
+            out.extend_from_slice(&holders[first..first + room]);
+            break;
+        }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 }
@@ -274,6 +357,44 @@ mod tests {
     }
 
     #[test]
+    fn a_large_catalogue_compares_items_that_share_title_words() {
+        // More items than the exact search takes: "lamp" is held by too many items to compare
+        // whole, "brass" by few.
+        let mut titles: Vec<String> = (0..EXACT_LIMIT + 10)
+            .map(|i| format!("lamp model{i}"))
+            .collect();
+        titles[5] = "brass lamp model5".into();
+        titles[77] = "brass lamp model77".into();
+        titles[EXACT_LIMIT + 3] = "brass candle".into();
+        let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+        let e = embed(&titles, 64, 3);
+        let index = WordIndex::new(&titles, &e, 64);
+        // Its own model number and "brass" first, then the holders of "lamp" nearest to it.
+        // (The window of "lamp" holds 5 and 77 again, so a few fewer than the budget.)
+        let rare = index.candidates(5);
+        assert!(rare.len() <= CANDIDATES && rare.len() >= CANDIDATES - 3);
+        for shares_brass in [5, 77, EXACT_LIMIT as u32 + 3] {
+            assert!(rare.contains(&shares_brass), "{shares_brass}");
+        }
+        assert_eq!(
+            index.candidates(EXACT_LIMIT + 3),
+            vec![5, 77, EXACT_LIMIT as u32 + 3],
+            "no common word to fill up with"
+        );
+        let common = index.candidates(1234);
+        assert!(common.len() <= CANDIDATES && common.len() >= CANDIDATES - 1);
+        assert!(common.contains(&1234));
+        let groups = vec![u32::MAX; titles.len()];
+        let n = neighbours(&titles, &e, 64, &groups, 5, 0.0, 2);
+        assert!(n.row(5).0.contains(&77), "{:?}", n.row(5));
+        assert!(n
+            .row(EXACT_LIMIT as u32 + 3)
+            .0
+            .iter()
+            .all(|&j| j == 5 || j == 77));
+    }
+
+    #[test]
     fn neighbours_are_the_most_similar_items_without_variants() {
         let titles = [
             "JUMBO BAG RED RETROSPOT",
@@ -283,7 +404,7 @@ mod tests {
         ];
         let e = embed(&titles, 32, 1);
         let groups = [u32::MAX, 5, 5, u32::MAX];
-        let n = neighbours(&e, 32, &groups, 2, 0.0, 2);
+        let n = neighbours(&titles, &e, 32, &groups, 2, 0.0, 2);
         assert_eq!(n.row(1).0[0], 0, "2 is a variant of 1");
         assert!(!n.row(1).0.contains(&2));
         assert_eq!(n.row(0).0.len(), 2);

@@ -540,6 +540,10 @@ pub fn evaluate(
     };
     let mut serving_config = configured.clone();
     let mut tuning = None;
+    let content = params
+        .tune
+        .is_some()
+        .then(|| train::Content::new(history, 0..split, &train_params));
     if let Some(tune_params) = &params.tune {
         let progress = Progress::start("tune", None, "");
         match tune::tune(
@@ -548,6 +552,7 @@ pub fn evaluate(
             &train_params,
             configured,
             tune_params,
+            content.as_ref(),
             &progress,
         ) {
             Ok((tuned_params, chosen)) => {
@@ -565,7 +570,13 @@ pub fn evaluate(
         }
     }
     let progress = Progress::start("train", Some(3), "steps");
-    let model = train::train(history, 0..split, &train_params, &progress)?;
+    let model = train::train_sharing_content(
+        history,
+        0..split,
+        &train_params,
+        content.as_ref(),
+        &progress,
+    )?;
     let privacy = model
         .stats
         .co_purchase

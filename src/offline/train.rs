@@ -214,6 +214,92 @@ impl TrainingSet {
     }
 }
 
+/// Title embeddings and content neighbours of `titles` (with their variant `groups`).
+fn content_of(titles: &[&str], groups: &[u32], params: &TrainParams) -> (Vec<f32>, Neighbours) {
+    let embeddings = content::embed(titles, params.dim, params.seed);
+    let neighbours = content::neighbours(
+        titles,
+        &embeddings,
+        params.dim,
+        groups,
+        params.content_neighbours,
+        params.content_min_similarity,
+        estimators::worker_threads(params.measure.threads),
+    );
+    (embeddings, neighbours)
+}
+
+/// The title embeddings and content neighbours of the items of a history's baskets in a
+/// range. They read titles only, so a run that fits several models on parts of that range
+/// (tuning's fit before its validation split, then the final fit) computes them once.
+pub struct Content {
+    /// Model index of each history item in this set (`u32::MAX` when not in it).
+    index: Vec<u32>,
+    embeddings: Vec<f32>,
+    neighbours: Neighbours,
+}
+
+impl Content {
+    /// The content of the items in `history`'s baskets in `range`.
+    pub fn new(history: &History, range: Range<usize>, params: &TrainParams) -> Self {
+        let set = TrainingSet::new(history, range);
+        let titles: Vec<&str> = set
+            .history_items
+            .iter()
+            .map(|&h| history.items[h as usize].title.as_str())
+            .collect();
+        let ids = set
+            .history_items
+            .iter()
+            .map(|&h| history.items[h as usize].id.as_str());
+        let groups = params.variant_groups(ids);
+        let (embeddings, neighbours) = content_of(&titles, &groups, params);
+        Self {
+            index: set.model_item,
+            embeddings,
+            neighbours,
+        }
+    }
+
+    /// The embeddings and content neighbours of `history_items` (a subset of this set's
+    /// items, in model order): their rows, with neighbours outside the subset left out. The
+    /// idf weights stay those of the whole set, as the catalogue is the same.
+    fn for_items(&self, history_items: &[u32], dim: usize) -> (Vec<f32>, Neighbours) {
+        let mut position = vec![u32::MAX; self.index.len()];
+        let mut embeddings = Vec::with_capacity(history_items.len() * dim);
+        for (p, &h) in history_items.iter().enumerate() {
+            position[h as usize] = p as u32;
+        }
+        // Rows of this set by model index, to translate neighbour numbers.
+        let mut of_row = vec![u32::MAX; self.neighbours.items()];
+        for (h, &row) in self.index.iter().enumerate() {
+            if row != u32::MAX {
+                of_row[row as usize] = position[h];
+            }
+        }
+        let rows = history_items.iter().enumerate().map(|(p, &h)| {
+            let row = self.index[h as usize];
+            let mut kept = Vec::new();
+            if row != u32::MAX {
+                let r = row as usize;
+                embeddings.extend_from_slice(&self.embeddings[r * dim..(r + 1) * dim]);
+                let (others, scores, support) = self.neighbours.row(row);
+                for ((&o, &score), &s) in others.iter().zip(scores).zip(support) {
+                    if of_row[o as usize] != u32::MAX {
+                        kept.push((of_row[o as usize], score, s));
+                    }
+                }
+            } else {
+                embeddings.extend(std::iter::repeat_n(0.0, dim));
+            }
+            (p as u32, kept)
+        });
+        let rows: Vec<_> = rows.collect();
+        let neighbours = Neighbours::from_rows(history_items.len(), rows);
+        (embeddings, neighbours)
+    }
+}
+
 /// What the behavioural embedding is computed from.
 enum CoOccurrences<'a> {
     Baskets(&'a Baskets),
@@ -295,6 +381,18 @@ pub fn train(
     params: &TrainParams,
     progress: &Progress,
 ) -> Result<TrainedModel, TrainError> {
+    train_sharing_content(history, range, params, None, progress)
+}
+
+/// [`train`], taking the title embeddings and content neighbours from `content` (computed
+/// once for a run that fits several models over one catalogue) instead of computing them.
+pub fn train_sharing_content(
+    history: &History,
+    range: Range<usize>,
+    params: &TrainParams,
+    content: Option<&Content>,
+    progress: &Progress,
+) -> Result<TrainedModel, TrainError> {
     let started = Instant::now();
     if range.is_empty() {
         return Err(TrainError::NoBaskets);
@@ -347,6 +445,7 @@ pub fn train(
         time_range: (!private).then(|| (history.time(range.start), history.time(range.end - 1))),
         ..TrainStats::default()
     };
+    let shared = content.map(|c| c.for_items(&set.history_items, params.dim));
     let parts = Assembly {
         items,
         groups,
@@ -355,7 +454,12 @@ pub fn train(
         stats,
         started,
     };
-    Ok(parts.finish(CoOccurrences::Baskets(&set.baskets), params, progress))
+    Ok(parts.finish(
+        CoOccurrences::Baskets(&set.baskets),
+        shared,
+        params,
+        progress,
+    ))
 }
 
 /// Trains from co-occurrence counts alone (counted in Postgres or by an outside job; see
@@ -389,7 +493,7 @@ pub fn train_from_counts(
         stats,
         started,
     };
-    Ok(parts.finish(CoOccurrences::Counts(counts), params, progress))
+    Ok(parts.finish(CoOccurrences::Counts(counts), None, params, progress))
 }
 
 /// What both ways of training share once the co-purchase table is made.
@@ -407,23 +511,21 @@ impl Assembly {
     fn finish(
         self,
         source: CoOccurrences<'_>,
+        shared: Option<(Vec<f32>, Neighbours)>,
         params: &TrainParams,
         progress: &Progress,
     ) -> TrainedModel {
         progress.message("content");
         let content_started = Instant::now();
-        let titles: Vec<&str> = self.items.iter().map(|i| i.title.as_str()).collect();
-        let embeddings = content::embed(&titles, params.dim, params.seed);
+        let (embeddings, content) = match shared {
+            Some(parts) => parts,
+            None => {
+                let titles: Vec<&str> = self.items.iter().map(|i| i.title.as_str()).collect();
+                content_of(&titles, &self.groups, params)
+            }
+        };
         let (diversity, diversity_dim) =
             diversity_embeddings(&embeddings, self.items.len(), source, params);
-        let content = content::neighbours(
-            &embeddings,
-            params.dim,
-            &self.groups,
-            params.content_neighbours,
-            params.content_min_similarity,
-            estimators::worker_threads(params.measure.threads),
-        );
         progress.inc(1);
         let stats = TrainStats {
             items: self.items.len(),
@@ -639,6 +741,50 @@ mod tests {
         let m = train(&h, 0..h.len(), &params, &Progress::hidden()).unwrap();
         assert!(m.content.is_empty() && m.content.items() == m.items.len());
         assert_eq!(m.to_snapshot(ModelVersion(1)).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn shared_content_gives_the_rows_of_the_items_trained_on() {
+        let h = fixture();
+        let content = Content::new(&h, 0..h.len(), &params());
+        let whole = train(&h, 0..h.len(), &params(), &Progress::hidden()).unwrap();
+        let shared = train_sharing_content(
+            &h,
+            0..h.len(),
+            &params(),
+            Some(&content),
+            &Progress::hidden(),
+        )
+        .unwrap();
+        assert_eq!(shared.embeddings, whole.embeddings);
+        assert_eq!(shared.content, whole.content);
+        // A fit on fewer baskets gets its own items' rows, neighbours among them only.
+        let part = train_sharing_content(&h, 0..2, &params(), Some(&content), &Progress::hidden())
+            .unwrap();
+        assert_eq!(part.items.len(), 3);
+        for (p, item) in part.items.iter().enumerate() {
+            let w = whole.index_of(&item.id).unwrap() as usize;
+            assert_eq!(
+                part.embeddings[p * 16..(p + 1) * 16],
+                whole.embeddings[w * 16..(w + 1) * 16]
+            );
+            let kept: Vec<&str> = part
+                .content
+                .row(p as u32)
+                .0
+                .iter()
+                .map(|&o| part.items[o as usize].id.as_str())
+                .collect();
+            let expected: Vec<&str> = whole
+                .content
+                .row(w as u32)
+                .0
+                .iter()
+                .map(|&o| whole.items[o as usize].id.as_str())
+                .filter(|id| part.index_of(id).is_some())
+                .collect();
+            assert_eq!(kept, expected);
+        }
     }
 
     #[test]

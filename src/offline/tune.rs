@@ -358,6 +358,7 @@ pub fn tune(
     base_params: &TrainParams,
     base_config: &PipelineConfig,
     params: &TuneParams,
+    content: Option<&train::Content>,
     progress: &Progress,
 ) -> Result<(TrainParams, Tuning), TuneError> {
     let started = Instant::now();
@@ -370,7 +371,13 @@ pub fn tune(
     }
     progress.message("fit before the validation split");
     let fit_range = range.start..split;
-    let model = train::train(history, fit_range.clone(), base_params, &Progress::hidden())?;
+    let model = train::train_sharing_content(
+        history,
+        fit_range.clone(),
+        base_params,
+        content,
+        &Progress::hidden(),
+    )?;
     let (all_cases, _) = evaluate::test_cases(history, split..range.end, &model, params.seed);
     if all_cases.len() < MIN_CASES {
         return Err(TuneError::TooLittleHistory(format!(
@@ -558,27 +565,28 @@ fn tune_estimator(
             snapshot,
         })
     };
-    let fit = |lambda: f64, trials: &mut Vec<Trial>| -> Result<(), TuneError> {
-        if trials.iter().any(|t| t.measure.lambda == lambda) {
-            return Ok(());
-        }
-        let measure = MeasureParams {
-            lambda,
-            ..base.clone()
-        };
-        let (pairs, _) = estimators::co_purchase_from_counts(&counts, &groups, &measure)
+    // Each step's λ values are fitted in one pass, which shares their neighbourhoods.
+    let fit = |factors: [f64; 2], around: f64, trials: &mut Vec<Trial>| -> Result<(), TuneError> {
+        let lambdas: Vec<f64> = factors
+            .iter()
+            .map(|f| around * f)
+            .filter(|&lambda| trials.iter().all(|t| t.measure.lambda != lambda))
+            .collect();
+        let tables = estimators::co_purchase_for_lambdas(&counts, &groups, &base, &lambdas)
             .map_err(TrainError::from)?;
-        trials.push(score(measure, pairs)?);
+        for (&lambda, (pairs, _)) in lambdas.iter().zip(tables) {
+            let measure = MeasureParams {
+                lambda,
+                ..base.clone()
+            };
+            trials.push(score(measure, pairs)?);
+        }
         Ok(())
     };
     trials.push(score(base.clone(), model.co_purchase.clone())?);
-    for factor in [0.25, 4.0] {
-        fit(base.lambda * factor, &mut trials)?;
-    }
+    fit([0.25, 4.0], base.lambda, &mut trials)?;
     let lambda = trials[best_trial(&trials)].measure.lambda;
-    for factor in [0.5, 2.0] {
-        fit(lambda * factor, &mut trials)?;
-    }
+    fit([0.5, 2.0], lambda, &mut trials)?;
     let best = best_trial(&trials);
     let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
     Ok((
@@ -765,12 +773,14 @@ mod tests {
             threads: 2,
             ..TuneParams::default()
         };
+        let content = train::Content::new(&h, 0..h.len(), &train_params());
         let (refit, tuning) = tune(
             &h,
             0..h.len(),
             &train_params(),
             &config,
             &params,
+            Some(&content),
             &Progress::hidden(),
         )
         .unwrap();
@@ -823,6 +833,7 @@ mod tests {
             &train_params(),
             &PipelineConfig::default(),
             &TuneParams::default(),
+            None,
             &Progress::hidden(),
         );
         assert!(

@@ -275,6 +275,21 @@ pub fn co_purchase_from_counts(
     variant_groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
+    let mut tables = co_purchase_for_lambdas(counts, variant_groups, params, &[params.lambda])?;
+    tables
+        .pop()
+        .ok_or_else(|| MeasureError::InvalidParameter("no table was fitted".into()))
+}
+
+/// [`co_purchase_from_counts`] for each of `lambdas` in place of `params.lambda`, in their
+/// order, from one pass that shares the work every λ needs (see
+/// [`sparse_ease::sparse_ease_lambdas`]).
+pub fn co_purchase_for_lambdas(
+    counts: &Counts,
+    variant_groups: &[u32],
+    params: &MeasureParams,
+    lambdas: &[f64],
+) -> Result<Vec<(Neighbours, MeasureStats)>, MeasureError> {
     let started = Instant::now();
     if params.estimator != Estimator::SparseEase || params.dp.is_some() {
         return Err(MeasureError::InvalidParameter(format!(
@@ -292,14 +307,18 @@ pub fn co_purchase_from_counts(
             "one variant group per item is needed".into(),
         ));
     }
-    let (neighbours, stats) = sparse_ease::sparse_ease(counts, variant_groups, params)?;
-    Ok(finish_stats(
-        neighbours,
-        stats,
-        params,
-        counts.baskets,
-        started,
-    ))
+    let tables = sparse_ease::sparse_ease_lambdas(counts, variant_groups, params, lambdas)?;
+    Ok(tables
+        .into_iter()
+        .zip(lambdas)
+        .map(|((neighbours, stats), &lambda)| {
+            let params = MeasureParams {
+                lambda,
+                ..params.clone()
+            };
+            finish_stats(neighbours, stats, &params, counts.baskets, started)
+        })
+        .collect())
 }
 
 /// Fills the figures every estimator shares.

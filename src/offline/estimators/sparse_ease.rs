@@ -12,10 +12,13 @@
 //! idea of fsSLIM (Ning & Karypis, RecSys 2012), with EASE's closed-form ridge in place of
 //! SLIM's elastic net.
 
+use pulp::{Simd, WithSimd};
+
 use super::counts::Counts;
 use super::neighbours::keep_strongest;
 use super::parallel::{join_all, rows_in_parallel, worker_threads};
 use super::{MeasureError, MeasureParams, MeasureStats, Neighbours};
+use crate::pipeline::vector::dispatch;
 
 /// Most items whose shared counts [`PopularCounts`] holds densely (64 MiB at this size).
 const POPULAR_ITEMS: usize = 4096;
@@ -62,6 +65,12 @@ impl PopularCounts {
         }
     }
 
+    /// Whether `a` is in the table.
+    #[inline]
+    fn holds(&self, a: u32) -> bool {
+        self.position[a as usize] != u32::MAX
+    }
+
     /// The baskets `a` and `b` share, when both are in the table.
     #[inline]
     fn get(&self, a: u32, b: u32) -> Option<u32> {
@@ -70,45 +79,60 @@ impl PopularCounts {
     }
 }
 
-/// One estimate of an entry of `P` from the solve of one of its two items.
+/// The pair an off-diagonal estimate of `P` belongs to; its values, one per λ, are kept apart
+/// (see [`SolvedPart`]).
 #[derive(Debug, Clone, Copy)]
-struct Estimate {
+struct Pair {
     low: u32,
     high: u32,
-    inverse: f64,
     shared: u32,
 }
 
-/// One thread's solves: `(item, diagonal entry of P)` and its off-diagonal estimates.
-type SolvedPart = (Vec<(u32, f64)>, Vec<Estimate>);
+/// One thread's solves: each solved item with its diagonal entries of `P` (one per λ, in
+/// `diagonals`), and the pairs it estimated with their values (one per λ, in `inverses`).
+#[derive(Default)]
+struct SolvedPart {
+    items: Vec<u32>,
+    diagonals: Vec<f64>,
+    pairs: Vec<Pair>,
+    inverses: Vec<f64>,
+}
 
 /// Buffers one thread reuses for every item's solve.
 #[derive(Default)]
 struct Solver {
     selected: Vec<(u32, u32)>,
+    /// Position of each item in `selected`, `u32::MAX` for the others (reset after each
+    /// solve, so it costs one pass over the catalogue per thread, not per item).
+    position: Vec<u32>,
+    gram: Vec<f64>,
     matrix: Vec<f64>,
     rhs: Vec<f64>,
 }
 
 impl Solver {
-    /// Solves item `j` over its neighbourhood, appends its off-diagonal estimates and returns
-    /// its diagonal entry of `P`.
+    /// Solves item `j` over its neighbourhood once per λ and appends its diagonal entries and
+    /// off-diagonal estimates of `P` to `out`. The neighbourhood and its Gram matrix are built
+    /// once for all λ.
     fn solve(
         &mut self,
         counts: &Counts,
         popular: &PopularCounts,
         j: u32,
-        lambda: f64,
+        lambdas: &[f64],
         size: usize,
-        out: &mut Vec<Estimate>,
-    ) -> f64 {
-        let own = f64::from(counts.item_baskets[j as usize]) + lambda;
+        out: &mut SolvedPart,
+    ) {
+        let own = f64::from(counts.item_baskets[j as usize]);
         let (others, shared) = counts.row(j);
         self.selected.clear();
         self.selected
             .extend(others.iter().copied().zip(shared.iter().copied()));
+        out.items.push(j);
         if self.selected.is_empty() {
-            return 1.0 / own;
+            out.diagonals
+                .extend(lambdas.iter().map(|l| 1.0 / (own + l)));
+            return;
         }
         if self.selected.len() > size {
             self.selected
@@ -117,106 +141,163 @@ impl Solver {
             self.selected.sort_unstable_by_key(|&(item, _)| item);
         }
         let m = self.selected.len();
-        self.matrix.clear();
-        self.matrix.resize(m * m, 0.0);
-        // Lower triangle of G_SS + λI; the rows are sorted, so each search starts where the
-        // previous one ended.
+        self.fill_gram(counts, popular);
+        let first = out.inverses.len();
+        out.pairs
+            .extend(self.selected.iter().map(|&(c, shared)| Pair {
+                low: j.min(c),
+                high: j.max(c),
+                shared,
+            }));
+        out.inverses.resize(first + m * lambdas.len(), 0.0);
+        for (l, &lambda) in lambdas.iter().enumerate() {
+            self.matrix.clear();
+            self.matrix.extend_from_slice(&self.gram);
+            for p in 0..m {
+                self.matrix[p * m + p] += lambda;
+            }
+            self.rhs.clear();
+            self.rhs
+                .extend(self.selected.iter().map(|&(_, c)| f64::from(c)));
+            if !factor_and_solve(&mut self.matrix, m, &mut self.rhs) {
+                // G_SS is a Gram matrix and λ > 0, so this only happens through rounding: the
+                // item is then treated as unrelated to its neighbourhood.
+                out.diagonals.push(1.0 / (own + lambda));
+                continue;
+            }
+            let explained: f64 = self
+                .selected
+                .iter()
+                .zip(&self.rhs)
+                .map(|(&(_, c), &beta)| f64::from(c) * beta)
+                .sum();
+            let diagonal = 1.0 / (own + lambda - explained).max(lambda);
+            out.diagonals.push(diagonal);
+            // Values are stored pair-major: pair k of this solve, λ l at k × lambdas + l.
+            for (k, &beta) in self.rhs.iter().enumerate() {
+                out.inverses[first + k * lambdas.len() + l] = -beta * diagonal;
+            }
+        }
+    }
+
+    /// The lower triangle of `G_SS` over the selected items into `gram` (row-major `m × m`).
+    fn fill_gram(&mut self, counts: &Counts, popular: &PopularCounts) {
+        let m = self.selected.len();
+        self.gram.clear();
+        self.gram.resize(m * m, 0.0);
+        if self.position.len() != counts.items() {
+            self.position = vec![u32::MAX; counts.items()];
+        }
         for (p, &(a, _)) in self.selected.iter().enumerate() {
-            self.matrix[p * m + p] = f64::from(counts.item_baskets[a as usize]) + lambda;
-            let (row, row_shared) = counts.row(a);
-            let mut from = 0;
-            for (q, &(b, _)) in self.selected[..p].iter().enumerate() {
-                if let Some(shared) = popular.get(a, b) {
-                    self.matrix[p * m + q] = f64::from(shared);
-                    continue;
+            self.position[a as usize] = p as u32;
+            self.gram[p * m + p] = f64::from(counts.item_baskets[a as usize]);
+        }
+        // Pairs of two popular items come from the dense table; every other pair holds an item
+        // outside it, whose row is short enough to scan whole (one pass over a row beats a
+        // binary search per pair, which mispredicts every step).
+        for (p, &(a, _)) in self.selected.iter().enumerate() {
+            if popular.holds(a) {
+                for (q, &(b, _)) in self.selected[..p].iter().enumerate() {
+                    if let Some(shared) = popular.get(a, b) {
+                        self.gram[p * m + q] = f64::from(shared);
+                    }
                 }
-                let at = from + row[from..].partition_point(|&x| x < b);
-                if at < row.len() && row[at] == b {
-                    self.matrix[p * m + q] = f64::from(row_shared[at]);
-                    from = at + 1;
-                } else {
-                    from = at;
+            } else {
+                let (row, row_shared) = counts.row(a);
+                for (&b, &shared) in row.iter().zip(row_shared) {
+                    let q = self.position[b as usize] as usize;
+                    if q != u32::MAX as usize {
+                        let (high, low) = if q < p { (p, q) } else { (q, p) };
+                        self.gram[high * m + low] = f64::from(shared);
+                    }
                 }
             }
         }
-        self.rhs.clear();
-        self.rhs
-            .extend(self.selected.iter().map(|&(_, c)| f64::from(c)));
-        if !cholesky(&mut self.matrix, m) {
-            // G_SS is a Gram matrix and λ > 0, so this only happens through rounding.
-            return 1.0 / own;
+        for &(a, _) in &self.selected {
+            self.position[a as usize] = u32::MAX;
         }
-        solve_in_place(&self.matrix, m, &mut self.rhs);
-        let explained: f64 = self
-            .selected
-            .iter()
-            .zip(&self.rhs)
-            .map(|(&(_, c), &beta)| f64::from(c) * beta)
-            .sum();
-        let diagonal = 1.0 / (own - explained).max(lambda);
-        for (&(c, shared), &beta) in self.selected.iter().zip(&self.rhs) {
-            out.push(Estimate {
-                low: j.min(c),
-                high: j.max(c),
-                inverse: -beta * diagonal,
-                shared,
-            });
-        }
-        diagonal
     }
+}
+
+/// Factors `a` (row-major `m × m`, lower triangle read) by [`cholesky_with`] and solves
+/// `a x = b` in place of `b`, in one kernel compiled for the CPU's widest SIMD (see
+/// [`crate::pipeline::vector::dispatch`]): these solves are most of the estimator's
+/// arithmetic, and a portable build would otherwise run them two lanes wide. False when `a`
+/// is not positive definite.
+fn factor_and_solve(a: &mut [f64], m: usize, b: &mut [f64]) -> bool {
+    struct Kernel<'a>(&'a mut [f64], usize, &'a mut [f64]);
+    impl WithSimd for Kernel<'_> {
+        type Output = bool;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) -> bool {
+            let Kernel(a, m, b) = self;
+            if !cholesky_with(simd, a, m) {
+                return false;
+            }
+            solve_with(simd, a, m, b);
+            true
+        }
+    }
+    dispatch(Kernel(a, m, b))
 }
 
 /// Cholesky factor `L` (`A = L Lᵀ`) in the lower triangle of the row-major `m × m` matrix
 /// `a`; false when `a` is not positive definite.
-fn cholesky(a: &mut [f64], m: usize) -> bool {
+#[inline(always)]
+fn cholesky_with<S: Simd>(simd: S, a: &mut [f64], m: usize) -> bool {
     for j in 0..m {
-        let d = a[j * m + j] - dot(&a[j * m..j * m + j], &a[j * m..j * m + j]);
+        let (row_j, below) = a[j * m..].split_at_mut(m);
+        let d = row_j[j] - dot_with(simd, &row_j[..j], &row_j[..j]);
         if d.is_nan() || d <= 0.0 {
             return false;
         }
         let d = d.sqrt();
-        a[j * m + j] = d;
-        for i in j + 1..m {
-            let s = a[i * m + j] - dot(&a[i * m..i * m + j], &a[j * m..j * m + j]);
-            a[i * m + j] = s / d;
+        row_j[j] = d;
+        let row_j = &row_j[..j];
+        for row_i in below.chunks_exact_mut(m) {
+            row_i[j] = (row_i[j] - dot_with(simd, &row_i[..j], row_j)) / d;
         }
     }
     true
 }
 
-/// Dot product with four running sums, so the compiler can keep them in one vector register
-/// (a single sum fixes the order of additions and stays scalar).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+/// `<a, b>` with four independent accumulators of the kernel's width.
+#[inline(always)]
+fn dot_with<S: Simd>(simd: S, a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut sums = [0.0f64; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = a4
-        .remainder()
-        .iter()
-        .zip(b4.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a4.zip(b4) {
+    let (a_head, a_tail) = S::as_simd_f64s(&a[..n]);
+    let (b_head, b_tail) = S::as_simd_f64s(&b[..n]);
+    let zero = simd.splat_f64s(0.0);
+    let mut acc = [zero; 4];
+    let (a_blocks, b_blocks) = (a_head.chunks_exact(4), b_head.chunks_exact(4));
+    let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
+    for (x, y) in a_blocks.zip(b_blocks) {
         for lane in 0..4 {
-            sums[lane] += x[lane] * y[lane];
+            acc[lane] = simd.mul_add_e_f64s(x[lane], y[lane], acc[lane]);
         }
     }
-    (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        acc[0] = simd.mul_add_e_f64s(*x, *y, acc[0]);
+    }
+    let sum = simd.add_f64s(simd.add_f64s(acc[0], acc[1]), simd.add_f64s(acc[2], acc[3]));
+    let tail: f64 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    simd.reduce_sum_f64s(sum) + tail
 }
 
-/// Solves `L Lᵀ x = b` in place of `b`, with `L` from [`cholesky`].
-fn solve_in_place(l: &[f64], m: usize, b: &mut [f64]) {
+/// Solves `L Lᵀ x = b` in place of `b`, with `L` from [`cholesky_with`].
+#[inline(always)]
+fn solve_with<S: Simd>(simd: S, l: &[f64], m: usize, b: &mut [f64]) {
     for i in 0..m {
-        let s = b[i] - dot(&l[i * m..i * m + i], &b[..i]);
+        let s = b[i] - dot_with(simd, &l[i * m..i * m + i], &b[..i]);
         b[i] = s / l[i * m + i];
     }
+    // Lᵀ x = y by columns of Lᵀ, that is rows of L, so every pass reads memory in order.
     for i in (0..m).rev() {
-        let mut s = b[i];
-        for k in i + 1..m {
-            s -= l[k * m + i] * b[k];
+        b[i] /= l[i * m + i];
+        let x = b[i];
+        for (bk, lk) in b[..i].iter_mut().zip(&l[i * m..i * m + i]) {
+            *bk -= lk * x;
         }
-        b[i] = s / l[i * m + i];
     }
 }
 
@@ -228,12 +309,34 @@ pub(super) fn sparse_ease(
     groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    params.check_lambda()?;
+    let mut tables = sparse_ease_lambdas(counts, groups, params, &[params.lambda])?;
+    tables
+        .pop()
+        .ok_or_else(|| MeasureError::InvalidParameter("no table was fitted".into()))
+}
+
+/// [`sparse_ease`] for each of `lambdas` (in their order) in one pass: each item's
+/// neighbourhood and Gram matrix are built once and factored once per λ, and the estimates are
+/// merged once, so a search over λ pays the shared work once.
+pub(super) fn sparse_ease_lambdas(
+    counts: &Counts,
+    groups: &[u32],
+    params: &MeasureParams,
+    lambdas: &[f64],
+) -> Result<Vec<(Neighbours, MeasureStats)>, MeasureError> {
+    for &lambda in lambdas {
+        MeasureParams {
+            lambda,
+            ..params.clone()
+        }
+        .check_lambda()?;
+    }
     if params.neighbourhood == 0 {
         return Err(MeasureError::InvalidParameter(
             "the ease neighbourhood must hold at least 1 item".into(),
         ));
     }
+    let width = lambdas.len();
     let items = counts.items();
     let threads = worker_threads(params.threads).clamp(1, items.max(1));
     let popular = PopularCounts::new(counts);
@@ -242,64 +345,77 @@ pub(super) fn sparse_ease(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
+                    let mine = || (t..items).step_by(threads).map(|j| j as u32);
+                    // Exactly what this thread's solves push, so the buffers never move.
+                    let pairs: usize = mine()
+                        .filter(|&j| counts.eligible(j))
+                        .map(|j| counts.row(j).0.len().min(params.neighbourhood))
+                        .sum();
+                    let mut part = SolvedPart {
+                        pairs: Vec::with_capacity(pairs),
+                        inverses: Vec::with_capacity(pairs * width),
+                        ..SolvedPart::default()
+                    };
                     let mut solver = Solver::default();
-                    let mut diagonal = Vec::new();
-                    let mut estimates = Vec::new();
-                    for j in (t..items).step_by(threads) {
-                        let j = j as u32;
-                        if counts.eligible(j) {
-                            let p = solver.solve(
-                                counts,
-                                popular,
-                                j,
-                                params.lambda,
-                                params.neighbourhood,
-                                &mut estimates,
-                            );
-                            diagonal.push((j, p));
-                        }
+                    for j in mine().filter(|&j| counts.eligible(j)) {
+                        solver.solve(counts, popular, j, lambdas, params.neighbourhood, &mut part);
                     }
-                    (diagonal, estimates)
+                    part
                 })
             })
             .collect();
         join_all(handles)
     });
-    let mut diagonal = vec![0.0f64; items];
-    let mut estimates = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
-    for (part_diagonal, part_estimates) in parts {
-        for (j, p) in part_diagonal {
-            diagonal[j as usize] = p;
+    let mut diagonals = vec![0.0f64; items * width];
+    // Every estimate by (pair, part, position in part): both items of a pair may have
+    // estimated it, and their mean is taken.
+    let mut order: Vec<(u32, u32, u32, u32)> =
+        Vec::with_capacity(parts.iter().map(|p| p.pairs.len()).sum());
+    for (t, part) in parts.iter().enumerate() {
+        for (k, &j) in part.items.iter().enumerate() {
+            diagonals[j as usize * width..(j as usize + 1) * width]
+                .copy_from_slice(&part.diagonals[k * width..(k + 1) * width]);
         }
-        estimates.extend(part_estimates);
+        order.extend(
+            part.pairs
+                .iter()
+                .enumerate()
+                .map(|(k, e)| (e.low, e.high, t as u32, k as u32)),
+        );
     }
-    // Both items of a pair may have estimated it: their mean, in a thread-independent order.
-    estimates.sort_unstable_by(|a, b| {
-        (a.low, a.high)
-            .cmp(&(b.low, b.high))
-            .then(a.inverse.total_cmp(&b.inverse))
-    });
-    let mut merged: Vec<Estimate> = Vec::with_capacity(estimates.len());
-    let mut seen = 0u32;
-    for e in estimates {
-        match merged.last_mut() {
-            Some(last) if (last.low, last.high) == (e.low, e.high) => {
-                last.inverse += e.inverse;
-                seen += 1;
-            }
-            _ => {
-                if let Some(last) = merged.last_mut() {
-                    last.inverse /= f64::from(seen);
-                }
-                merged.push(e);
-                seen = 1;
+    order.sort_unstable();
+    // Merged pairs and their values (pair-major, as in a part).
+    let mut merged: Vec<Pair> = Vec::with_capacity(order.len() / 2 + 1);
+    let mut values: Vec<f64> = Vec::with_capacity((order.len() / 2 + 1) * width);
+    let mut at = 0;
+    while at < order.len() {
+        let (low, high, _, _) = order[at];
+        let mut end = at + 1;
+        while end < order.len() && (order[end].0, order[end].1) == (low, high) {
+            end += 1;
+        }
+        let first = &parts[order[at].2 as usize];
+        let shared = first.pairs[order[at].3 as usize].shared;
+        merged.push(Pair { low, high, shared });
+        let base = values.len();
+        values.resize(base + width, 0.0);
+        for &(_, _, t, k) in &order[at..end] {
+            let part = &parts[t as usize];
+            let from = k as usize * width;
+            for (sum, v) in values[base..]
+                .iter_mut()
+                .zip(&part.inverses[from..from + width])
+            {
+                *sum += v;
             }
         }
+        let estimates = (end - at) as f64;
+        values[base..].iter_mut().for_each(|v| *v /= estimates);
+        at = end;
     }
-    if let Some(last) = merged.last_mut() {
-        last.inverse /= f64::from(seen);
-    }
-    // Both directions of every pair as rows: (other, P entry, shared baskets).
+    drop(order);
+    drop(parts);
+    // Both directions of every pair as rows: (other, merged pair).
     let mut offsets = vec![0usize; items + 1];
     for e in &merged {
         offsets[e.low as usize + 1] += 1;
@@ -309,49 +425,56 @@ pub(super) fn sparse_ease(
         offsets[i + 1] += offsets[i];
     }
     let mut fill = offsets.clone();
-    let mut row_entries = vec![(0u32, 0f64, 0u32); offsets[items]];
-    for e in merged {
+    let mut row_entries = vec![(0u32, 0u32); offsets[items]];
+    for (k, e) in merged.iter().enumerate() {
         for (from, to) in [(e.low, e.high), (e.high, e.low)] {
-            row_entries[fill[from as usize]] = (to, e.inverse, e.shared);
+            row_entries[fill[from as usize]] = (to, k as u32);
             fill[from as usize] += 1;
         }
     }
-    let (neighbours, co_occurring, variants) = rows_in_parallel(
-        items,
-        threads,
-        Vec::<(u32, f32, u32)>::new,
-        |j, row, part| {
-            let ju = j as usize;
-            row.clear();
-            for &(c, inverse, shared) in &row_entries[offsets[ju]..offsets[ju + 1]] {
-                part.co_occurring += 1;
-                if shared < params.min_support {
-                    continue;
-                }
-                if groups[ju] != u32::MAX && groups[ju] == groups[c as usize] {
-                    part.variants_dropped += 1;
-                    continue;
-                }
-                let weight = (-inverse / diagonal[c as usize]) as f32;
-                if weight != 0.0 && weight.is_finite() {
-                    row.push((c, weight, shared));
-                }
-            }
-            keep_strongest(row, params.neighbours);
-            part.push_row(row);
-        },
-    );
     let eligible = counts.eligible_items();
-    Ok((
-        neighbours,
-        MeasureStats {
-            co_occurring_pairs: co_occurring,
-            variant_pairs_dropped: variants,
-            eligible_items: eligible,
-            items_below_min_baskets: items - eligible,
-            ..MeasureStats::default()
-        },
-    ))
+    let tables = (0..width)
+        .map(|l| {
+            let (neighbours, co_occurring, variants) = rows_in_parallel(
+                items,
+                threads,
+                Vec::<(u32, f32, u32)>::new,
+                |j, row, part| {
+                    let ju = j as usize;
+                    row.clear();
+                    for &(c, k) in &row_entries[offsets[ju]..offsets[ju + 1]] {
+                        part.co_occurring += 1;
+                        let shared = merged[k as usize].shared;
+                        if shared < params.min_support {
+                            continue;
+                        }
+                        if groups[ju] != u32::MAX && groups[ju] == groups[c as usize] {
+                            part.variants_dropped += 1;
+                            continue;
+                        }
+                        let inverse = values[k as usize * width + l];
+                        let weight = (-inverse / diagonals[c as usize * width + l]) as f32;
+                        if weight != 0.0 && weight.is_finite() {
+                            row.push((c, weight, shared));
+                        }
+                    }
+                    keep_strongest(row, params.neighbours);
+                    part.push_row(row);
+                },
+            );
+            (
+                neighbours,
+                MeasureStats {
+                    co_occurring_pairs: co_occurring,
+                    variant_pairs_dropped: variants,
+                    eligible_items: eligible,
+                    items_below_min_baskets: items - eligible,
+                    ..MeasureStats::default()
+                },
+            )
+        })
+        .collect();
+    Ok(tables)
 }
 
 #[cfg(test)]
@@ -362,11 +485,10 @@ mod tests {
     fn cholesky_solves_a_small_system() {
         // A = [[4, 2], [2, 3]], b = [2, 1] -> x = [0.5, 0].
         let mut a = vec![4.0, 0.0, 2.0, 3.0];
-        assert!(cholesky(&mut a, 2));
         let mut b = vec![2.0, 1.0];
-        solve_in_place(&a, 2, &mut b);
+        assert!(factor_and_solve(&mut a, 2, &mut b));
         assert!((b[0] - 0.5).abs() < 1e-12 && b[1].abs() < 1e-12, "{b:?}");
         let mut singular = vec![1.0, 0.0, 1.0, 1.0];
-        assert!(!cholesky(&mut singular, 2));
+        assert!(!factor_and_solve(&mut singular, 2, &mut [1.0, 1.0]));
     }
 }

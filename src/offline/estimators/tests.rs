@@ -331,3 +331,30 @@ fn sparse_ease_gives_rows_only_to_items_with_enough_baskets() {
     let threads = MeasureParams { threads: 1, ..p };
     assert_eq!(co_purchase(&b, &[u32::MAX; 12], &threads).unwrap().0, table);
 }
+
+#[test]
+fn one_pass_over_several_lambdas_gives_each_lambdas_own_table() {
+    let b = random_baskets();
+    let groups = [u32::MAX; 12];
+    let p = MeasureParams {
+        neighbourhood: 4,
+        neighbours: 5,
+        ..params(Estimator::SparseEase)
+    };
+    let counts = Counts::from_baskets(&b, p.min_baskets, 2);
+    let lambdas = [2.0, 40.0, 300.0];
+    let together = co_purchase_for_lambdas(&counts, &groups, &p, &lambdas).unwrap();
+    assert_eq!(together.len(), 3);
+    for (&lambda, (table, _)) in lambdas.iter().zip(&together) {
+        let alone = MeasureParams {
+            lambda,
+            ..p.clone()
+        };
+        assert_eq!(
+            &co_purchase_from_counts(&counts, &groups, &alone).unwrap().0,
+            table,
+            "λ {lambda}"
+        );
+    }
+    assert_ne!(together[0].0, together[2].0, "λ changes the weights");
+}
