@@ -21,7 +21,11 @@ use crate::pipeline::fixtures::small_snapshot;
 const LIMITS: RouterLimits = RouterLimits {
     request_timeout: Duration::from_secs(2),
     max_body_bytes: 64 * 1024,
+    body_read_timeout: Duration::from_secs(2),
+    max_uri_bytes: 8192,
+    max_header_bytes: 8192,
     max_in_flight: 64,
+    max_queue_delay: Duration::from_secs(1),
 };
 
 /// The settings of the router tests: no database, an admin token, small limits, a cap of two

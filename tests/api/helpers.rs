@@ -167,6 +167,7 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings.database.url = Some(Secret::new(db.url.clone()));
     settings.database.max_connections = 4;
     settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    settings.pseudonym_key = Some(Secret::new("test-pseudonym-key"));
     settings.model.retry_initial_ms = 20;
     settings.model.retry_max_ms = 200;
     settings
