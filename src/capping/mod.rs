@@ -2,6 +2,7 @@
 //! has been shown, behind a [`CapStore`] trait. Shoppers are known only by a keyed hash of
 //! their id ([`ShopperKey`]), never by the id itself.
 
+mod breaker;
 mod ids;
 mod memory;
 mod redis;
@@ -100,6 +101,11 @@ pub struct CapPolicy {
     pub redis_prefix: String,
     /// Deadline of one Redis round trip; past it the request is served without capping.
     pub redis_timeout_ms: u64,
+    /// Consecutive Redis failures after which the store stops calling Redis for
+    /// `breaker_open_ms` (requests are served uncapped meanwhile, at no extra latency).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one call probes Redis again.
+    pub breaker_open_ms: u64,
     /// Most impressions of one item per shopper within `impression_window_secs`.
     pub max_impressions_per_item: u32,
     /// Sliding window of the per-item cap.
@@ -128,6 +134,8 @@ impl Default for CapPolicy {
             store: CapStoreKind::Memory,
             redis_prefix: "tandem".into(),
             redis_timeout_ms: 50,
+            breaker_failures: 3,
+            breaker_open_ms: 1_000,
             max_impressions_per_item: 3,
             impression_window_secs: 86_400,
             max_responses_per_window: 200,
@@ -173,6 +181,9 @@ impl CapPolicy {
             || self.dismiss_secs == 0
         {
             return Err("capping windows must be positive".into());
+        }
+        if self.breaker_failures == 0 || self.breaker_open_ms == 0 {
+            return Err("capping.breaker_failures and breaker_open_ms must be positive".into());
         }
         if self.redis_timeout_ms == 0 || self.redis_prefix.is_empty() {
             return Err("capping.redis_timeout_ms and redis_prefix must be set".into());
