@@ -277,7 +277,10 @@ fn cap_store(settings: &Settings, metrics: &Metrics) -> Result<Arc<dyn CapStore>
             Ok(Arc::new(store))
         }
         (CapStoreKind::Redis, None) => Err(StartError::Redis("REDIS_URL is not set".into())),
-        (CapStoreKind::Memory, _) => Ok(Arc::new(MemoryCapStore::new(settings.capping.clone()))),
+        (CapStoreKind::Memory, _) => Ok(Arc::new(MemoryCapStore::with_metrics(
+            settings.capping.clone(),
+            metrics.clone(),
+        ))),
     }
 }
 

@@ -87,6 +87,7 @@ pub struct Collectors {
     capping_store_errors: IntCounter,
     capping_breaker_state: IntGauge,
     capping_breaker_skipped: IntCounter,
+    capping_memory_bytes: IntGauge,
     connections_open: IntGauge,
     lists_served: IntCounterVec,
     feedback_events: IntCounterVec,
@@ -255,6 +256,13 @@ impl Metrics {
                     "Cap store calls not made because the breaker was open (served uncapped)",
                 )?,
             )?,
+            capping_memory_bytes: register(
+                r,
+                IntGauge::new(
+                    "tandem_capping_memory_bytes",
+                    "Bytes the in-memory cap store holds (at most capping.max_memory_bytes)",
+                )?,
+            )?,
             connections_open: register(
                 r,
                 IntGauge::new(
@@ -315,6 +323,11 @@ impl Metrics {
     /// Counts a cap store call skipped while the breaker is open.
     pub fn capping_breaker_skipped(&self) {
         self.capping_breaker_skipped.inc();
+    }
+
+    /// Moves the in-memory cap store's byte count by `delta`.
+    pub fn capping_memory_bytes(&self, delta: i64) {
+        self.capping_memory_bytes.add(delta);
     }
 
     /// Counts an open connection until the guard is dropped.

@@ -266,15 +266,23 @@ impl Recommender {
     /// Takes a body of storefront events, already validated and pseudonymised: fills each
     /// one's variant and touchpoint from the list it cites, queues them for the event store
     /// (all or none), counts them, and feeds impressions, engagement and "not interested" to
-    /// frequency capping.
-    pub async fn feedback(&self, mut events: Vec<Event>) -> Result<Received, SubmitError> {
+    /// frequency capping, for the items `snapshot` (the model serving now) knows: an id it
+    /// does not know can never be recommended, so capping it would only grow the cap store
+    /// at a client's whim. Every event is stored, whatever its item.
+    pub async fn feedback(
+        &self,
+        snapshot: Option<&Snapshot>,
+        mut events: Vec<Event>,
+    ) -> Result<Received, SubmitError> {
         let accepted = events.len();
         let counted: Vec<(EventKind, &str, &str)> =
             events.iter_mut().map(|e| self.attribute(e)).collect();
         // What capping needs is taken before the events move into the queue.
+        let known = |item: &str| snapshot.is_some_and(|s| s.index_of(item).is_some());
         let feedback: Vec<(ShopperKey, String, Feedback)> = if self.capping_enabled {
             events
                 .iter()
+                .filter(|e| known(&e.item_id))
                 .filter_map(|e| {
                     let feedback = match e.kind {
                         EventKind::Impression => Feedback::Impression,
@@ -428,7 +436,10 @@ mod tests {
             Some(recommender.pseudonymizer()),
         )
         .unwrap();
-        let received = recommender.feedback(dismiss).await.unwrap();
+        let received = recommender
+            .feedback(Some(&snapshot), dismiss)
+            .await
+            .unwrap();
         assert_eq!(
             received,
             Received {

@@ -120,6 +120,9 @@ pub struct CapPolicy {
     pub max_shoppers: usize,
     /// Most distinct items tracked per shopper.
     pub max_items_per_shopper: usize,
+    /// Most bytes the in-memory store holds in all (its entries and their buffers); the least
+    /// recently seen shoppers are forgotten first.
+    pub max_memory_bytes: usize,
     /// How long a "not interested" (dismiss event) keeps the item from that shopper.
     pub dismiss_secs: u64,
     /// Whether a click or add-to-cart starts the shopper's fatigue window afresh: a shopper
@@ -143,6 +146,7 @@ impl Default for CapPolicy {
             count_served_as_impressions: true,
             max_shoppers: 1_000_000,
             max_items_per_shopper: 512,
+            max_memory_bytes: 512 << 20,
             dismiss_secs: 30 * 86_400,
             reset_fatigue_on_engagement: true,
         }
@@ -187,6 +191,9 @@ impl CapPolicy {
         }
         if self.redis_timeout_ms == 0 || self.redis_prefix.is_empty() {
             return Err("capping.redis_timeout_ms and redis_prefix must be set".into());
+        }
+        if self.max_memory_bytes < 1 << 20 {
+            return Err("capping.max_memory_bytes must be at least 1 MiB".into());
         }
         if self.max_shoppers == 0 || self.max_items_per_shopper == 0 {
             return Err("capping.max_shoppers and max_items_per_shopper must be positive".into());

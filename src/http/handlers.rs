@@ -106,7 +106,11 @@ pub async fn events(
             state.metrics.events_rejected("invalid", 1);
             RequestError::new(ErrorCode::InvalidEvents, e.message)
         })?;
-    let received = state.recommender.feedback(events).await?;
+    let snapshot = state.model.current();
+    let received = state
+        .recommender
+        .feedback(snapshot.as_deref(), events)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": received.accepted, "stored": received.stored })),

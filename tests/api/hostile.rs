@@ -306,3 +306,42 @@ async fn an_erasure_removes_queued_events_and_later_ones_are_stored() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn dismissals_of_items_the_model_does_not_know_create_no_cap_state() {
+    let app = app_with(|s| s.events.max_events_per_request = 1000).await;
+    crate::helpers::write_version(&app.db.pool, 40, 3).await;
+    app.wait_until_ready().await;
+    let memory = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tandem_capping_memory_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    for body in 0..5 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| {
+                let id = format!("{body:04}-{i:04}-{}", "z".repeat(118));
+                json!({"kind": "dismiss", "item_id": id, "user": format!("mallory{}", i % 7)})
+            })
+            .collect();
+        assert_eq!(post_events(&app, &json!(events)).await, 202);
+    }
+    let metrics = metrics_text(&app.client, &app.address).await;
+    assert_eq!(memory(&metrics), 0.0, "{metrics}");
+    let known = json!([{"kind": "dismiss", "item_id": "S0000002", "user": "mallory0"}]);
+    assert_eq!(post_events(&app, &known).await, 202);
+    let metrics = metrics_text(&app.client, &app.address).await;
+    assert!(memory(&metrics) > 0.0, "{metrics}");
+    // Every event is still stored: only capping ignores the unknown items.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metrics_text(&app.client, &app.address)
+        .await
+        .contains("tandem_events_written_total 5001")
+    {
+        assert!(Instant::now() < deadline, "not every event was written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
