@@ -64,6 +64,7 @@ pub struct Application {
     shutdown_grace: Duration,
     connections: http::server::ConnectionLimits,
     start_up_load: Option<JoinHandle<()>>,
+    erasures: Option<JoinHandle<()>>,
 }
 
 /// Where the first model comes from.
@@ -102,7 +103,7 @@ impl Application {
         let metrics = Metrics::new()?;
         let caps = cap_store(&settings, &metrics)?;
         let model = Arc::new(ModelHandle::default());
-        let state = build_state(&settings, model, pool, caps, metrics)?;
+        let state = build_state(&settings, model, pool.clone(), caps, metrics)?;
         let start_up_load = match initial {
             InitialModel::Snapshot(snapshot) => {
                 state.metrics.model_loaded(&snapshot, Duration::ZERO);
@@ -129,6 +130,12 @@ impl Application {
                 }))
             }
         };
+        // Every replica applies every erasure announced in Postgres to what it holds.
+        let erasures = pool.map(|pool| {
+            let recommender = state.recommender.clone();
+            let retry = Duration::from_millis(settings.model.retry_max_ms);
+            tokio::spawn(recommender.follow_erasures(pool, retry))
+        });
         let server = &settings.server;
         let limits = RouterLimits {
             request_timeout: settings.request_timeout(),
@@ -154,6 +161,7 @@ impl Application {
             shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
             connections,
             start_up_load,
+            erasures,
         })
     }
 
@@ -199,7 +207,7 @@ impl Application {
                 Ok(())
             }
         };
-        if let Some(task) = self.start_up_load {
+        for task in [self.start_up_load, self.erasures].into_iter().flatten() {
             task.abort();
         }
         // Requests are done: whatever events they queued are written before we exit.
@@ -228,6 +236,7 @@ pub fn build_state(
         Arc::clone(&model),
         metrics.clone(),
     ));
+    let erasures = pool.clone();
     let events = pool.map(|pool| {
         Arc::new(EventWriter::start(
             pool,
@@ -251,6 +260,7 @@ pub fn build_state(
         attribution_capacity: NonZeroUsize::new(settings.events.attribution_capacity)
             .unwrap_or(NonZeroUsize::MIN),
         events,
+        erasures,
         metrics: metrics.clone(),
     });
     Ok(AppState {

@@ -794,7 +794,9 @@ mod tests {
             })
             .sum();
         assert_eq!(counted, store.bytes(), "the running count is the sum");
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert!(runtime.block_on(store.forget(newest)));
         let counted: usize = store
             .shards

@@ -23,6 +23,20 @@ pub use redis::RedisCapStore;
 pub struct ShopperKey(pub [u8; 16]);
 
 impl ShopperKey {
+    /// The key written as [`ShopperKey::to_hex`] writes it.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (byte, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(key))
+    }
+
     /// Lowercase hex, as stored in Postgres.
     pub fn to_hex(self) -> String {
         use std::fmt::Write;
@@ -272,5 +286,7 @@ mod tests {
         assert_ne!(Some(user), a.shopper_key(None, Some("u1")));
         assert_eq!(a.shopper_key(None, None), None);
         assert!(!format!("{a:?}").contains("one"));
+        assert_eq!(ShopperKey::from_hex(&user.to_hex()), Some(user));
+        assert_eq!(ShopperKey::from_hex("zz"), None);
     }
 }

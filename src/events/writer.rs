@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -171,15 +172,21 @@ impl EventWriter {
         Ok(())
     }
 
-    /// Erases a shopper (user key `shopper`, session key `session`, both hex): drops their
-    /// events still queued and deletes the stored ones; returns how many rows were deleted.
-    pub async fn erase(&self, shopper: &str, session: &str) -> Result<u64, sqlx::Error> {
+    /// Erases a shopper (user key `shopper`, session key `session`, both hex) as of `until`:
+    /// drops their queued events accepted until then and deletes the stored ones; returns how
+    /// many rows were deleted. Events accepted later are kept.
+    pub async fn erase(
+        &self,
+        shopper: &str,
+        session: &str,
+        until: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
         // Under the writing lock: a batch being written finishes before the delete (which
         // then removes it), and every later batch is filtered.
         let _writing = self.writing.lock().await;
-        let before = self.sequence.load(Ordering::Relaxed);
-        self.erased.add(shopper, session, before);
-        store::delete_shopper_events(&self.pool, shopper, session).await
+        let queued_before = self.sequence.load(Ordering::Relaxed);
+        self.erased.add(shopper, session, until, queued_before);
+        store::delete_shopper_events(&self.pool, shopper, session, until).await
     }
 
     /// Stops accepting events and waits up to `grace` for the queue to be written.
@@ -198,41 +205,46 @@ impl EventWriter {
 }
 
 /// Shopper and session keys erased while some of their events may still be queued, each with
-/// the place in the queue the erasure came at: queued events before it are dropped, later ones
-/// are kept. A key is forgotten as soon as the writer has taken every event before its place,
-/// so this holds at most the erasures of one batch's time.
+/// the time it was erased as of (queued events accepted until then are dropped, later ones
+/// kept) and the place in the queue the erasure came at. A key is forgotten as soon as the
+/// writer has taken every event queued before that place, so this holds at most the erasures
+/// of one batch's time.
 #[derive(Default)]
 struct Erased {
-    keys: Mutex<HashMap<String, u64>>,
+    keys: Mutex<HashMap<String, (DateTime<Utc>, u64)>>,
 }
 
 impl Erased {
-    fn add(&self, shopper: &str, session: &str, before: u64) {
+    fn add(&self, shopper: &str, session: &str, until: DateTime<Utc>, queued_before: u64) {
         if let Ok(mut keys) = self.keys.lock() {
-            keys.insert(shopper.to_string(), before);
-            keys.insert(session.to_string(), before);
+            for key in [shopper, session] {
+                let entry = keys
+                    .entry(key.to_string())
+                    .or_insert((until, queued_before));
+                *entry = (entry.0.max(until), entry.1.max(queued_before));
+            }
         }
     }
 
-    /// Drops the batch's events erased after they were queued, and forgets the erasures every
-    /// one of whose earlier events has now been taken (`taken`: the place after the last event
-    /// received). Returns the events to write and how many were dropped.
+    /// Drops the batch's events erased after they were accepted, and forgets the erasures
+    /// every one of whose earlier events has now been taken (`taken`: the place after the
+    /// last event received). Returns the events to write and how many were dropped.
     fn filter(&self, batch: &mut Vec<Queued>, taken: u64) -> (Vec<Event>, usize) {
         let Ok(mut keys) = self.keys.lock() else {
             return (batch.drain(..).map(|(_, e)| e).collect(), 0);
         };
         let before = batch.len();
-        let erased = |key: &Option<String>, place: u64| {
+        let erased = |key: &Option<String>, event: &Event| {
             key.as_ref()
                 .and_then(|k| keys.get(k))
-                .is_some_and(|&until| place < until)
+                .is_some_and(|&(until, _)| event.received_at <= until)
         };
         let kept: Vec<Event> = batch
             .drain(..)
-            .filter(|(place, e)| !erased(&e.shopper, *place) && !erased(&e.session, *place))
+            .filter(|(_, e)| !erased(&e.shopper, e) && !erased(&e.session, e))
             .map(|(_, e)| e)
             .collect();
-        keys.retain(|_, until| *until > taken);
+        keys.retain(|_, &mut (_, queued_before)| queued_before > taken);
         let dropped = before - kept.len();
         (kept, dropped)
     }

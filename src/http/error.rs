@@ -99,6 +99,9 @@ pub enum ApiError {
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// 503: Postgres failed during an erasure, so data may remain; retry.
+    #[error("the database could not be reached; nothing is certain to be erased, retry")]
+    DatabaseUnavailable(String),
     /// 503: the cap store could not be reached, so state may remain; retry.
     #[error("the capping store could not be reached; nothing is certain to be erased, retry")]
     CapStoreUnavailable,
@@ -140,6 +143,7 @@ impl ApiError {
                 LoadError::Task(_) => ErrorCode::Internal,
             },
             ApiError::CapStoreUnavailable => ErrorCode::CappingStoreUnavailable,
+            ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
             ApiError::EventsRefused(SubmitError::QueueFull) => ErrorCode::EventsQueueFull,
             ApiError::EventsRefused(SubmitError::Closed) => ErrorCode::ShuttingDown,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -176,6 +180,9 @@ impl From<EraseError> for ApiError {
     fn from(error: EraseError) -> Self {
         match error {
             EraseError::CapStoreUnavailable => ApiError::CapStoreUnavailable,
+            EraseError::Events(e) | EraseError::Announce(e) => {
+                ApiError::DatabaseUnavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -209,7 +216,9 @@ impl IntoResponse for ApiError {
         }
         if status.is_server_error() {
             let detail = match &self {
-                ApiError::Internal(detail) => detail.clone(),
+                ApiError::Internal(detail) | ApiError::DatabaseUnavailable(detail) => {
+                    detail.clone()
+                }
                 other => other.to_string(),
             };
             response.extensions_mut().insert(ErrorDetail(detail));
