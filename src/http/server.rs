@@ -228,3 +228,70 @@ async fn connection(
         tracing::debug!(%error, "connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that is pending until woken once, and notes what the clock said when it ran.
+    struct Probe {
+        clock: Arc<WakeClock>,
+        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+        seen: Arc<std::sync::Mutex<Option<Instant>>>,
+        polls: usize,
+    }
+
+    impl Future for Probe {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            if self.polls == 1 {
+                *self.waker.lock().unwrap() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            *self.seen.lock().unwrap() = Some(self.clock.ready_since());
+            Poll::Ready(())
+        }
+    }
+
+    #[test]
+    fn a_request_is_dated_from_the_wake_not_from_the_poll() {
+        let clock = Arc::new(WakeClock::default());
+        let accepted = Instant::now();
+        clock.ready.store(stamp(accepted), Ordering::Relaxed);
+        let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let mut task = Clocked {
+            waker: Waker::from(Arc::clone(&clock)),
+            clock: Arc::clone(&clock),
+            task: Box::pin(Probe {
+                clock,
+                waker: Arc::clone(&waker),
+                seen: Arc::clone(&seen),
+                polls: 0,
+            }),
+        };
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        assert!(Pin::new(&mut task).poll(&mut cx).is_pending());
+        let woken = Instant::now();
+        waker.lock().unwrap().take().unwrap().wake();
+        // The task sits in a queue this long before it runs again.
+        std::thread::sleep(Duration::from_millis(30));
+        let woken_later = Instant::now();
+        // A second wake before the poll (a timer, say) must not move the date.
+        task.waker.wake_by_ref();
+        assert!(Pin::new(&mut task).poll(&mut cx).is_ready());
+        let ready = seen.lock().unwrap().unwrap();
+        assert!(
+            ready >= woken - Duration::from_millis(1),
+            "dated before the wake"
+        );
+        assert!(
+            ready < woken_later,
+            "dated from the first wake, not a later one or the poll"
+        );
+        assert!(ready.elapsed() >= Duration::from_millis(30));
+    }
+}
