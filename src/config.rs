@@ -59,7 +59,7 @@ pub struct Settings {
     #[serde(default)]
     pub experiments: Vec<ExperimentConfig>,
     /// Key of the hash that pseudonymises shopper and session ids (from
-    /// `TANDEM_PSEUDONYM_KEY`); required with a database, a random one per process without
+    /// `TANDEM_PSEUDONYM_KEY`); required by `serve` with a database, a random one per process without
     /// (the state it keys then lives only in that process).
     #[serde(skip)]
     pub pseudonym_key: Option<Secret>,
@@ -288,25 +288,6 @@ impl Settings {
                 "server",
                 "max_connections, max_queue_delay_ms, header_read_timeout_ms, \
                  body_read_timeout_ms, max_uri_bytes and max_header_bytes must be positive",
-            );
-        }
-        // Without a key of its own, a replica would store pseudonyms no other replica (and no
-        // later process) can match, so an erasure could not find them.
-        if self.database.url.is_some() && self.pseudonym_key.is_none() {
-            return invalid(
-                "TANDEM_PSEUDONYM_KEY",
-                "must be set when DATABASE_URL is: stored events and erasures need one key for \
-                 the whole deployment",
-            );
-        }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be positive");
-        }
-        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms
-        {
-            return invalid(
-                "model.retry_max_ms",
-                "back-off must be positive and max >= initial",
             );
         }
         Ok(())
