@@ -59,8 +59,8 @@ pub struct Settings {
     #[serde(default)]
     pub experiments: Vec<ExperimentConfig>,
     /// Key of the hash that pseudonymises shopper and session ids (from
-    /// `TANDEM_PSEUDONYM_KEY`); required by `serve` with a database, a random one per process without
-    /// (the state it keys then lives only in that process).
+    /// `TANDEM_PSEUDONYM_KEY`); required by `serve` with a database, a random one per process
+    /// without (the state it keys then lives only in that process).
     #[serde(skip)]
     pub pseudonym_key: Option<Secret>,
     /// Admin bearer token (from `TANDEM_ADMIN_TOKEN`); admin endpoints refuse all calls without it.
