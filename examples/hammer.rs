@@ -3,7 +3,12 @@
 //! and latency are kept, so the latency of the requests served (200) and of those shed (503)
 //! are reported apart, which wrk and oha do not do.
 //!
-//! `cargo run --release --example hammer -- HOST:PORT PATHS_FILE CONNECTIONS SECONDS`
+//! `cargo run --release --example hammer -- HOST:PORT PATHS_FILE CONNECTIONS SECONDS [BACKOFF_MS]`
+//!
+//! With `BACKOFF_MS`, a connection that was answered 503 waits that long before its next
+//! request, as a storefront does that shows no list rather than asking again at once; without
+//! it every connection asks again at once, so the requests outstanding never fall below
+//! `CONNECTIONS` and their latency is `CONNECTIONS` / throughput however many are shed.
 //!
 //! Prints one line: `RESULT total_rps=… ok_rps=… shed_rps=… ok_p50_ms=… ok_p99_ms=…
 //! ok_max_ms=… shed_p99_ms=… other=… errors=…`.
@@ -59,6 +64,7 @@ async fn connection(
     paths: Arc<Vec<String>>,
     first: usize,
     until: Instant,
+    backoff: Duration,
 ) -> (Answers, usize) {
     let mut answers = Vec::new();
     let mut errors = 0;
@@ -84,6 +90,9 @@ async fn connection(
                 Ok(status) => {
                     let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
                     answers.push((status, micros));
+                    if status == 503 && !backoff.is_zero() {
+                        tokio::time::sleep(backoff).await;
+                    }
                 }
                 Err(_) => {
                     errors += 1;
@@ -106,9 +115,14 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [address, paths, connections, seconds] = args.as_slice() else {
-        anyhow::bail!("usage: hammer HOST:PORT PATHS_FILE CONNECTIONS SECONDS");
+    let (address, paths, connections, seconds, backoff) = match args.as_slice() {
+        [address, paths, connections, seconds] => (address, paths, connections, seconds, "0"),
+        [address, paths, connections, seconds, backoff] => {
+            (address, paths, connections, seconds, backoff.as_str())
+        }
+        _ => anyhow::bail!("usage: hammer HOST:PORT PATHS_FILE CONNECTIONS SECONDS [BACKOFF_MS]"),
     };
+    let backoff = Duration::from_millis(backoff.parse()?);
     let paths: Vec<String> = std::fs::read_to_string(paths)?
         .lines()
         .filter(|l| !l.is_empty())
@@ -127,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::clone(&paths),
                 i * stride,
                 until,
+                backoff,
             ))
         })
         .collect();
