@@ -3,13 +3,12 @@
 //! and the bound listener; then serving until a shutdown signal, with a bounded grace period,
 //! and draining the event queue.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -46,6 +45,12 @@ pub enum StartError {
     /// The Redis cap store cannot be set up (a malformed URL).
     #[error("invalid REDIS_URL: {0}")]
     Redis(String),
+    /// A database is configured but no pseudonym key: each process would key its own.
+    #[error(
+        "TANDEM_PSEUDONYM_KEY is not set: with a database, every replica and restart must \
+         pseudonymise shoppers with one key, or erasures cannot find what was stored"
+    )]
+    PseudonymKey,
     /// The metrics registry refused a metric (a bug).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -57,7 +62,9 @@ pub struct Application {
     router: Router,
     state: AppState,
     shutdown_grace: Duration,
+    connections: http::server::ConnectionLimits,
     start_up_load: Option<JoinHandle<()>>,
+    erasures: Option<JoinHandle<()>>,
 }
 
 /// Where the first model comes from.
@@ -75,6 +82,9 @@ impl Application {
     pub async fn build(settings: Settings, initial: InitialModel) -> Result<Self, StartError> {
         // Before the model is loaded, so its pages follow the setting too.
         crate::huge_pages::set_transparent_huge_pages(settings.server.transparent_huge_pages);
+        if settings.database.url.is_some() && settings.pseudonym_key.is_none() {
+            return Err(StartError::PseudonymKey);
+        }
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -93,7 +103,7 @@ impl Application {
         let metrics = Metrics::new()?;
         let caps = cap_store(&settings, &metrics)?;
         let model = Arc::new(ModelHandle::default());
-        let state = build_state(&settings, model, pool, caps, metrics)?;
+        let state = build_state(&settings, model, pool.clone(), caps, metrics)?;
         let start_up_load = match initial {
             InitialModel::Snapshot(snapshot) => {
                 state.metrics.model_loaded(&snapshot, Duration::ZERO);
@@ -120,18 +130,38 @@ impl Application {
                 }))
             }
         };
+        // Every replica applies every erasure announced in Postgres to what it holds.
+        let erasures = pool.map(|pool| {
+            let recommender = state.recommender.clone();
+            let retry = Duration::from_millis(settings.model.retry_max_ms);
+            tokio::spawn(recommender.follow_erasures(pool, retry))
+        });
+        let server = &settings.server;
         let limits = RouterLimits {
             request_timeout: settings.request_timeout(),
-            max_body_bytes: settings.server.max_body_bytes,
-            max_in_flight: settings.server.max_in_flight,
+            max_body_bytes: server.max_body_bytes,
+            body_read_timeout: Duration::from_millis(server.body_read_timeout_ms),
+            max_uri_bytes: server.max_uri_bytes,
+            max_header_bytes: server.max_header_bytes,
+            max_in_flight: server.max_in_flight,
+            max_queue_delay: Duration::from_millis(server.max_queue_delay_ms),
         };
         let router = http::router(state.clone(), limits);
+        let connections = http::server::ConnectionLimits {
+            max_connections: server.max_connections,
+            header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+            // Room for the longest target and header fields we answer ourselves (with the
+            // JSON error shape), and the request line around them.
+            max_buffer_bytes: server.max_uri_bytes + server.max_header_bytes + 4096,
+        };
         Ok(Self {
             listener,
             router,
             state,
-            shutdown_grace: Duration::from_millis(settings.server.shutdown_grace_ms),
+            shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
+            connections,
             start_up_load,
+            erasures,
         })
     }
 
@@ -162,25 +192,22 @@ impl Application {
         };
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening");
-        // No Nagle delay: with it, a small segment waits while an earlier small one is still
-        // unacknowledged, and a client may hold its ACK for tens of milliseconds (delayed
-        // ACK). hyper writes a response in one `writev`, so this guards the partial writes of
-        // a full socket buffer and whatever writes come later; HTTP servers set it as a rule.
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
+        let server = http::server::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            self.state.metrics.clone(),
+            signal,
+        );
         let grace = self.shutdown_grace;
         let result = tokio::select! {
-            result = server.into_future() => result,
+            () = server => Ok(()),
             () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "grace period over; exiting with requests still in flight");
                 Ok(())
             }
         };
-        if let Some(task) = self.start_up_load {
+        for task in [self.start_up_load, self.erasures].into_iter().flatten() {
             task.abort();
         }
         // Requests are done: whatever events they queued are written before we exit.
@@ -209,6 +236,7 @@ pub fn build_state(
         Arc::clone(&model),
         metrics.clone(),
     ));
+    let erasures = pool.clone();
     let events = pool.map(|pool| {
         Arc::new(EventWriter::start(
             pool,
@@ -232,6 +260,7 @@ pub fn build_state(
         attribution_capacity: NonZeroUsize::new(settings.events.attribution_capacity)
             .unwrap_or(NonZeroUsize::MIN),
         events,
+        erasures,
         metrics: metrics.clone(),
     });
     Ok(AppState {
@@ -258,22 +287,20 @@ fn cap_store(settings: &Settings, metrics: &Metrics) -> Result<Arc<dyn CapStore>
             Ok(Arc::new(store))
         }
         (CapStoreKind::Redis, None) => Err(StartError::Redis("REDIS_URL is not set".into())),
-        (CapStoreKind::Memory, _) => Ok(Arc::new(MemoryCapStore::new(settings.capping.clone()))),
+        (CapStoreKind::Memory, _) => Ok(Arc::new(MemoryCapStore::with_metrics(
+            settings.capping.clone(),
+            metrics.clone(),
+        ))),
     }
 }
 
-/// The shopper-id hash, keyed from settings or, without a configured key, at random: state
-/// then cannot be joined across restarts, which is harmless for an in-memory store.
+/// The shopper-id hash, keyed from settings or, without a configured key (only without a
+/// database, see [`Application::build`]), at random: the in-memory state it keys dies with
+/// the process anyway.
 fn pseudonymizer(settings: &Settings) -> Pseudonymizer {
     match &settings.pseudonym_key {
         Some(key) => Pseudonymizer::new(key.expose().as_bytes()),
         None => {
-            if settings.database.url.is_some() {
-                tracing::warn!(
-                    "TANDEM_PSEUDONYM_KEY is not set: stored events get a key that dies with \
-                     this process, so DELETE /shoppers cannot find them after a restart"
-                );
-            }
             let key: [u8; 32] = rand::random();
             Pseudonymizer::new(&key)
         }

@@ -59,7 +59,8 @@ pub struct Settings {
     #[serde(default)]
     pub experiments: Vec<ExperimentConfig>,
     /// Key of the hash that pseudonymises shopper and session ids (from
-    /// `TANDEM_PSEUDONYM_KEY`); a random one per process when unset.
+    /// `TANDEM_PSEUDONYM_KEY`); required by `serve` with a database, a random one per process
+    /// without (the state it keys then lives only in that process).
     #[serde(skip)]
     pub pseudonym_key: Option<Secret>,
     /// Admin bearer token (from `TANDEM_ADMIN_TOKEN`); admin endpoints refuse all calls without it.
@@ -92,6 +93,19 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     /// Most storefront requests in flight at once; beyond it requests get a fast 503.
     pub max_in_flight: usize,
+    /// Longest a storefront request may wait to be worked on; older ones get a fast 503.
+    pub max_queue_delay_ms: u64,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout_ms: u64,
+    /// Longest request target (path and query).
+    pub max_uri_bytes: usize,
+    /// Most bytes of header fields in one request.
+    pub max_header_bytes: usize,
     /// Whether the process may use transparent huge pages (see [`crate::huge_pages`]).
     #[serde(default)]
     pub transparent_huge_pages: bool,
@@ -263,14 +277,17 @@ impl Settings {
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be positive");
         }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be positive");
-        }
-        if self.model.retry_initial_ms == 0 || self.model.retry_max_ms < self.model.retry_initial_ms
+        if self.server.max_connections == 0
+            || self.server.max_queue_delay_ms == 0
+            || self.server.header_read_timeout_ms == 0
+            || self.server.body_read_timeout_ms == 0
+            || self.server.max_uri_bytes == 0
+            || self.server.max_header_bytes == 0
         {
             return invalid(
-                "model.retry_max_ms",
-                "back-off must be positive and max >= initial",
+                "server",
+                "max_connections, max_queue_delay_ms, header_read_timeout_ms, \
+                 body_read_timeout_ms, max_uri_bytes and max_header_bytes must be positive",
             );
         }
         Ok(())

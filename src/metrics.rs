@@ -57,6 +57,15 @@ impl std::ops::Deref for Metrics {
     }
 }
 
+/// Counts one open connection for as long as it lives.
+pub struct ConnectionGuard(IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The registered collectors behind [`Metrics`].
 pub struct Collectors {
     registry: Registry,
@@ -76,6 +85,10 @@ pub struct Collectors {
     events_rejected: IntCounterVec,
     event_queue_depth: IntGauge,
     capping_store_errors: IntCounter,
+    capping_breaker_state: IntGauge,
+    capping_breaker_skipped: IntCounter,
+    capping_memory_bytes: IntGauge,
+    connections_open: IntGauge,
     lists_served: IntCounterVec,
     feedback_events: IntCounterVec,
 }
@@ -208,7 +221,8 @@ impl Metrics {
                     Opts::new(
                         "tandem_events_rejected_total",
                         "Storefront events not stored, by reason (invalid, queue_full, \
-                         shutting_down, write_failed)",
+                         shutting_down, write_failed, erased: queued when their shopper was \
+                         erased)",
                     ),
                     &["reason"],
                 )?,
@@ -225,6 +239,35 @@ impl Metrics {
                 IntCounter::new(
                     "tandem_capping_store_errors_total",
                     "Cap store calls that failed or timed out (the request was served uncapped)",
+                )?,
+            )?,
+            capping_breaker_state: register(
+                r,
+                IntGauge::new(
+                    "tandem_capping_breaker_state",
+                    "The Redis cap store's circuit breaker: 0 closed (calling Redis), 1 open \
+                     (not calling it; requests are served uncapped), 2 half-open (one probe)",
+                )?,
+            )?,
+            capping_breaker_skipped: register(
+                r,
+                IntCounter::new(
+                    "tandem_capping_breaker_skipped_total",
+                    "Cap store calls not made because the breaker was open (served uncapped)",
+                )?,
+            )?,
+            capping_memory_bytes: register(
+                r,
+                IntGauge::new(
+                    "tandem_capping_memory_bytes",
+                    "Bytes the in-memory cap store holds (at most capping.max_memory_bytes)",
+                )?,
+            )?,
+            connections_open: register(
+                r,
+                IntGauge::new(
+                    "tandem_http_connections_open",
+                    "HTTP connections open now (at most server.max_connections)",
                 )?,
             )?,
             lists_served: register(
@@ -270,6 +313,27 @@ impl Metrics {
     /// Counts a cap store call that failed open.
     pub fn capping_store_error(&self) {
         self.capping_store_errors.inc();
+    }
+
+    /// Sets the Redis breaker's state (0 closed, 1 open, 2 half-open).
+    pub fn capping_breaker_state(&self, state: i64) {
+        self.capping_breaker_state.set(state);
+    }
+
+    /// Counts a cap store call skipped while the breaker is open.
+    pub fn capping_breaker_skipped(&self) {
+        self.capping_breaker_skipped.inc();
+    }
+
+    /// Moves the in-memory cap store's byte count by `delta`.
+    pub fn capping_memory_bytes(&self, delta: i64) {
+        self.capping_memory_bytes.add(delta);
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.connections_open.inc();
+        ConnectionGuard(self.connections_open.clone())
     }
 
     /// Counts an event accepted into the write queue.

@@ -11,9 +11,10 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::capping::{CapState, CapStore, Feedback, ItemIds, Pseudonymizer, ShopperKey};
@@ -23,6 +24,7 @@ use crate::experiments::{Attribution, Experiments, CONTROL};
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::pipeline::{self, CappedItems, PipelineConfig, ReasonKind, Recommendations, Request};
+use crate::store::{self, Erasure};
 
 /// Builds the configuration of shoppers outside any experiment, and the experiments, for a
 /// version from its tuned values (a partial `[pipeline]` table; `None` when untuned): the
@@ -50,6 +52,8 @@ pub struct Parts {
     pub attribution_capacity: NonZeroUsize,
     /// Writes storefront events (none without a database).
     pub events: Option<Arc<EventWriter>>,
+    /// Where erasures are announced to every replica (none without a database).
+    pub erasures: Option<PgPool>,
     /// The service's metrics.
     pub metrics: Metrics,
 }
@@ -77,6 +81,7 @@ pub struct Recommender {
     pseudonymizer: Pseudonymizer,
     attribution: Arc<Attribution>,
     events: Option<Arc<EventWriter>>,
+    erasures: Option<PgPool>,
     metrics: Metrics,
 }
 
@@ -114,6 +119,9 @@ pub enum EraseError {
     /// The cap store could not be reached, so state may remain.
     #[error("the capping store could not be reached")]
     CapStoreUnavailable,
+    /// The erasure could not be announced to the other replicas, whose state may remain.
+    #[error("cannot announce the erasure to every replica: {0}")]
+    Announce(sqlx::Error),
 }
 
 impl Recommender {
@@ -130,6 +138,7 @@ impl Recommender {
             pseudonymizer: parts.pseudonymizer,
             attribution: Arc::new(Attribution::new(parts.attribution_capacity)),
             events: parts.events,
+            erasures: parts.erasures,
             metrics: parts.metrics,
         }
     }
@@ -266,15 +275,23 @@ impl Recommender {
     /// Takes a body of storefront events, already validated and pseudonymised: fills each
     /// one's variant and touchpoint from the list it cites, queues them for the event store
     /// (all or none), counts them, and feeds impressions, engagement and "not interested" to
-    /// frequency capping.
-    pub async fn feedback(&self, mut events: Vec<Event>) -> Result<Received, SubmitError> {
+    /// frequency capping, for the items `snapshot` (the model serving now) knows: an id it
+    /// does not know can never be recommended, so capping it would only grow the cap store
+    /// at a client's whim. Every event is stored, whatever its item.
+    pub async fn feedback(
+        &self,
+        snapshot: Option<&Snapshot>,
+        mut events: Vec<Event>,
+    ) -> Result<Received, SubmitError> {
         let accepted = events.len();
         let counted: Vec<(EventKind, &str, &str)> =
             events.iter_mut().map(|e| self.attribute(e)).collect();
         // What capping needs is taken before the events move into the queue.
+        let known = |item: &str| snapshot.is_some_and(|s| s.index_of(item).is_some());
         let feedback: Vec<(ShopperKey, String, Feedback)> = if self.capping_enabled {
             events
                 .iter()
+                .filter(|e| known(&e.item_id))
                 .filter_map(|e| {
                     let feedback = match e.kind {
                         EventKind::Impression => Feedback::Impression,
@@ -340,17 +357,24 @@ impl Recommender {
     }
 
     /// Erases what is held about a shopper, whether `id` is their user id or a session id:
-    /// stored events and frequency-capping state. Returns the number of events deleted.
+    /// stored events, events still queued and frequency-capping state, here and, through an
+    /// announcement in Postgres, on every replica. Returns the number of events deleted.
     pub async fn erase_shopper(&self, id: &str) -> Result<u64, EraseError> {
         let as_user = self.pseudonymizer.shopper_key(Some(id), None);
         let as_session = self.pseudonymizer.shopper_key(None, Some(id));
         let (Some(as_user), Some(as_session)) = (as_user, as_session) else {
             return Err(EraseError::NoShopperKey);
         };
+        let erasure = Erasure {
+            id: 0,
+            shopper: as_user.to_hex(),
+            session: as_session.to_hex(),
+            erased_at: chrono::Utc::now(),
+        };
         let events_deleted = match &self.events {
             Some(writer) => {
                 writer
-                    .erase(&as_user.to_hex(), &as_session.to_hex())
+                    .erase(&erasure.shopper, &erasure.session, erasure.erased_at)
                     .await?
             }
             None => 0,
@@ -359,7 +383,77 @@ impl Recommender {
         if !erased {
             return Err(EraseError::CapStoreUnavailable);
         }
+        if let Some(pool) = &self.erasures {
+            store::announce_erasure(pool, &erasure)
+                .await
+                .map_err(EraseError::Announce)?;
+        }
         Ok(events_deleted)
+    }
+
+    /// Applies an erasure announced by any replica (this one included) to what this process
+    /// holds: its queued events accepted before the erasure (and any of them its writer wrote
+    /// after the erasing replica's delete) and its cap state. Cap state has no time of its own,
+    /// so what this replica built for the shopper since the erasure goes too.
+    async fn apply_erasure(&self, erasure: &Erasure) -> Result<(), EraseError> {
+        if let Some(writer) = &self.events {
+            writer
+                .erase(&erasure.shopper, &erasure.session, erasure.erased_at)
+                .await?;
+        }
+        for key in [&erasure.shopper, &erasure.session] {
+            if let Some(key) = ShopperKey::from_hex(key) {
+                if !self.caps.forget(key).await {
+                    return Err(EraseError::CapStoreUnavailable);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the erasures every replica announces, until the process ends: listens, and on
+    /// every announcement or reconnection applies those after the last one applied here
+    /// (a failed one is retried after `retry`).
+    pub async fn follow_erasures(self, pool: PgPool, retry: Duration) {
+        let mut applied: Option<i64> = None;
+        loop {
+            let mut listener = match store::ErasureListener::connect(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?retry, "cannot listen for erasures");
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            };
+            loop {
+                // Listening first, then reading: an erasure announced in between is in the
+                // log the read sees, or arrives as a notification after it.
+                if let Err(error) = self.catch_up(&pool, &mut applied).await {
+                    tracing::warn!(%error, retry_in = ?retry, "cannot apply announced erasures");
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+                if let Err(error) = listener.next().await {
+                    tracing::warn!(%error, retry_in = ?retry, "erasure listener failed");
+                    tokio::time::sleep(retry).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Applies the announced erasures after `applied` (the first call only notes where the
+    /// log ends: a process that starts holds nothing of earlier ones).
+    async fn catch_up(&self, pool: &PgPool, applied: &mut Option<i64>) -> Result<(), EraseError> {
+        let Some(after) = *applied else {
+            *applied = Some(store::last_erasure(pool).await?);
+            return Ok(());
+        };
+        for erasure in store::erasures_after(pool, after).await? {
+            self.apply_erasure(&erasure).await?;
+            *applied = Some(erasure.id);
+        }
+        Ok(())
     }
 }
 
@@ -384,6 +478,7 @@ mod tests {
             pseudonymizer: Pseudonymizer::new(b"test"),
             attribution_capacity: NonZeroUsize::MIN,
             events: None,
+            erasures: None,
             metrics: Metrics::new().unwrap(),
         })
     }
@@ -428,7 +523,10 @@ mod tests {
             Some(recommender.pseudonymizer()),
         )
         .unwrap();
-        let received = recommender.feedback(dismiss).await.unwrap();
+        let received = recommender
+            .feedback(Some(&snapshot), dismiss)
+            .await
+            .unwrap();
         assert_eq!(
             received,
             Received {

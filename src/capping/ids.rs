@@ -56,6 +56,11 @@ impl ItemIds {
         self.headers.is_empty()
     }
 
+    /// Bytes of heap this list holds (its buffers' capacities).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.headers.capacity() * std::mem::size_of::<u32>() + self.bytes.capacity()
+    }
+
     /// Makes room for `ids` more ids of `bytes` bytes in all, exactly.
     pub(super) fn reserve_exact(&mut self, ids: usize, bytes: usize) {
         self.headers.reserve_exact(ids);

@@ -1,6 +1,11 @@
 //! The in-memory cap store: one process's view, bounded in memory, entries expiring with
 //! their windows. Sharded so concurrent requests rarely contend for a lock.
+//!
+//! Two bounds hold whatever the input: `max_shoppers` (and `max_items_per_shopper` per
+//! shopper), and `max_memory_bytes` on what the entries and their buffers hold, counted as
+//! each one changes; a shard over its share forgets its least recently seen shoppers.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -8,6 +13,7 @@ use foldhash::{HashMap, HashMapExt};
 use futures_util::future::BoxFuture;
 
 use super::{CapPolicy, CapState, CapStore, Feedback, ItemIds, ShopperKey};
+use crate::metrics::Metrics;
 
 const SHARDS: usize = 16;
 
@@ -41,7 +47,22 @@ struct ShopperState {
     dismissed: Vec<(Box<str>, Secs)>,
 }
 
+/// What a shopper's entry costs in the map beyond its buffers: key and state, with the hash
+/// table's control byte and its room to spare (it grows at 7/8 full).
+const ENTRY_BYTES: usize =
+    (std::mem::size_of::<ShopperKey>() + std::mem::size_of::<ShopperState>() + 1) * 8 / 7;
+
 impl ShopperState {
+    /// The bytes this shopper holds: the entry and every buffer's capacity.
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES
+            + self.items.heap_bytes()
+            + self.times.capacity() * std::mem::size_of::<Secs>()
+            + self.responses.capacity() * std::mem::size_of::<Secs>()
+            + self.dismissed.capacity() * std::mem::size_of::<(Box<str>, Secs)>()
+            + self.dismissed.iter().map(|(id, _)| id.len()).sum::<usize>()
+    }
+
     /// The impression slots of the item at `at`.
     fn slots(&mut self, at: usize, keep: usize) -> &mut [Secs] {
         &mut self.times[at * keep..(at + 1) * keep]
@@ -54,14 +75,43 @@ impl ShopperState {
     }
 }
 
+/// One shard: its shoppers and the bytes they hold.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Keys are already keyed hashes that clients cannot choose, so foldhash's fast hasher
+    /// serves where std's SipHash cost more per lookup.
+    shoppers: HashMap<ShopperKey, ShopperState>,
+    bytes: usize,
+}
+
+impl Deref for Shard {
+    type Target = HashMap<ShopperKey, ShopperState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.shoppers
+    }
+}
+
+impl DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.shoppers
+    }
+}
+
 /// Frequency-capping state of this process.
-#[derive(Debug)]
 pub struct MemoryCapStore {
     policy: CapPolicy,
     epoch: Instant,
-    /// Keys are already keyed hashes that clients cannot choose, so foldhash's fast hasher
-    /// serves where std's SipHash cost more per lookup.
-    shards: Vec<Mutex<HashMap<ShopperKey, ShopperState>>>,
+    shards: Vec<Mutex<Shard>>,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for MemoryCapStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCapStore")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryCapStore {
@@ -70,12 +120,122 @@ impl MemoryCapStore {
         Self {
             policy,
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        shoppers: HashMap::new(),
+                        bytes: 0,
+                    })
+                })
+                .collect(),
+            metrics: None,
         }
     }
 
-    fn shard(&self, key: &ShopperKey) -> &Mutex<HashMap<ShopperKey, ShopperState>> {
+    /// An empty store enforcing `policy` that reports the bytes it holds in `metrics`.
+    pub fn with_metrics(policy: CapPolicy, metrics: Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Self::new(policy)
+        }
+    }
+
+    fn shard(&self, key: &ShopperKey) -> &Mutex<Shard> {
         &self.shards[key.0[0] as usize % SHARDS]
+    }
+
+    /// Bytes the store holds (the sum [`ShopperState::bytes`] of every shopper).
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.bytes))
+            .sum()
+    }
+
+    /// Moves a shard's count of bytes by `delta` (and the metric with it).
+    fn count(&self, shard: &mut Shard, delta: isize) {
+        shard.bytes = shard.bytes.saturating_add_signed(delta);
+        if let Some(metrics) = &self.metrics {
+            metrics.capping_memory_bytes(delta as i64);
+        }
+    }
+
+    /// Removes the shoppers `forget` picks, and their bytes from the count.
+    fn remove_where(
+        &self,
+        shard: &mut Shard,
+        mut forget: impl FnMut(&ShopperKey, &ShopperState) -> bool,
+    ) {
+        let mut freed = 0usize;
+        shard.shoppers.retain(|key, state| {
+            if forget(key, state) {
+                freed += state.bytes();
+                false
+            } else {
+                true
+            }
+        });
+        self.count(shard, -(freed as isize));
+    }
+
+    /// Changes the shopper `key`'s state (created when new) with `change`, counts the bytes
+    /// it gained or lost, and makes room when the shard is over its share of the bytes.
+    fn update(
+        &self,
+        shard: &mut Shard,
+        key: ShopperKey,
+        now: Secs,
+        change: impl FnOnce(&Self, &mut ShopperState),
+    ) {
+        let before = shard.get(&key).map_or(0, ShopperState::bytes);
+        let state = self.entry(shard, key, now);
+        change(self, state);
+        let after = state.bytes();
+        self.count(shard, after as isize - before as isize);
+        let budget = (self.policy.max_memory_bytes / SHARDS).max(1);
+        if shard.bytes > budget {
+            self.evict_bytes(shard, now, key, budget);
+        }
+    }
+
+    /// Brings a shard over its `budget` of bytes down to 15/16 of it: expired shoppers first,
+    /// then the least recently seen, never `keep` (the shopper just written) unless it alone
+    /// is over the budget.
+    fn evict_bytes(&self, shard: &mut Shard, now: Secs, keep: ShopperKey, budget: usize) {
+        let horizon = self.horizon();
+        self.remove_where(shard, |_, s| !within(now, s.last_seen, horizon));
+        let target = budget - budget / EVICT_SHARE;
+        if shard.bytes <= target {
+            return;
+        }
+        let mut by_age: Vec<(Secs, ShopperKey, usize)> = shard
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .map(|(k, s)| (s.last_seen, *k, s.bytes()))
+            .collect();
+        by_age.sort_unstable_by_key(|&(seen, _, _)| seen);
+        let mut over = shard.bytes - target;
+        let mut forget = foldhash::HashSet::default();
+        for (_, key, bytes) in by_age {
+            if over == 0 {
+                break;
+            }
+            over = over.saturating_sub(bytes);
+            forget.insert(key);
+        }
+        if over > 0 {
+            forget.insert(keep);
+        }
+        self.remove_where(shard, |k, _| forget.contains(k));
+    }
+
+    /// How long a shopper's state can matter: the longest window.
+    fn horizon(&self) -> u64 {
+        let policy = &self.policy;
+        policy
+            .impression_window_secs
+            .max(policy.response_window_secs)
+            .max(policy.dismiss_secs)
     }
 
     /// `now` in the store's seconds.
@@ -141,17 +301,12 @@ impl MemoryCapStore {
     }
 
     /// The shopper's state, made room for and created when new.
-    fn entry<'s>(
-        &self,
-        shard: &'s mut HashMap<ShopperKey, ShopperState>,
-        key: ShopperKey,
-        now: Secs,
-    ) -> &'s mut ShopperState {
+    fn entry<'s>(&self, shard: &'s mut Shard, key: ShopperKey, now: Secs) -> &'s mut ShopperState {
         let per_shard_limit = self.policy.max_shoppers.div_ceil(SHARDS).max(1);
         if !shard.contains_key(&key) && shard.len() >= per_shard_limit {
             self.evict(shard, now, per_shard_limit);
         }
-        let state = shard.entry(key).or_default();
+        let state = shard.shoppers.entry(key).or_default();
         state.last_seen = now;
         state
     }
@@ -163,8 +318,9 @@ impl MemoryCapStore {
         let now = self.secs(now);
         match feedback {
             Feedback::Impression if !self.policy.count_served_as_impressions => {
-                let state = self.entry(&mut shard, key, now);
-                self.count_impression(state, item, now);
+                self.update(&mut shard, key, now, |store, state| {
+                    store.count_impression(state, item, now);
+                });
             }
             Feedback::Impression => {}
             Feedback::Engaged if self.policy.reset_fatigue_on_engagement => {
@@ -176,14 +332,15 @@ impl MemoryCapStore {
             Feedback::Dismissed => {
                 let window = self.policy.dismiss_secs;
                 let limit = self.policy.max_items_per_shopper;
-                let state = self.entry(&mut shard, key, now);
-                state
-                    .dismissed
-                    .retain(|(id, t)| &**id != item && within(now, *t, window));
-                if state.dismissed.len() >= limit {
-                    state.dismissed.remove(0);
-                }
-                state.dismissed.push((item.into(), now));
+                self.update(&mut shard, key, now, |_, state| {
+                    state
+                        .dismissed
+                        .retain(|(id, t)| &**id != item && within(now, *t, window));
+                    if state.dismissed.len() >= limit {
+                        state.dismissed.remove(0);
+                    }
+                    state.dismissed.push((item.into(), now));
+                });
             }
         }
     }
@@ -193,7 +350,13 @@ impl MemoryCapStore {
             return;
         };
         let now = self.secs(now);
-        let state = self.entry(&mut shard, key, now);
+        self.update(&mut shard, key, now, |store, state| {
+            store.record_list(state, items, now);
+        });
+    }
+
+    /// One list of `items` shown to the shopper `state` at `now`.
+    fn record_list(&self, state: &mut ShopperState, items: &[&str], now: Secs) {
         let response_window = self.policy.response_window_secs;
         state.responses.retain(|&t| within(now, t, response_window));
         state.responses.push(now);
@@ -274,13 +437,9 @@ impl MemoryCapStore {
 
     /// Drops expired shoppers; if the shard is still full, the least recently seen
     /// 1/[`EVICT_SHARE`] of it.
-    fn evict(&self, shard: &mut HashMap<ShopperKey, ShopperState>, now: Secs, limit: usize) {
-        let policy = &self.policy;
-        let horizon = policy
-            .impression_window_secs
-            .max(policy.response_window_secs)
-            .max(policy.dismiss_secs);
-        shard.retain(|_, s| within(now, s.last_seen, horizon));
+    fn evict(&self, shard: &mut Shard, now: Secs, limit: usize) {
+        let horizon = self.horizon();
+        self.remove_where(shard, |_, s| !within(now, s.last_seen, horizon));
         if shard.len() < limit {
             return;
         }
@@ -290,14 +449,14 @@ impl MemoryCapStore {
         // Everyone seen before the threshold second goes, and as many of those seen in it as
         // make `forget` in all.
         let mut in_threshold_second = forget - older.iter().filter(|&&t| t < threshold).count();
-        shard.retain(|_, s| {
+        self.remove_where(shard, |_, s| {
             if s.last_seen < threshold {
-                false
+                true
             } else if s.last_seen == threshold && in_threshold_second > 0 {
                 in_threshold_second -= 1;
-                false
-            } else {
                 true
+            } else {
+                false
             }
         });
     }
@@ -333,7 +492,9 @@ impl CapStore for MemoryCapStore {
     fn forget(&self, shopper: ShopperKey) -> BoxFuture<'_, bool> {
         let forgotten = match self.shard(&shopper).lock() {
             Ok(mut shard) => {
-                shard.remove(&shopper);
+                if let Some(state) = shard.shoppers.remove(&shopper) {
+                    self.count(&mut shard, -(state.bytes() as isize));
+                }
                 true
             }
             Err(_) => false,
@@ -585,5 +746,69 @@ mod tests {
         }
         let shard = store.shard(&key).lock().unwrap();
         assert_eq!(shard[&key].items.len(), 4);
+    }
+
+    #[test]
+    fn the_bytes_held_stay_within_the_budget_whatever_the_input() {
+        let budget = 1 << 20;
+        let store = MemoryCapStore::new(CapPolicy {
+            max_memory_bytes: budget,
+            max_shoppers: 10_000_000,
+            max_items_per_shopper: 100_000,
+            ..CapPolicy::default()
+        });
+        let t0 = Instant::now();
+        let long = "x".repeat(120);
+        // One shopper with ever more dismissed ids, then many shoppers with a list each.
+        let one = ShopperKey([7; 16]);
+        for i in 0..20_000u32 {
+            let id = format!("{long}{i}");
+            store.feedback_at(one, &id, Feedback::Dismissed, t0);
+            assert!(store.bytes() <= budget, "{} after {i}", store.bytes());
+        }
+        for i in 0..50_000u32 {
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            let ids: Vec<String> = (0..10).map(|j| format!("{long}{i}-{j}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let at = t0 + Duration::from_secs(u64::from(i / 1000));
+            store.record_at(ShopperKey(key), &ids, at);
+        }
+        assert!(store.bytes() <= budget, "{}", store.bytes());
+        assert!(store.bytes() > budget / 2, "the budget is used, not wasted");
+        let newest = {
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&49_999u32.to_le_bytes());
+            ShopperKey(key)
+        };
+        assert!(store.shard(&newest).lock().unwrap().contains_key(&newest));
+        let counted: usize = store
+            .shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap()
+                    .values()
+                    .map(ShopperState::bytes)
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(counted, store.bytes(), "the running count is the sum");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(store.forget(newest)));
+        let counted: usize = store
+            .shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap()
+                    .values()
+                    .map(ShopperState::bytes)
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(counted, store.bytes());
     }
 }

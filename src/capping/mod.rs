@@ -2,6 +2,7 @@
 //! has been shown, behind a [`CapStore`] trait. Shoppers are known only by a keyed hash of
 //! their id ([`ShopperKey`]), never by the id itself.
 
+mod breaker;
 mod ids;
 mod memory;
 mod redis;
@@ -22,6 +23,20 @@ pub use redis::RedisCapStore;
 pub struct ShopperKey(pub [u8; 16]);
 
 impl ShopperKey {
+    /// The key written as [`ShopperKey::to_hex`] writes it.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (byte, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(key))
+    }
+
     /// Lowercase hex, as stored in Postgres.
     pub fn to_hex(self) -> String {
         use std::fmt::Write;
@@ -100,6 +115,11 @@ pub struct CapPolicy {
     pub redis_prefix: String,
     /// Deadline of one Redis round trip; past it the request is served without capping.
     pub redis_timeout_ms: u64,
+    /// Consecutive Redis failures after which the store stops calling Redis for
+    /// `breaker_open_ms` (requests are served uncapped meanwhile, at no extra latency).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one call probes Redis again.
+    pub breaker_open_ms: u64,
     /// Most impressions of one item per shopper within `impression_window_secs`.
     pub max_impressions_per_item: u32,
     /// Sliding window of the per-item cap.
@@ -114,6 +134,9 @@ pub struct CapPolicy {
     pub max_shoppers: usize,
     /// Most distinct items tracked per shopper.
     pub max_items_per_shopper: usize,
+    /// Most bytes the in-memory store holds in all (its entries and their buffers); the least
+    /// recently seen shoppers are forgotten first.
+    pub max_memory_bytes: usize,
     /// How long a "not interested" (dismiss event) keeps the item from that shopper.
     pub dismiss_secs: u64,
     /// Whether a click or add-to-cart starts the shopper's fatigue window afresh: a shopper
@@ -128,6 +151,8 @@ impl Default for CapPolicy {
             store: CapStoreKind::Memory,
             redis_prefix: "tandem".into(),
             redis_timeout_ms: 50,
+            breaker_failures: 3,
+            breaker_open_ms: 1_000,
             max_impressions_per_item: 3,
             impression_window_secs: 86_400,
             max_responses_per_window: 200,
@@ -135,6 +160,7 @@ impl Default for CapPolicy {
             count_served_as_impressions: true,
             max_shoppers: 1_000_000,
             max_items_per_shopper: 512,
+            max_memory_bytes: 512 << 20,
             dismiss_secs: 30 * 86_400,
             reset_fatigue_on_engagement: true,
         }
@@ -174,8 +200,14 @@ impl CapPolicy {
         {
             return Err("capping windows must be positive".into());
         }
+        if self.breaker_failures == 0 || self.breaker_open_ms == 0 {
+            return Err("capping.breaker_failures and breaker_open_ms must be positive".into());
+        }
         if self.redis_timeout_ms == 0 || self.redis_prefix.is_empty() {
             return Err("capping.redis_timeout_ms and redis_prefix must be set".into());
+        }
+        if self.max_memory_bytes < 1 << 20 {
+            return Err("capping.max_memory_bytes must be at least 1 MiB".into());
         }
         if self.max_shoppers == 0 || self.max_items_per_shopper == 0 {
             return Err("capping.max_shoppers and max_items_per_shopper must be positive".into());
@@ -254,5 +286,7 @@ mod tests {
         assert_ne!(Some(user), a.shopper_key(None, Some("u1")));
         assert_eq!(a.shopper_key(None, None), None);
         assert!(!format!("{a:?}").contains("one"));
+        assert_eq!(ShopperKey::from_hex(&user.to_hex()), Some(user));
+        assert_eq!(ShopperKey::from_hex("zz"), None);
     }
 }

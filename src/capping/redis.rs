@@ -6,7 +6,10 @@
 //! impression, `item`, a separator and a unique suffix), `P:K:resp` (one member per served
 //! list) and `P:K:dis` (one member per dismissed item). Every call has a deadline; when Redis is
 //! slow or down the store fails open (no capping for that request), counts the failure in
-//! `tandem_capping_store_errors_total` and logs it at most once per [`LOG_INTERVAL`].
+//! `tandem_capping_store_errors_total` and logs it at most once per [`LOG_INTERVAL`]. After
+//! `capping.breaker_failures` failures in a row a circuit breaker stops calling Redis for
+//! `capping.breaker_open_ms` (see [`super::breaker`]), so an outage costs capping, not a
+//! timeout per request. Erasure always calls Redis: it must say truthfully whether it worked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::breaker::{Admission, Breaker, Ticket};
 use super::{CapPolicy, CapState, CapStore, Feedback, ShopperKey};
 use crate::metrics::Metrics;
 
@@ -32,6 +36,7 @@ pub struct RedisCapStore {
     timeout: Duration,
     sequence: AtomicU64,
     last_logged_ms: AtomicU64,
+    breaker: Breaker,
     metrics: Metrics,
 }
 
@@ -63,6 +68,11 @@ impl RedisCapStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let breaker = Breaker::new(
+            policy.breaker_failures,
+            Duration::from_millis(policy.breaker_open_ms),
+            metrics.clone(),
+        );
         Ok(Self {
             prefix: policy.redis_prefix.clone(),
             policy,
@@ -70,6 +80,7 @@ impl RedisCapStore {
             timeout,
             sequence: AtomicU64::new(0),
             last_logged_ms: AtomicU64::new(0),
+            breaker,
             metrics,
         })
     }
@@ -78,9 +89,23 @@ impl RedisCapStore {
         format!("{}:{}:{kind}", self.prefix, shopper.to_hex())
     }
 
-    /// Runs `pipe`, failing open: `None` (counted and, now and then, logged) on any error or
-    /// when the deadline passes.
+    /// Runs `pipe` unless the breaker is open, failing open: `None` (counted and, now and
+    /// then, logged) on any error, when the deadline passes, or at once while the breaker is
+    /// open.
     async fn run<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
+        let admission = self.breaker.admit();
+        if admission == Admission::Skip {
+            self.metrics.capping_breaker_skipped();
+            return None;
+        }
+        let ticket = Ticket::new(&self.breaker, admission);
+        let outcome = self.call(pipe).await;
+        ticket.finish(outcome.is_some());
+        outcome
+    }
+
+    /// Runs `pipe` whatever the breaker says (its outcome still counts).
+    async fn call<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
         let mut connection = self.connection.clone();
         let outcome = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection));
         let error = match outcome.await {
@@ -226,7 +251,9 @@ impl RedisCapStore {
             self.key(shopper, "dis"),
         ])
         .ignore();
-        self.run::<()>(pipe).await.is_some()
+        let outcome = self.call::<()>(pipe).await;
+        self.breaker.record(&Admission::Call, outcome.is_some());
+        outcome.is_some()
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Event {
     pub event_id: Uuid,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
+    /// When this service accepted it: an erasure removes the events accepted before it.
+    pub received_at: DateTime<Utc>,
     /// What happened.
     pub kind: EventKind,
     /// The recommendation response it follows, if any.
@@ -226,6 +228,7 @@ fn validate(
     Ok(Event {
         event_id: input.event_id.unwrap_or_else(Uuid::new_v4),
         occurred_at,
+        received_at: now,
         kind: input.kind,
         request_id: input.request_id,
         item_id: input.item_id,

@@ -7,11 +7,18 @@
 //! refuses the whole submission (the handler answers 503, so the storefront can
 //! retry) rather than dropping events; a batch that still fails after its retries is counted
 //! in `tandem_events_rejected_total{reason="write_failed"}` and logged, never lost silently.
+//!
+//! An erasure removes what the queue holds of the shopper at that moment (counted as
+//! `reason="erased"`) and deletes the stored rows, under the lock the writer holds while it
+//! writes a batch, so no batch of older events lands after the delete. Events that arrive
+//! after the erasure are new data and are stored like any other.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -87,11 +94,18 @@ pub enum SubmitError {
     Closed,
 }
 
+/// An event in the queue with its place in the order of submission.
+type Queued = (u64, Event);
+
 /// Handle of the writer task; submissions are cheap and never wait.
 pub struct EventWriter {
     pool: PgPool,
     erased: Arc<Erased>,
-    queue: mpsc::UnboundedSender<Event>,
+    /// Held while a batch is filtered and written, and while an erasure registers and deletes.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    /// The place the next submitted event takes.
+    sequence: AtomicU64,
+    queue: mpsc::UnboundedSender<Queued>,
     /// One permit per event the queue still has room for.
     room: Arc<Semaphore>,
     capacity: usize,
@@ -107,6 +121,7 @@ impl EventWriter {
         let stop = Arc::new(Notify::new());
         let room = Arc::new(Semaphore::new(settings.queue_capacity));
         let erased = Arc::new(Erased::default());
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
         let task = tokio::spawn(run(
             receiver,
             pool.clone(),
@@ -114,13 +129,18 @@ impl EventWriter {
             metrics.clone(),
             Arc::clone(&stop),
             Arc::clone(&room),
-            Arc::clone(&erased),
+            Writing {
+                erased: Arc::clone(&erased),
+                lock: Arc::clone(&writing),
+            },
         ));
         Self {
             pool,
             queue,
             room,
             erased,
+            writing,
+            sequence: AtomicU64::new(0),
             capacity: settings.queue_capacity,
             stop,
             task: Mutex::new(Some(task)),
@@ -141,7 +161,10 @@ impl EventWriter {
             .forget();
         for event in events {
             let kind = event.kind;
-            self.queue.send(event).map_err(|_| SubmitError::Closed)?;
+            let place = self.sequence.fetch_add(1, Ordering::Relaxed);
+            self.queue
+                .send((place, event))
+                .map_err(|_| SubmitError::Closed)?;
             self.metrics.event_received(kind);
         }
         self.metrics
@@ -149,12 +172,21 @@ impl EventWriter {
         Ok(())
     }
 
-    /// Deletes the stored events of a shopper (user key `shopper`, session key `session`, both
-    /// hex), for an erasure request; returns how many were deleted.
-    pub async fn erase(&self, shopper: &str, session: &str) -> Result<u64, sqlx::Error> {
-        // Events of this shopper still in the queue must not be written after the delete.
-        self.erased.add(shopper, session);
-        store::delete_shopper_events(&self.pool, shopper, session).await
+    /// Erases a shopper (user key `shopper`, session key `session`, both hex) as of `until`:
+    /// drops their queued events accepted until then and deletes the stored ones; returns how
+    /// many rows were deleted. Events accepted later are kept.
+    pub async fn erase(
+        &self,
+        shopper: &str,
+        session: &str,
+        until: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        // Under the writing lock: a batch being written finishes before the delete (which
+        // then removes it), and every later batch is filtered.
+        let _writing = self.writing.lock().await;
+        let queued_before = self.sequence.load(Ordering::Relaxed);
+        self.erased.add(shopper, session, until, queued_before);
+        store::delete_shopper_events(&self.pool, shopper, session, until).await
     }
 
     /// Stops accepting events and waits up to `grace` for the queue to be written.
@@ -172,50 +204,92 @@ impl EventWriter {
     }
 }
 
-/// Shopper and session keys erased lately: queued events that carry them are dropped before
-/// they are written, so an erasure is not undone by the queue. Forgotten after
-/// [`ERASED_MEMORY`], far longer than any event waits.
+/// Shopper and session keys erased while some of their events may still be queued, each with
+/// the time it was erased as of (queued events accepted until then are dropped, later ones
+/// kept) and the place in the queue the erasure came at. A key is forgotten as soon as the
+/// writer has taken every event queued before that place, so this holds at most the erasures
+/// of one batch's time.
 #[derive(Default)]
 struct Erased {
-    keys: Mutex<HashMap<String, Instant>>,
+    keys: Mutex<HashMap<String, (DateTime<Utc>, u64)>>,
 }
 
-/// How long an erased key keeps its events out of the queue's batches.
-const ERASED_MEMORY: Duration = Duration::from_secs(600);
-
 impl Erased {
-    fn add(&self, shopper: &str, session: &str) {
+    fn add(&self, shopper: &str, session: &str, until: DateTime<Utc>, queued_before: u64) {
         if let Ok(mut keys) = self.keys.lock() {
-            let now = Instant::now();
-            keys.retain(|_, at| now.duration_since(*at) < ERASED_MEMORY);
-            keys.insert(shopper.to_string(), now);
-            keys.insert(session.to_string(), now);
+            for key in [shopper, session] {
+                let entry = keys
+                    .entry(key.to_string())
+                    .or_insert((until, queued_before));
+                *entry = (entry.0.max(until), entry.1.max(queued_before));
+            }
         }
     }
 
-    fn drop_erased(&self, batch: &mut Vec<Event>) {
-        let Ok(keys) = self.keys.lock() else { return };
-        if keys.is_empty() {
-            return;
+    /// Drops the batch's events erased after they were accepted, and forgets the erasures
+    /// every one of whose earlier events has now been taken (`taken`: the place after the
+    /// last event received). Returns the events to write and how many were dropped.
+    fn filter(&self, batch: &mut Vec<Queued>, taken: u64) -> (Vec<Event>, usize) {
+        let Ok(mut keys) = self.keys.lock() else {
+            return (batch.drain(..).map(|(_, e)| e).collect(), 0);
+        };
+        let before = batch.len();
+        let erased = |key: &Option<String>, event: &Event| {
+            key.as_ref()
+                .and_then(|k| keys.get(k))
+                .is_some_and(|&(until, _)| event.received_at <= until)
+        };
+        let kept: Vec<Event> = batch
+            .drain(..)
+            .filter(|(_, e)| !erased(&e.shopper, e) && !erased(&e.session, e))
+            .map(|(_, e)| e)
+            .collect();
+        keys.retain(|_, &mut (_, queued_before)| queued_before > taken);
+        let dropped = before - kept.len();
+        (kept, dropped)
+    }
+}
+
+/// What the writer task shares with erasures.
+struct Writing {
+    erased: Arc<Erased>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Writing {
+    /// Writes `batch` (emptying it) without the events erased since they were queued.
+    async fn write(
+        &self,
+        batch: &mut Vec<Queued>,
+        pool: &PgPool,
+        settings: &EventSettings,
+        metrics: &Metrics,
+    ) {
+        let taken = batch.last().map_or(0, |(place, _)| place + 1);
+        let _writing = self.lock.lock().await;
+        let (events, dropped) = self.erased.filter(batch, taken);
+        if dropped > 0 {
+            metrics.events_rejected("erased", dropped as u64);
         }
-        let erased = |key: &Option<String>| key.as_ref().is_some_and(|k| keys.contains_key(k));
-        batch.retain(|e| !erased(&e.shopper) && !erased(&e.session));
+        if !events.is_empty() {
+            write_batch(pool, &events, settings, metrics).await;
+        }
     }
 }
 
 /// The writer task: batches by size or interval; on the stop signal, closes the queue and
 /// writes what is left.
 async fn run(
-    mut receiver: mpsc::UnboundedReceiver<Event>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
     pool: PgPool,
     settings: EventSettings,
     metrics: Metrics,
     stop: Arc<Notify>,
     room: Arc<Semaphore>,
-    erased: Arc<Erased>,
+    writing: Writing,
 ) {
     let interval = Duration::from_millis(settings.flush_interval_ms);
-    let mut batch: Vec<Event> = Vec::with_capacity(settings.batch_size);
+    let mut batch: Vec<Queued> = Vec::with_capacity(settings.batch_size);
     loop {
         let received = tokio::select! {
             biased;
@@ -244,10 +318,8 @@ async fn run(
             }
         }
         let accepted = batch.len();
-        erased.drop_erased(&mut batch);
-        write_batch(&pool, &batch, &settings, &metrics).await;
+        writing.write(&mut batch, &pool, &settings, &metrics).await;
         room.add_permits(accepted);
-        batch.clear();
         metrics.event_queue_depth(settings.queue_capacity - room.available_permits());
         if stopping {
             break;
@@ -256,10 +328,8 @@ async fn run(
     receiver.close();
     while receiver.recv_many(&mut batch, settings.batch_size).await > 0 {
         let accepted = batch.len();
-        erased.drop_erased(&mut batch);
-        write_batch(&pool, &batch, &settings, &metrics).await;
+        writing.write(&mut batch, &pool, &settings, &metrics).await;
         room.add_permits(accepted);
-        batch.clear();
     }
     metrics.event_queue_depth(0);
     tracing::info!("event writer drained its queue");

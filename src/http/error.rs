@@ -46,12 +46,32 @@ pub struct ErrorDetail(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct BackPressure;
 
+/// Marks a response rendered from an [`ApiError`], so the router can tell the JSON error
+/// shape from a plain-text rejection that still needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rendered;
+
 /// Everything an HTTP handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: malformed or out-of-range input.
     #[error(transparent)]
     BadRequest(#[from] RequestError),
+    /// 400: a malformed request no field-specific code covers.
+    #[error("{0}")]
+    Malformed(String),
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// 413: the body is over the limit.
+    #[error("the request body is longer than the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    /// 414: the request target is over the limit.
+    #[error("the request target is longer than the limit of {0} bytes")]
+    UriTooLong(usize),
+    /// 431: the header fields are over the limit.
+    #[error("the request's header fields are longer than the limit of {0} bytes")]
+    HeadersTooLarge(usize),
     /// 401: no bearer token.
     #[error("missing or malformed bearer token")]
     Unauthorized,
@@ -79,6 +99,9 @@ pub enum ApiError {
     /// A reload failed.
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// 503: Postgres failed during an erasure, so data may remain; retry.
+    #[error("the database could not be reached; nothing is certain to be erased, retry")]
+    DatabaseUnavailable(String),
     /// 503: the cap store could not be reached, so state may remain; retry.
     #[error("the capping store could not be reached; nothing is certain to be erased, retry")]
     CapStoreUnavailable,
@@ -95,6 +118,11 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest(e) => e.code,
+            ApiError::Malformed(_) => ErrorCode::BadRequest,
+            ApiError::BodyTimeout(_) => ErrorCode::BodyTimeout,
+            ApiError::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+            ApiError::UriTooLong(_) => ErrorCode::UriTooLong,
+            ApiError::HeadersTooLarge(_) => ErrorCode::HeadersTooLarge,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::Forbidden => ErrorCode::Forbidden,
             ApiError::AdminDisabled => ErrorCode::AdminDisabled,
@@ -115,9 +143,35 @@ impl ApiError {
                 LoadError::Task(_) => ErrorCode::Internal,
             },
             ApiError::CapStoreUnavailable => ErrorCode::CappingStoreUnavailable,
+            ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
             ApiError::EventsRefused(SubmitError::QueueFull) => ErrorCode::EventsQueueFull,
             ApiError::EventsRefused(SubmitError::Closed) => ErrorCode::ShuttingDown,
             ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ApiError {
+    /// The error a response with `status` but without the JSON shape stands for: what the
+    /// router's extractors and layers answer on their own (e.g. a path that does not decode);
+    /// `max_body_bytes` is the body limit a 413 stands for.
+    pub fn from_status(status: StatusCode, max_body_bytes: usize) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge(max_body_bytes),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+                RequestError::new(
+                    ErrorCode::InvalidBody,
+                    "the body is not what this endpoint takes",
+                )
+                .into()
+            }
+            status if status.is_client_error() => ApiError::Malformed(format!(
+                "the request is malformed ({})",
+                status.canonical_reason().unwrap_or("client error")
+            )),
+            status => ApiError::Internal(format!("a layer answered {status} without detail")),
         }
     }
 }
@@ -126,6 +180,9 @@ impl From<EraseError> for ApiError {
     fn from(error: EraseError) -> Self {
         match error {
             EraseError::CapStoreUnavailable => ApiError::CapStoreUnavailable,
+            EraseError::Events(e) | EraseError::Announce(e) => {
+                ApiError::DatabaseUnavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -145,6 +202,7 @@ impl IntoResponse for ApiError {
             Json(json!({ "error": { "code": code.as_str(), "message": message } })),
         )
             .into_response();
+        response.extensions_mut().insert(Rendered);
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()
@@ -158,7 +216,9 @@ impl IntoResponse for ApiError {
         }
         if status.is_server_error() {
             let detail = match &self {
-                ApiError::Internal(detail) => detail.clone(),
+                ApiError::Internal(detail) | ApiError::DatabaseUnavailable(detail) => {
+                    detail.clone()
+                }
                 other => other.to_string(),
             };
             response.extensions_mut().insert(ErrorDetail(detail));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
+use super::body::{read_body, BodyLimits, ReadBody};
 use super::error::{ApiError, ErrorCode, RequestError};
 use super::request::{RecommendationRequestJson, RecommendationRequestQuery};
 use super::{response, AppState};
@@ -72,7 +73,7 @@ pub async fn recommendations_get(
 pub async fn recommendations_post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    ReadBody(body): ReadBody,
 ) -> Result<Response, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -96,7 +97,7 @@ pub async fn recommendations_post(
 pub async fn events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    ReadBody(body): ReadBody,
 ) -> Result<Response, ApiError> {
     // An opted-out shopper's events are kept for counting, without any id.
     let pseudonymizer = (!opted_out(&headers)).then_some(state.recommender.pseudonymizer());
@@ -105,7 +106,11 @@ pub async fn events(
             state.metrics.events_rejected("invalid", 1);
             RequestError::new(ErrorCode::InvalidEvents, e.message)
         })?;
-    let received = state.recommender.feedback(events).await?;
+    let snapshot = state.model.current();
+    let received = state
+        .recommender
+        .feedback(snapshot.as_deref(), events)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": received.accepted, "stored": received.stored })),
@@ -118,9 +123,15 @@ pub async fn events(
 pub async fn erase_shopper(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     authorize_admin(state.admin_token.as_ref(), &headers)?;
+    let Path(id) = id.map_err(|e| {
+        RequestError::new(
+            ErrorCode::InvalidShopper,
+            format!("the id is not a valid path segment: {e}"),
+        )
+    })?;
     if id.is_empty() || id.len() > 128 {
         return Err(
             RequestError::new(ErrorCode::InvalidShopper, "the id must be 1 to 128 bytes").into(),
@@ -140,10 +151,18 @@ struct ReloadRequest {
 /// activates it, so every replica follows.
 pub async fn reload(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: HttpRequest,
 ) -> Result<Json<ReloadReport>, ApiError> {
-    authorize_admin(state.admin_token.as_ref(), &headers)?;
+    // The token before the body: a caller without one must not hold the connection for as
+    // long as it cares to trickle a body.
+    authorize_admin(state.admin_token.as_ref(), request.headers())?;
+    let limits = request
+        .extensions()
+        .get::<BodyLimits>()
+        .copied()
+        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, limits).await?;
     let parsed: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadRequest::default()
     } else {

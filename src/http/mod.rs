@@ -3,18 +3,20 @@
 //! render the result; nothing here knows about Postgres beyond what they report.
 
 mod auth;
+pub mod body;
 pub mod error;
 mod error_code;
 mod handlers;
 pub mod request;
 mod response;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -29,7 +31,9 @@ use crate::metrics::Metrics;
 use crate::model::ModelHandle;
 use crate::reload::Reloader;
 use crate::serving::Recommender;
-use error::{ApiError, BackPressure, ErrorDetail};
+use body::BodyLimits;
+use error::{ApiError, BackPressure, ErrorDetail, Rendered};
+use server::QueuedSince;
 
 /// What every handler can reach; built once by [`crate::app::build_state`].
 #[derive(Clone)]
@@ -57,8 +61,17 @@ pub struct RouterLimits {
     pub request_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Longest request target (path and query).
+    pub max_uri_bytes: usize,
+    /// Most bytes of header fields (names and values) in one request.
+    pub max_header_bytes: usize,
     /// Most storefront requests in flight at once; more get 503 `overloaded` at once.
     pub max_in_flight: usize,
+    /// Longest a storefront request may wait to be worked on (see [`server`]); older ones
+    /// get 503 `overloaded` at once.
+    pub max_queue_delay: Duration,
 }
 
 async fn storefront_error(error: BoxError) -> ApiError {
@@ -86,6 +99,9 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/events", post(handlers::events))
         .route_layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(move |request: Request, next: Next| {
+                    shed_stale(limits.max_queue_delay, request, next)
+                }))
                 .layer(HandleErrorLayer::new(storefront_error))
                 .load_shed()
                 // One limit shared by every storefront endpoint and method: a per-route
@@ -106,10 +122,70 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .merge(operations)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            check_head(limits, request, next)
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        // Bodies are read by `body::ReadBody` within these limits; axum's own limit stays as
+        // a backstop for any extractor that reads one otherwise.
+        .layer(axum::Extension(BodyLimits {
+            max_bytes: limits.max_body_bytes,
+            read_timeout: limits.body_read_timeout,
+        }))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            json_errors(limits.max_body_bytes, request, next)
+        }))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// Refuses a storefront request that waited longer than `limit` to be worked on: under CPU
+/// overload every request queues, and answering the stale ones at once (a 503 costs a
+/// fraction of a list) keeps the queue, and so the wait of those that are served, short.
+async fn shed_stale(limit: Duration, request: Request, next: Next) -> Response {
+    let waited = request
+        .extensions()
+        .get::<QueuedSince>()
+        .map(|queued| queued.0.elapsed());
+    if waited.is_some_and(|waited| waited > limit) {
+        return ApiError::Overloaded.into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuses a request whose target or header fields are over the limits with the JSON error
+/// shape; hyper's own buffer limit lies above both, so only a head beyond it gets hyper's
+/// bare 431.
+async fn check_head(limits: RouterLimits, request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > limits.max_uri_bytes {
+        return ApiError::UriTooLong(limits.max_uri_bytes).into_response();
+    }
+    // As on the wire: "name: value\r\n".
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if fields > limits.max_header_bytes {
+        return ApiError::HeadersTooLarge(limits.max_header_bytes).into_response();
+    }
+    next.run(request).await
+}
+
+/// Gives every error response the JSON shape: extractors and layers that answer on their own
+/// (a path that does not decode, a body over axum's limit) write plain text.
+async fn json_errors(max_body_bytes: usize, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status < StatusCode::BAD_REQUEST || response.extensions().get::<Rendered>().is_some() {
+        return response;
+    }
+    ApiError::from_status(status, max_body_bytes).into_response()
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

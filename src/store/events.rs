@@ -1,5 +1,6 @@
 //! The `events` table: batches of storefront events written in one statement each.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::events::Event;
@@ -9,6 +10,7 @@ use crate::events::Event;
 pub async fn insert_events(pool: &PgPool, events: &[Event]) -> Result<u64, sqlx::Error> {
     let mut event_ids = Vec::with_capacity(events.len());
     let mut occurred_at = Vec::with_capacity(events.len());
+    let mut received_at = Vec::with_capacity(events.len());
     let mut kinds = Vec::with_capacity(events.len());
     let mut request_ids = Vec::with_capacity(events.len());
     let mut item_ids = Vec::with_capacity(events.len());
@@ -20,6 +22,7 @@ pub async fn insert_events(pool: &PgPool, events: &[Event]) -> Result<u64, sqlx:
     for e in events {
         event_ids.push(e.event_id);
         occurred_at.push(e.occurred_at);
+        received_at.push(e.received_at);
         kinds.push(e.kind.as_str());
         request_ids.push(e.request_id);
         item_ids.push(e.item_id.as_str());
@@ -31,9 +34,10 @@ pub async fn insert_events(pool: &PgPool, events: &[Event]) -> Result<u64, sqlx:
     }
     let result = sqlx::query(
         "INSERT INTO events (event_id, occurred_at, kind, request_id, item_id, shopper, session, \
-                             touchpoint, variant, model_version) \
+                             touchpoint, variant, model_version, received_at) \
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]) \
+                              $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], \
+                              $11::timestamptz[]) \
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&event_ids)
@@ -46,22 +50,27 @@ pub async fn insert_events(pool: &PgPool, events: &[Event]) -> Result<u64, sqlx:
     .bind(&touchpoints)
     .bind(&variants)
     .bind(&model_versions)
+    .bind(&received_at)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
 }
 
-/// Deletes every event of the shopper whose user key is `shopper` or whose session key is
-/// `session` (hex keyed hashes); returns how many were deleted.
+/// Deletes every event accepted up to `until` of the shopper whose user key is `shopper` or
+/// whose session key is `session` (hex keyed hashes); returns how many were deleted.
 pub async fn delete_shopper_events(
     pool: &PgPool,
     shopper: &str,
     session: &str,
+    until: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM events WHERE shopper = $1 OR session = $2")
-        .bind(shopper)
-        .bind(session)
-        .execute(pool)
-        .await?;
+    let result = sqlx::query(
+        "DELETE FROM events WHERE (shopper = $1 OR session = $2) AND received_at <= $3",
+    )
+    .bind(shopper)
+    .bind(session)
+    .bind(until)
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected())
 }

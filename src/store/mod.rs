@@ -1,6 +1,7 @@
 //! Postgres, and every SQL statement of the crate: migrations; the model tables (loading a
 //! version into a snapshot, writing and activating versions); order history (reading the
-//! baskets, importing a file's orders, counting co-occurrences); storefront events.
+//! baskets, importing a file's orders, counting co-occurrences); storefront events and the
+//! erasures announced to every replica.
 //!
 //! Loads stream one query per table (never a query per item); bulk writes use
 //! `COPY FROM STDIN`. The other layers hand rows in and get rows out through the types here:
@@ -9,6 +10,7 @@
 mod copy;
 mod copy_out;
 mod counts;
+mod erasures;
 mod events;
 mod history;
 mod import;
@@ -22,6 +24,9 @@ use std::time::Duration;
 
 pub use copy::{CopyRows, CopyText};
 pub use counts::{count_cooccurrences, DatabaseCounts};
+pub use erasures::{
+    announce_erasure, erasures_after, last_erasure, Erasure, ErasureListener, ERASURE_CHANNEL,
+};
 pub use events::{delete_shopper_events, insert_events};
 pub use history::{catalogue_of, for_each_basket_line, BasketLine};
 pub use import::{HistoryImport, ImportChanges, ImportItem, ImportLine, ImportLines, ImportOrder};

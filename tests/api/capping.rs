@@ -206,3 +206,74 @@ async fn redis_stopped_under_load_costs_capping_not_a_single_request() {
     );
     server.stop().await;
 }
+
+/// A metric's value in the `/metrics` text of `server` (0 when absent).
+async fn metric(client: &reqwest::Client, server: &RunningServer, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    metrics_text(client, &server.address)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_redis_outage_opens_the_breaker_and_a_probe_closes_it_when_redis_is_back() {
+    // A port nothing listens on yet; the test starts its own Redis there later.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let db = fresh_database().await;
+    write_version(&db.pool, 40, 3).await;
+    let mut settings = redis_settings(&db, &format!("redis://127.0.0.1:{port}"), "breaker");
+    settings.capping.breaker_failures = 3;
+    settings.capping.breaker_open_ms = 200;
+    let server = RunningServer::start(settings, InitialModel::FromDatabase).await;
+    let client = reqwest::Client::new();
+    wait_until_ready(&client, &server.address).await;
+    for i in 0..20 {
+        let query = format!("cart=S0000001&k=1&user=erin{i}");
+        assert!(!first_item(&client, &server, &query).await.is_empty());
+    }
+    // Three calls failed; every later one within the open window was not made at all.
+    let errors = capping_errors(&client, &server).await;
+    let skipped = metric(&client, &server, "tandem_capping_breaker_skipped_total").await;
+    assert!((3.0..=6.0).contains(&errors), "{errors}");
+    assert!(skipped >= 30.0, "{skipped}");
+    assert_eq!(
+        metric(&client, &server, "tandem_capping_breaker_state").await,
+        1.0
+    );
+
+    let mut redis = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("this test needs a redis-server binary (scripts/test provides one)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Once the open window has passed, one request probes, and capping resumes.
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        first_item(&client, &server, "cart=S0000001&k=1&user=frank").await;
+        if metric(&client, &server, "tandem_capping_breaker_state").await == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never closed"
+        );
+    }
+    let query = "cart=S0000001&k=1&user=grace";
+    let shown = first_item(&client, &server, query).await;
+    assert_ne!(
+        first_item(&client, &server, query).await,
+        shown,
+        "capped again"
+    );
+    server.stop().await;
+    redis.kill().await.ok();
+}

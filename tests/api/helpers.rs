@@ -167,6 +167,10 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings.database.url = Some(Secret::new(db.url.clone()));
     settings.database.max_connections = 4;
     settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    settings.pseudonym_key = Some(Secret::new("test-pseudonym-key"));
+    // Tests run debug builds, many at once on few cores: a request's queueing delay there is
+    // the test machine's, not a load to shed (the tests of shedding set their own limit).
+    settings.server.max_queue_delay_ms = 10_000;
     settings.model.retry_initial_ms = 20;
     settings.model.retry_max_ms = 200;
     settings

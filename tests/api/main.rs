@@ -7,6 +7,7 @@ mod events;
 mod faults;
 mod golden;
 mod helpers;
+mod hostile;
 mod offline;
 mod operations;
 mod recommendations;

@@ -171,7 +171,15 @@ async fn no_request_fails_while_versions_are_swapped_under_load() {
                     .await
                 {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) => {
+                        let status = r.status();
+                        eprintln!("answered {status}: {}", r.text().await.unwrap_or_default());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        eprintln!("no answer: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
                 i += 8;
             }
