@@ -36,14 +36,19 @@ impl<S: Send + Sync> FromRequest<S> for ReadBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
-        let limits = request
-            .extensions()
-            .get::<BodyLimits>()
-            .copied()
-            .unwrap_or_default();
-        let (parts, body) = request.into_parts();
-        read_body(&parts.headers, body, limits).await.map(ReadBody)
+        read_request_body(request).await.map(ReadBody)
     }
+}
+
+/// Reads the body of `request` whole within the router's [`BodyLimits`] (see [`read_body`]).
+pub async fn read_request_body(request: Request) -> Result<Bytes, ApiError> {
+    let limits = request
+        .extensions()
+        .get::<BodyLimits>()
+        .copied()
+        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    read_body(&parts.headers, body, limits).await
 }
 
 /// Reads `body` whole: 413 as soon as it is known to be over the limit (from its

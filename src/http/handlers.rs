@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
-use super::body::{read_body, BodyLimits, ReadBody};
+use super::body::{read_request_body, ReadBody};
 use super::error::{ApiError, ErrorCode, RequestError};
 use super::request::{RecommendationRequestJson, RecommendationRequestQuery};
 use super::{response, AppState};
@@ -156,13 +156,7 @@ pub async fn reload(
     // The token before the body: a caller without one must not hold the connection for as
     // long as it cares to trickle a body.
     authorize_admin(state.admin_token.as_ref(), request.headers())?;
-    let limits = request
-        .extensions()
-        .get::<BodyLimits>()
-        .copied()
-        .unwrap_or_default();
-    let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, limits).await?;
+    let body = read_request_body(request).await?;
     let parsed: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadRequest::default()
     } else {

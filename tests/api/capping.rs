@@ -10,8 +10,8 @@ use tandem::capping::CapStoreKind;
 use tandem::config::{Secret, Settings};
 
 use crate::helpers::{
-    fresh_database, metrics_text, test_settings, wait_until_ready, write_version, RunningServer,
-    TestDatabase,
+    first_item, fresh_database, metrics_text, test_settings, wait_until_ready, write_version,
+    RunningServer, TestDatabase,
 };
 
 fn redis_url() -> Option<String> {
@@ -33,21 +33,6 @@ fn redis_settings(db: &TestDatabase, url: &str, prefix: &str) -> Settings {
     // Replicas share the pseudonym key, or they would not recognise one another's shoppers.
     settings.pseudonym_key = Some(Secret::new("shared-test-key"));
     settings
-}
-
-async fn first_item(client: &reqwest::Client, server: &RunningServer, query: &str) -> String {
-    let body: serde_json::Value = client
-        .get(format!("{}/recommendations?{query}", server.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["items"][0]["item_id"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]

@@ -207,6 +207,22 @@ impl RunningServer {
     }
 }
 
+/// The id of the first item `server` recommends for `query` ("" when it recommends none).
+pub async fn first_item(client: &reqwest::Client, server: &RunningServer, query: &str) -> String {
+    let body: serde_json::Value = client
+        .get(format!("{}/recommendations?{query}", server.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"][0]["item_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The `/metrics` text of the server at `address`.
 pub async fn metrics_text(client: &reqwest::Client, address: &str) -> String {
     client

@@ -9,7 +9,8 @@ use tandem::domain::ModelVersion;
 use tandem::store;
 
 use crate::helpers::{
-    fresh_database, test_settings, wait_until_ready, write_version, RunningServer, ADMIN_TOKEN,
+    first_item, fresh_database, test_settings, wait_until_ready, write_version, RunningServer,
+    ADMIN_TOKEN,
 };
 
 async fn model_version(client: &reqwest::Client, server: &RunningServer) -> Option<i64> {
@@ -75,21 +76,6 @@ async fn an_activation_on_one_replica_reaches_the_others_and_later_ones() {
     for server in [a, b, c] {
         server.stop().await;
     }
-}
-
-async fn first_item(client: &reqwest::Client, server: &RunningServer, query: &str) -> String {
-    let body: serde_json::Value = client
-        .get(format!("{}/recommendations?{query}", server.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["items"][0]["item_id"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]
