@@ -290,6 +290,9 @@ pub fn co_purchase_for_lambdas(
     params: &MeasureParams,
     lambdas: &[f64],
 ) -> Result<Vec<(Neighbours, MeasureStats)>, MeasureError> {
+    if lambdas.is_empty() {
+        return Ok(Vec::new());
+    }
     let started = Instant::now();
     if params.estimator != Estimator::SparseEase || params.dp.is_some() {
         return Err(MeasureError::InvalidParameter(format!(
