@@ -187,18 +187,7 @@ pub struct TrainingSet {
 impl TrainingSet {
     /// Renumbers the items of `history`'s baskets in `range` densely, in history order.
     pub fn new(history: &History, range: Range<usize>) -> Self {
-        let mut used = vec![false; history.items.len()];
-        for b in range.clone() {
-            for &i in history.basket(b) {
-                used[i as usize] = true;
-            }
-        }
-        let mut model_item = vec![u32::MAX; used.len()];
-        let mut history_items = Vec::new();
-        for (i, _) in used.iter().enumerate().filter(|(_, &u)| u) {
-            model_item[i] = history_items.len() as u32;
-            history_items.push(i as u32);
-        }
+        let (history_items, model_item) = Self::numbering(history, range.clone());
         let mut baskets = Baskets::new(history_items.len());
         let mut buffer = Vec::with_capacity(256);
         for b in range {
@@ -211,6 +200,24 @@ impl TrainingSet {
             history_items,
             model_item,
         }
+    }
+
+    /// The history item of each model item and the model item of each history item
+    /// (`u32::MAX` when not in `range`), without copying the baskets.
+    fn numbering(history: &History, range: Range<usize>) -> (Vec<u32>, Vec<u32>) {
+        let mut used = vec![false; history.items.len()];
+        for b in range {
+            for &i in history.basket(b) {
+                used[i as usize] = true;
+            }
+        }
+        let mut model_item = vec![u32::MAX; used.len()];
+        let mut history_items = Vec::new();
+        for (i, _) in used.iter().enumerate().filter(|(_, &u)| u) {
+            model_item[i] = history_items.len() as u32;
+            history_items.push(i as u32);
+        }
+        (history_items, model_item)
     }
 }
 
@@ -242,20 +249,18 @@ pub struct Content {
 impl Content {
     /// The content of the items in `history`'s baskets in `range`.
     pub fn new(history: &History, range: Range<usize>, params: &TrainParams) -> Self {
-        let set = TrainingSet::new(history, range);
-        let titles: Vec<&str> = set
-            .history_items
+        let (history_items, index) = TrainingSet::numbering(history, range);
+        let titles: Vec<&str> = history_items
             .iter()
             .map(|&h| history.items[h as usize].title.as_str())
             .collect();
-        let ids = set
-            .history_items
+        let ids = history_items
             .iter()
             .map(|&h| history.items[h as usize].id.as_str());
         let groups = params.variant_groups(ids);
         let (embeddings, neighbours) = content_of(&titles, &groups, params);
         Self {
-            index: set.model_item,
+            index,
             embeddings,
             neighbours,
         }
