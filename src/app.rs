@@ -144,7 +144,6 @@ impl Application {
             max_uri_bytes: server.max_uri_bytes,
             max_header_bytes: server.max_header_bytes,
             max_in_flight: server.max_in_flight,
-            max_queue_delay: Duration::from_millis(server.max_queue_delay_ms),
         };
         let router = http::router(state.clone(), limits);
         let connections = http::server::ConnectionLimits {
@@ -153,6 +152,7 @@ impl Application {
             // Room for the longest target and header fields we answer ourselves (with the
             // JSON error shape), and the request line around them.
             max_buffer_bytes: server.max_uri_bytes + server.max_header_bytes + 4096,
+            max_queue_delay: Duration::from_millis(server.max_queue_delay_ms),
         };
         Ok(Self {
             listener,

@@ -226,3 +226,16 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The body of `503 overloaded`, rendered once: a shed request must cost far less than a
+/// served one.
+pub fn overloaded_body() -> bytes::Bytes {
+    static BODY: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let error = ApiError::Overloaded;
+        let body =
+            json!({ "error": { "code": error.code().as_str(), "message": error.to_string() } });
+        bytes::Bytes::from(body.to_string())
+    })
+    .clone()
+}

@@ -33,7 +33,6 @@ use crate::reload::Reloader;
 use crate::serving::Recommender;
 use body::BodyLimits;
 use error::{ApiError, BackPressure, ErrorDetail, Rendered};
-use server::QueuedSince;
 
 /// What every handler can reach; built once by [`crate::app::build_state`].
 #[derive(Clone)]
@@ -69,9 +68,6 @@ pub struct RouterLimits {
     pub max_header_bytes: usize,
     /// Most storefront requests in flight at once; more get 503 `overloaded` at once.
     pub max_in_flight: usize,
-    /// Longest a storefront request may wait to be worked on (see [`server`]); older ones
-    /// get 503 `overloaded` at once.
-    pub max_queue_delay: Duration,
 }
 
 async fn storefront_error(error: BoxError) -> ApiError {
@@ -99,9 +95,6 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/events", post(handlers::events))
         .route_layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(move |request: Request, next: Next| {
-                    shed_stale(limits.max_queue_delay, request, next)
-                }))
                 .layer(HandleErrorLayer::new(storefront_error))
                 .load_shed()
                 // One limit shared by every storefront endpoint and method: a per-route
@@ -122,10 +115,6 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .merge(operations)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            check_head(limits, request, next)
-        }))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
         // Bodies are read by `body::ReadBody` within these limits; axum's own limit stays as
         // a backstop for any extractor that reads one otherwise.
         .layer(axum::Extension(BodyLimits {
@@ -133,73 +122,26 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
             read_timeout: limits.body_read_timeout,
         }))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            json_errors(limits.max_body_bytes, request, next)
-        }))
+        // One middleware rather than three: each `from_fn` layer costs every request a boxed
+        // future.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            move |state: State<Arc<AppState>>, request: Request, next: Next| {
+                edge(state, limits, request, next)
+            },
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 
-/// Refuses a storefront request that waited longer than `limit` to be worked on: under CPU
-/// overload every request queues, and answering the stale ones at once (a 503 costs a
-/// fraction of a list) keeps the queue, and so the wait of those that are served, short.
-async fn shed_stale(limit: Duration, request: Request, next: Next) -> Response {
-    let waited = request
-        .extensions()
-        .get::<QueuedSince>()
-        .map(|queued| queued.0.elapsed());
-    if waited.is_some_and(|waited| waited > limit) {
-        return ApiError::Overloaded.into_response();
-    }
-    next.run(request).await
-}
-
-/// Refuses a request whose target or header fields are over the limits with the JSON error
-/// shape; hyper's own buffer limit lies above both, so only a head beyond it gets hyper's
-/// bare 431.
-async fn check_head(limits: RouterLimits, request: Request, next: Next) -> Response {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |target| target.as_str().len());
-    if target > limits.max_uri_bytes {
-        return ApiError::UriTooLong(limits.max_uri_bytes).into_response();
-    }
-    // As on the wire: "name: value\r\n".
-    let fields: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if fields > limits.max_header_bytes {
-        return ApiError::HeadersTooLarge(limits.max_header_bytes).into_response();
-    }
-    next.run(request).await
-}
-
-/// Gives every error response the JSON shape: extractors and layers that answer on their own
-/// (a path that does not decode, a body over axum's limit) write plain text.
-async fn json_errors(max_body_bytes: usize, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    if status < StatusCode::BAD_REQUEST || response.extensions().get::<Rendered>().is_some() {
-        return response;
-    }
-    ApiError::from_status(status, max_body_bytes).into_response()
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    ApiError::Internal(format!("handler panicked: {message}")).into_response()
-}
-
-/// Counts and times every request by matched route (never the raw path, which is unbounded)
-/// and logs server errors with the detail the client does not see.
-async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// What every request passes through: its head checked against the limits (414, 431), every
+/// error given the JSON shape, and the request counted and timed by matched route.
+async fn edge(
+    State(state): State<Arc<AppState>>,
+    limits: RouterLimits,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     // Custom methods are unbounded; they share one label value.
     let method = match *request.method() {
@@ -216,7 +158,13 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let response = match check_head(limits, &request) {
+        Some(refused) => refused.into_response(),
+        None => {
+            let response = next.run(request).await;
+            json_errors(response, limits.max_body_bytes)
+        }
+    };
     let status = response.status();
     let route = route.as_deref().unwrap_or("unmatched");
     state
@@ -233,6 +181,44 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
         tracing::warn!(%method, route, status = status.as_u16(), detail, "request failed");
     }
     response
+}
+
+/// The error for a request whose target or header fields are over the limits; hyper's own
+/// buffer limit lies above both, so only a head beyond it gets hyper's bare 431.
+fn check_head(limits: RouterLimits, request: &Request) -> Option<ApiError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some(ApiError::UriTooLong(limits.max_uri_bytes));
+    }
+    // As on the wire: "name: value\r\n".
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (fields > limits.max_header_bytes).then_some(ApiError::HeadersTooLarge(limits.max_header_bytes))
+}
+
+/// Gives every error response the JSON shape: extractors and layers that answer on their own
+/// (a path that does not decode, a body over axum's limit) write plain text.
+fn json_errors(response: Response, max_body_bytes: usize) -> Response {
+    let status = response.status();
+    if status < StatusCode::BAD_REQUEST || response.extensions().get::<Rendered>().is_some() {
+        return response;
+    }
+    ApiError::from_status(status, max_body_bytes).into_response()
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
 }
 
 #[cfg(test)]

@@ -1,26 +1,35 @@
 //! Serving connections with hyper: a cap on open connections, a deadline for each request
-//! head (which also closes idle keep-alive connections), a bounded read buffer, the time each
-//! request waited to be scheduled, and a shutdown that closes connections with nothing to
-//! finish at once.
+//! head (which also closes idle keep-alive connections), a bounded read buffer, shedding of
+//! storefront requests that waited too long to be worked on, and a shutdown that closes
+//! connections with nothing to finish at once.
 //!
 //! The queueing clock: every connection task runs under a waker that notes when it was first
 //! woken since its last poll. When hyper dispatches a request during a poll, that instant (or
 //! the accept, for a connection's first poll) is when the request was ready to be worked on;
-//! the difference to now is how long it sat in the runtime's queues. The router sheds
-//! storefront requests that waited longer than `server.max_queue_delay_ms`
-//! ([`QueuedSince`]).
+//! the difference to now is how long it sat in the runtime's queues. A storefront request
+//! that waited longer than `server.max_queue_delay_ms` is answered `503 overloaded` here,
+//! before the router: under overload every shed request must cost far less than a served one,
+//! or shedding eats the capacity it is meant to protect.
+//!
+//! The head deadline is a watchdog per connection rather than hyper's own
+//! `header_read_timeout`, which arms and disarms a timer for every request and polls the
+//! socket once more after each: the watchdog wakes twice per deadline, whatever the traffic,
+//! and a request costs it one atomic increment.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use axum::Router;
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
@@ -37,11 +46,29 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// hyper's read buffer: a head longer than this is answered by hyper itself (431).
     pub max_buffer_bytes: usize,
+    /// Longest a storefront request may wait to be worked on; older ones get 503
+    /// `overloaded` at once.
+    pub max_queue_delay: Duration,
 }
 
-/// When the connection task was ready to handle this request (a request extension).
-#[derive(Debug, Clone, Copy)]
-pub struct QueuedSince(pub Instant);
+/// Whether a request waited too long to be served: only storefront routes are shed, so
+/// probes, metrics and admin calls answer however busy the server is.
+fn is_stale<B>(request: &hyper::Request<B>, waited: Duration, limit: Duration) -> bool {
+    waited > limit
+        && matches!(*request.method(), Method::GET | Method::POST)
+        && matches!(request.uri().path(), "/recommendations" | "/events")
+}
+
+/// The answer to a shed request: the documented 503 `overloaded`, its body rendered once.
+fn overloaded() -> Response {
+    let mut response = Response::new(Body::from(super::error::overloaded_body()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
 
 /// A monotonic origin for wake times kept as nanoseconds in an atomic.
 fn origin() -> Instant {
@@ -121,9 +148,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_buffer_bytes.max(8192))
+    http.max_buf_size(limits.max_buffer_bytes.max(8192))
         .keep_alive(true);
     let http = Arc::new(http);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -164,6 +189,7 @@ pub async fn serve(
             router.clone(),
             Arc::clone(&http),
             Arc::clone(&clock),
+            limits,
             stopping.clone(),
             metrics.clone(),
         );
@@ -185,53 +211,187 @@ pub async fn serve(
     let _ = all_closed.recv().await;
 }
 
-/// Serves one connection; on shutdown, closes it at once unless a request has started on it.
+/// What the watchdog of one connection reads: requests started, and requests not finished.
+#[derive(Default)]
+struct Activity {
+    started: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request in flight until its handler finishes or is dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection; closes it when no request started or ran for a whole head deadline
+/// (a head that never completes, or an idle keep-alive connection); on shutdown, closes it at
+/// once unless a request is in progress on it.
 async fn connection(
     io: TokioIo<tokio::net::TcpStream>,
     router: Router,
     http: Arc<hyper::server::conn::http1::Builder>,
     clock: Arc<WakeClock>,
+    limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
     metrics: Metrics,
 ) {
     let _open = metrics.connection_opened();
-    let started = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
     let service = {
-        let started = Arc::clone(&started);
+        let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            started.store(true, Ordering::Relaxed);
-            let mut request = request.map(axum::body::Body::new);
-            request
-                .extensions_mut()
-                .insert(QueuedSince(clock.ready_since()));
-            router.clone().oneshot(request)
+            let in_flight = InFlight::start(&activity);
+            let waited = clock.ready_since().elapsed();
+            let stale = is_stale(&request, waited, limits.max_queue_delay);
+            let router = router.clone();
+            let metrics = metrics.clone();
+            async move {
+                let _in_flight = in_flight;
+                if stale {
+                    let route = request.uri().path();
+                    let method = if request.method() == Method::GET {
+                        "GET"
+                    } else {
+                        "POST"
+                    };
+                    metrics.observe_request(method, route, "503", waited);
+                    return Ok(overloaded());
+                }
+                router.oneshot(request.map(Body::new)).await
+            }
         })
     };
     let conn = http.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
+    let mut watchdog = Watchdog::new(limits.header_read_timeout);
+    let stopped = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            // The guard `wait_for` returns must not live across the awaits below.
+            () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                // hyper closes an idle keep-alive connection here and finishes a request in
+                // progress; a connection that never began a request is closed at once.
+                conn.as_mut().graceful_shutdown();
+                if futures_util::poll!(conn.as_mut()).is_ready()
+                    || activity.started.load(Ordering::Relaxed) == 0
+                {
+                    return;
+                }
+                break loop {
+                    tokio::select! {
+                        result = conn.as_mut() => break result,
+                        quiet = watchdog.check(&activity) => if quiet { return },
+                    }
+                };
             }
-            return;
+            quiet = watchdog.check(&activity) => if quiet {
+                tracing::debug!("closing a connection that sent no request for a head deadline");
+                return;
+            },
         }
-        _ = stopping.wait_for(|stop| *stop) => {}
-    }
-    // hyper closes an idle keep-alive connection here and finishes a request in progress; a
-    // connection whose first request head is still arriving would wait for its deadline.
-    conn.as_mut().graceful_shutdown();
-    if futures_util::poll!(conn.as_mut()).is_ready() || !started.load(Ordering::Relaxed) {
-        return;
-    }
-    if let Err(error) = conn.await {
+    };
+    if let Err(error) = stopped {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Closes a connection on which no request started or ran for a whole head deadline: a head
+/// that never completes, or an idle keep-alive connection. It looks every half deadline and
+/// needs two quiet looks in a row, so it closes between one and one and a half deadlines.
+struct Watchdog {
+    period: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    seen: usize,
+    quiet_looks: u32,
+}
+
+impl Watchdog {
+    fn new(deadline: Duration) -> Self {
+        let period = (deadline / 2).max(Duration::from_millis(1));
+        Self {
+            period,
+            sleep: Box::pin(tokio::time::sleep(period)),
+            seen: 0,
+            quiet_looks: 0,
+        }
+    }
+
+    /// Waits for the next look; true when the connection has been quiet for long enough.
+    async fn check(&mut self, activity: &Activity) -> bool {
+        self.sleep.as_mut().await;
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.period);
+        let started = activity.started.load(Ordering::Relaxed);
+        if started != self.seen || activity.in_flight.load(Ordering::Relaxed) > 0 {
+            self.seen = started;
+            self.quiet_looks = 0;
+            return false;
+        }
+        self.quiet_looks += 1;
+        self.quiet_looks >= 2
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_storefront_requests_that_waited_too_long_are_shed() {
+        let limit = Duration::from_millis(20);
+        let long = Duration::from_millis(21);
+        let request = |method: Method, path: &str| {
+            hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap()
+        };
+        let recommendations = request(Method::GET, "/recommendations?cart=bag");
+        assert!(is_stale(&recommendations, long, limit));
+        assert!(!is_stale(&recommendations, limit, limit));
+        assert!(is_stale(
+            &request(Method::POST, "/recommendations"),
+            long,
+            limit
+        ));
+        assert!(is_stale(&request(Method::POST, "/events"), long, limit));
+        // Probes, metrics and admin calls answer however long they waited.
+        for path in ["/healthz", "/readyz", "/metrics", "/model", "/reload"] {
+            assert!(
+                !is_stale(&request(Method::GET, path), long, limit),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shed_request_gets_the_documented_error() {
+        let response = overloaded();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "overloaded");
+        assert_eq!(
+            body["error"]["message"],
+            "the service is at capacity; retry shortly"
+        );
+    }
 
     /// A future that is pending until woken once, and notes what the clock said when it ran.
     struct Probe {

@@ -25,7 +25,6 @@ const LIMITS: RouterLimits = RouterLimits {
     max_uri_bytes: 8192,
     max_header_bytes: 8192,
     max_in_flight: 64,
-    max_queue_delay: Duration::from_secs(1),
 };
 
 /// The settings of the router tests: no database, an admin token, small limits, a cap of two
@@ -623,30 +622,4 @@ async fn the_openapi_error_codes_are_exactly_the_enum() {
         .collect();
     let ours: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
     assert_eq!(documented, ours);
-}
-
-#[tokio::test]
-async fn a_storefront_request_that_waited_too_long_is_shed_at_once() {
-    let s = state(true);
-    let mut fresh = get("/recommendations?cart=bag");
-    fresh
-        .extensions_mut()
-        .insert(super::server::QueuedSince(std::time::Instant::now()));
-    assert_eq!(call(&s, fresh).await.0, StatusCode::OK);
-    let mut stale = get("/recommendations?cart=bag");
-    let long_ago = std::time::Instant::now() - LIMITS.max_queue_delay * 2;
-    stale
-        .extensions_mut()
-        .insert(super::server::QueuedSince(long_ago));
-    let (status, body) = call(&s, stale).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
-    );
-    // Operations endpoints answer however long the request waited.
-    let mut health = get("/healthz");
-    health
-        .extensions_mut()
-        .insert(super::server::QueuedSince(long_ago));
-    assert_eq!(call(&s, health).await.0, StatusCode::OK);
 }
