@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use super::counts_file::{self, CountTables};
 use super::estimators::{Estimator, MeasureParams};
 use super::evaluate::{self, EvaluateParams};
-use super::history::{self, History};
+use super::history::{self, History, HistorySource};
 use super::import;
 use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
 use super::privacy::DpParams;
@@ -259,6 +259,14 @@ pub struct TrainArgs {
     /// Read history from this file instead of the database.
     #[arg(long)]
     pub orders: Option<PathBuf>,
+    /// Which history in the database to learn from: imported orders, the purchases reported
+    /// through `POST /events`, or both.
+    #[arg(long = "from", value_enum, default_value_t = HistorySource::Orders)]
+    pub source: HistorySource,
+    /// Purchase events of one shopper or session at most this many minutes apart make one
+    /// basket (with `--from events|both`).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub basket_gap_minutes: u32,
     /// Train and report, but write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -364,6 +372,7 @@ async fn load_history(
     columns: &ColumnArgs,
     pool: Option<&PgPool>,
     until: Option<i64>,
+    source: (HistorySource, i64),
 ) -> anyhow::Result<History> {
     let pool = match (orders, pool) {
         (Some(path), _) => {
@@ -374,14 +383,26 @@ async fn load_history(
         (None, None) => bail!("no history: pass --orders FILE or set DATABASE_URL"),
     };
     let progress = Progress::start("load", None, "");
-    let history = history::load_history(pool, until)
+    let (source, basket_gap) = source;
+    let history = history::load_history(pool, until, source, basket_gap)
         .await
         .context("cannot load order history")?;
+    let from = match source {
+        HistorySource::Orders => "orders",
+        HistorySource::Events => "purchase events",
+        HistorySource::Both => "orders and purchase events",
+    };
     progress.finish(&format!(
-        "{} baskets, {} items from the database",
+        "{} baskets, {} items from the database's {from}",
         history.len(),
         history.items.len()
     ));
+    if history.is_empty() && source == HistorySource::Orders {
+        eprintln!(
+            "train: no imported orders; a shop that reports purchases through POST /events \
+             trains on them with --from events"
+        );
+    }
     Ok(history)
 }
 
@@ -427,11 +448,25 @@ pub async fn run_train(
     if args.counts.is_some() && until.is_some() {
         bail!("--until does not apply to counts made elsewhere: count the orders before the date");
     }
+    if args.source != HistorySource::Orders && (args.orders.is_some() || args.counts.is_some()) {
+        bail!("--from reads the database's history: it does not apply to --orders or --counts");
+    }
+    if args.source != HistorySource::Orders && args.count_in_database {
+        bail!("--count-in-database counts imported orders only: drop it to train --from events");
+    }
     if args.counts.is_some() || args.count_in_database {
         let model = train_from_counts(&args, pool.as_ref(), until).await?;
         return write_model(model, &args, pool).await;
     }
-    let history = load_history(args.orders.as_deref(), &args.columns, pool.as_ref(), until).await?;
+    let source = (args.source, i64::from(args.basket_gap_minutes) * 60);
+    let history = load_history(
+        args.orders.as_deref(),
+        &args.columns,
+        pool.as_ref(),
+        until,
+        source,
+    )
+    .await?;
     let end = until.map_or(history.len(), |t| history.split_at(t));
     let params = args.model.train_params(until);
     let tune_params = args.tune.tune_params(args.model.threads);
@@ -610,7 +645,14 @@ pub async fn run_evaluate(
     if !(1..=crate::pipeline::MAX_K).contains(&args.k) {
         bail!("--k must be between 1 and {}", crate::pipeline::MAX_K);
     }
-    let history = load_history(args.orders.as_deref(), &args.columns, pool.as_ref(), None).await?;
+    let history = load_history(
+        args.orders.as_deref(),
+        &args.columns,
+        pool.as_ref(),
+        None,
+        (HistorySource::Orders, 0),
+    )
+    .await?;
     let params = EvaluateParams {
         until,
         k: args.k,

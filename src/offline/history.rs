@@ -2,9 +2,10 @@
 //! with its time and customer) over an item table with derived catalogue rows.
 //!
 //! Loaded from an order-history file ([`History::read`], no database needed: the embedded
-//! demo and fast evaluation use it) or from Postgres ([`load_history`], the basket lines and
-//! catalogue rows the store reads). Both apply the cleaning rules of [`super::orders`], so a
-//! file and its import give the same baskets.
+//! demo and fast evaluation use it) or from Postgres ([`load_history`]: the basket lines of
+//! imported orders, the purchases the storefront reported through `POST /events` grouped into
+//! baskets, or both, and the catalogue rows the store reads). A file and its import give the
+//! same baskets: both apply the cleaning rules of [`super::orders`].
 
 use std::io::Read;
 
@@ -217,31 +218,114 @@ impl HistoryBuilder {
     }
 }
 
-/// Loads the cleaned history of orders placed before `until` (all when `None`) from
-/// Postgres: the basket lines in one streaming query, then their items' catalogue rows.
-pub async fn load_history(pool: &PgPool, until: Option<i64>) -> Result<History, sqlx::Error> {
+/// Where the baskets `train` learns from are read in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HistorySource {
+    /// Imported orders (`orders`, `order_lines`).
+    #[default]
+    Orders,
+    /// Purchases reported through `POST /events`, grouped into baskets per buyer and time.
+    Events,
+    /// Both: for a shop that imported its past orders and now reports purchases as events.
+    Both,
+}
+
+/// Groups purchase events into baskets: one buyer's purchases, each within `gap` seconds of
+/// the one before, make one basket (a checkout reports its lines one event each, moments
+/// apart). A purchase with neither shopper nor session is a basket of its own.
+#[derive(Debug)]
+pub struct EventBaskets {
+    gap: i64,
+    buyer: String,
+    last: i64,
+    basket: String,
+    anonymous: u64,
+}
+
+impl EventBaskets {
+    /// Baskets split where one buyer's purchases are more than `gap` seconds apart.
+    pub fn new(gap: i64) -> Self {
+        Self {
+            gap,
+            buyer: String::new(),
+            last: i64::MIN,
+            basket: String::new(),
+            anonymous: 0,
+        }
+    }
+
+    /// The basket id (never one an order can have: order ids hold no NUL) and customer key
+    /// of the next purchase; purchases must come in order of buyer, then time.
+    pub fn next(
+        &mut self,
+        buyer: Option<&str>,
+        is_shopper: bool,
+        time: i64,
+    ) -> (&str, Option<String>) {
+        use std::fmt::Write;
+        let Some(buyer) = buyer else {
+            self.anonymous += 1;
+            self.buyer.clear();
+            self.basket.clear();
+            let _ = write!(self.basket, "\0event:{}", self.anonymous);
+            return (&self.basket, None);
+        };
+        if buyer != self.buyer || time.saturating_sub(self.last) > self.gap {
+            self.buyer.clear();
+            self.buyer.push_str(buyer);
+            self.basket.clear();
+            let _ = write!(self.basket, "\0event:{buyer}:{time}");
+        }
+        self.last = time;
+        let customer = is_shopper.then(|| format!("\0shopper:{buyer}"));
+        (&self.basket, customer)
+    }
+}
+
+/// Loads the cleaned history before `until` (all of it when `None`) from Postgres, from
+/// `source`: basket lines in one streaming query per source, then their items' catalogue rows.
+/// Purchase events are grouped into baskets by [`EventBaskets`] with `basket_gap` seconds.
+pub async fn load_history(
+    pool: &PgPool,
+    until: Option<i64>,
+    source: HistorySource,
+    basket_gap: i64,
+) -> Result<History, sqlx::Error> {
     let until = until.and_then(|t| chrono::DateTime::from_timestamp(t, 0));
     let mut builder = HistoryBuilder::new();
     let mut index: HashMap<String, u32> = HashMap::with_capacity(4096);
     let mut ids: Vec<String> = Vec::with_capacity(4096);
-    store::for_each_basket_line(pool, until, |line| {
-        let n = match index.get(line.item_id) {
-            Some(&n) => n,
-            None => {
-                let n = ids.len() as u32;
-                index.insert(line.item_id.to_string(), n);
-                ids.push(line.item_id.to_string());
-                n
-            }
-        };
-        builder.add(
-            line.order_id,
-            line.ordered_at.timestamp(),
-            line.customer_id,
-            n,
-        );
-    })
-    .await?;
+    let mut number = |item_id: &str| match index.get(item_id) {
+        Some(&n) => n,
+        None => {
+            let n = ids.len() as u32;
+            index.insert(item_id.to_string(), n);
+            ids.push(item_id.to_string());
+            n
+        }
+    };
+    if matches!(source, HistorySource::Orders | HistorySource::Both) {
+        store::for_each_basket_line(pool, until, |line| {
+            let n = number(line.item_id);
+            builder.add(
+                line.order_id,
+                line.ordered_at.timestamp(),
+                line.customer_id,
+                n,
+            );
+        })
+        .await?;
+    }
+    if matches!(source, HistorySource::Events | HistorySource::Both) {
+        let mut baskets = EventBaskets::new(basket_gap);
+        store::for_each_purchase_event(pool, until, |purchase| {
+            let n = number(purchase.item_id);
+            let time = purchase.occurred_at.timestamp();
+            let (basket, customer) = baskets.next(purchase.buyer, purchase.is_shopper, time);
+            builder.add(basket, time, customer.as_deref(), n);
+        })
+        .await?;
+    }
     drop(index);
     let catalogue = store::catalogue_of(pool, &ids).await?;
     let items = ids
@@ -333,5 +417,30 @@ C4,10004,LUNCH BOX,-1,2011-01-04 10:00:00,3.0,2.0,UK
 
     fn parse(date: &str) -> i64 {
         orders::parse_timestamp(date).unwrap()
+    }
+
+    #[test]
+    fn purchase_events_of_one_buyer_close_in_time_make_one_basket() {
+        let mut baskets = EventBaskets::new(3600);
+        let mut next = |buyer, shopper, time| {
+            let (basket, customer) = baskets.next(buyer, shopper, time);
+            (basket.to_string(), customer)
+        };
+        let (a1, customer) = next(Some("s1"), true, 100);
+        assert_eq!(customer.as_deref(), Some("\0shopper:s1"));
+        assert_eq!(
+            next(Some("s1"), true, 100 + 3600).0,
+            a1,
+            "within the gap of the last one"
+        );
+        let a2 = next(Some("s1"), true, 100 + 2 * 3600 + 1).0;
+        assert_ne!(a2, a1, "more than the gap after the last purchase");
+        let (b, customer) = next(Some("session-9"), false, 150);
+        assert_ne!(b, a2, "another buyer");
+        assert_eq!(customer, None, "a session is not a customer across visits");
+        let (x, _) = next(None, false, 150);
+        let (y, _) = next(None, false, 150);
+        assert_ne!(x, y, "purchases of nobody in particular stay apart");
+        assert!(x.starts_with('\0'), "never an order's id");
     }
 }

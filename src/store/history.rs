@@ -1,5 +1,6 @@
 //! Reading order history: the lines of cleaned baskets in one streaming query over
-//! `order_lines` joined with `orders`, and the catalogue rows of their items.
+//! `order_lines` joined with `orders`, the purchases the storefront reported as events, and
+//! the catalogue rows of their items.
 
 use foldhash::HashMap;
 use futures_util::TryStreamExt;
@@ -42,6 +43,46 @@ pub async fn for_each_basket_line(
             order_id: row.try_get(0)?,
             ordered_at: row.try_get(1)?,
             customer_id: row.try_get(2)?,
+            item_id: row.try_get(3)?,
+        });
+    }
+    Ok(())
+}
+
+/// One purchase reported through `POST /events`.
+#[derive(Debug, Clone, Copy)]
+pub struct PurchaseEvent<'a> {
+    /// The shopper's pseudonym, else the session's; `None` when the event carried neither.
+    pub buyer: Option<&'a str>,
+    /// Whether `buyer` is a shopper (kept across visits) rather than a session.
+    pub is_shopper: bool,
+    /// When the purchase happened, as the storefront reported it.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// Item id.
+    pub item_id: &'a str,
+}
+
+/// Calls `purchase` with every purchase event that occurred before `until` (all when `None`),
+/// streamed from one query in order of buyer, then time, so that consecutive calls of one
+/// buyer can be grouped into baskets.
+pub async fn for_each_purchase_event(
+    pool: &PgPool,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    mut purchase: impl FnMut(PurchaseEvent<'_>),
+) -> Result<(), sqlx::Error> {
+    let mut rows = sqlx::query(
+        "SELECT coalesce(shopper, session), shopper IS NOT NULL, occurred_at, item_id
+         FROM events
+         WHERE kind = 'purchase' AND ($1::timestamptz IS NULL OR occurred_at < $1)
+         ORDER BY 1, 3, id",
+    )
+    .bind(until)
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        purchase(PurchaseEvent {
+            buyer: row.try_get(0)?,
+            is_shopper: row.try_get(1)?,
+            occurred_at: row.try_get(2)?,
             item_id: row.try_get(3)?,
         });
     }

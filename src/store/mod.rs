@@ -28,7 +28,9 @@ pub use erasures::{
     announce_erasure, erasures_after, last_erasure, Erasure, ErasureListener, ERASURE_CHANNEL,
 };
 pub use events::{delete_shopper_events, insert_events};
-pub use history::{catalogue_of, for_each_basket_line, BasketLine};
+pub use history::{
+    catalogue_of, for_each_basket_line, for_each_purchase_event, BasketLine, PurchaseEvent,
+};
 pub use import::{HistoryImport, ImportChanges, ImportItem, ImportLine, ImportLines, ImportOrder};
 pub use model_tables::{
     activate, active_version, begin_version, load_snapshot, mark_failed, mark_ready, write_version,

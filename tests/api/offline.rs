@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tandem::offline::counts_file::CountTables;
-use tandem::offline::history;
+use tandem::offline::history::{self, HistorySource};
 use tandem::offline::import::import_orders;
 use tandem::offline::orders::ReadOptions;
 use tandem::offline::progress::Progress;
@@ -139,7 +139,9 @@ async fn import_cleans_reports_bad_rows_and_a_second_run_changes_nothing() {
 async fn a_version_trained_from_the_imported_history_is_served() {
     let db = fresh_database().await;
     import(&db.pool, order_file()).await;
-    let history = history::load_history(&db.pool, None).await.unwrap();
+    let history = history::load_history(&db.pool, None, HistorySource::Orders, 0)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 20);
     let model = train_default(history).await;
     let version = model.write_version(&db.pool).await.unwrap();
@@ -208,7 +210,9 @@ async fn a_version_trained_from_the_imported_history_is_served() {
 async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
     let db = fresh_database().await;
     import(&db.pool, order_file()).await;
-    let history = history::load_history(&db.pool, None).await.unwrap();
+    let history = history::load_history(&db.pool, None, HistorySource::Orders, 0)
+        .await
+        .unwrap();
     let mut model = train_default(history).await;
     model.tuning = Some(Tuning {
         validation: ValidationSplit::default(),
@@ -268,7 +272,9 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
 async fn counts_made_in_postgres_equal_the_in_process_counts_and_train_a_served_version() {
     let db = fresh_database().await;
     import(&db.pool, order_file()).await;
-    let history = history::load_history(&db.pool, None).await.unwrap();
+    let history = history::load_history(&db.pool, None, HistorySource::Orders, 0)
+        .await
+        .unwrap();
     let until = chrono::DateTime::parse_from_rfc3339("2011-02-15T00:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -350,5 +356,84 @@ async fn counts_made_in_postgres_equal_the_in_process_counts_and_train_a_served_
     let (status, body) = app.get_json("/recommendations?cart=85099B&k=3").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"][0]["item_id"], "22386", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn purchases_reported_as_events_train_a_version_without_any_imported_orders() {
+    let db = fresh_database().await;
+    let settings = test_settings(&db);
+    let app = spawn_app_with(db, settings).await;
+    // Twelve shoppers each buy a teapot and its cosy within minutes; half of them come back
+    // the next day for a mug. Sessions without a user buy candles with holders. One purchase
+    // carries no id at all.
+    let mut events = Vec::new();
+    let purchase = |item: &str, buyer: (&str, String), at: &str| serde_json::json!({ "kind": "purchase", "item_id": item, buyer.0: buyer.1, "timestamp": at });
+    for s in 0..12 {
+        let user = || ("user", format!("shopper-{s}"));
+        events.push(purchase("TEAPOT", user(), "2026-11-02T10:00:00Z"));
+        events.push(purchase("TEA-COSY", user(), "2026-11-02T10:03:00Z"));
+        if s % 2 == 0 {
+            events.push(purchase("MUG", user(), "2026-11-03T09:00:00Z"));
+        }
+        let session = || ("session", format!("visit-{s}"));
+        events.push(purchase("CANDLE", session(), "2026-11-04T18:00:00Z"));
+        events.push(purchase("CANDLE-HOLDER", session(), "2026-11-04T18:01:00Z"));
+    }
+    events.push(serde_json::json!({ "kind": "purchase", "item_id": "MUG" }));
+    let sent = events.len() as i64;
+    let response = app
+        .client
+        .post(format!("{}/events", app.address))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        if stored == sent {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stored} of {sent} events stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let pool = app.db.pool.clone();
+    let orders = history::load_history(&pool, None, HistorySource::Orders, 3600)
+        .await
+        .unwrap();
+    assert!(orders.is_empty(), "no orders were imported");
+    let history = history::load_history(&pool, None, HistorySource::Events, 3600)
+        .await
+        .unwrap();
+    // 12 teapot baskets, 6 mug baskets the next day, 12 candle baskets, 1 anonymous mug.
+    assert_eq!(history.len(), 31);
+    let index = |id: &str| history.items.iter().position(|i| i.id == id).unwrap() as u32;
+    let (teapot, cosy, mug) = (index("TEAPOT"), index("TEA-COSY"), index("MUG"));
+    let together = (0..history.len())
+        .filter(|&b| history.basket(b).contains(&teapot) && history.basket(b).contains(&cosy))
+        .count();
+    assert_eq!(together, 12, "purchases minutes apart make one basket");
+    assert!(
+        (0..history.len())
+            .all(|b| !history.basket(b).contains(&mug) || history.basket(b).len() == 1),
+        "a purchase the next day is a basket of its own"
+    );
+    let model = train_default(history).await;
+    let i = model.index_of("TEAPOT").unwrap();
+    let (others, _, _) = model.co_purchase.row(i);
+    let neighbours: Vec<&str> = others
+        .iter()
+        .map(|&o| model.items[o as usize].id.as_str())
+        .collect();
+    assert_eq!(neighbours.first(), Some(&"TEA-COSY"), "{neighbours:?}");
     app.stop().await;
 }
