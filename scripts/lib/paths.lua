@@ -49,8 +49,8 @@ end
 
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
-  io.write(string.format("RESULT rps=%.0f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%d non2xx=%d\n",
-    summary.requests / seconds,
+  io.write(string.format("RESULT rps=%.0f requests=%d p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%d non2xx=%d\n",
+    summary.requests / seconds, summary.requests,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
     latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
