@@ -1,8 +1,8 @@
 //! Frequency capping shared through Redis: two servers in one process agree on what a shopper
 //! has seen and dismissed, and a Redis that is down costs capping, never an answer.
 //!
-//! These tests need `REDIS_URL` (scripts/test starts a throwaway Redis); without it they say so
-//! loudly and return.
+//! These tests need `REDIS_URL` (scripts/test starts a throwaway Redis); without it they fail,
+//! as the Postgres tests do without `DATABASE_URL`.
 
 use serde_json::json;
 use tandem::app::InitialModel;
@@ -14,12 +14,16 @@ use crate::helpers::{
     RunningServer, TestDatabase,
 };
 
-fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("SKIPPED: REDIS_URL is not set, so this Redis test did not run");
-    }
-    url
+fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "REDIS_URL is not set: these tests need a real Redis. Run them with scripts/test, \
+                 which starts a throwaway one."
+            )
+        })
 }
 
 /// Settings for a server on `db` whose capping lives in Redis under a prefix of its own.
@@ -37,7 +41,7 @@ fn redis_settings(db: &TestDatabase, url: &str, prefix: &str) -> Settings {
 
 #[tokio::test]
 async fn two_servers_share_impression_caps_and_dismissals_through_redis() {
-    let Some(url) = redis_url() else { return };
+    let url = redis_url();
     let db = fresh_database().await;
     write_version(&db.pool, 40, 3).await;
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -83,9 +87,6 @@ async fn two_servers_share_impression_caps_and_dismissals_through_redis() {
 
 #[tokio::test]
 async fn a_redis_that_is_down_costs_capping_not_answers() {
-    if redis_url().is_none() {
-        return;
-    }
     let db = fresh_database().await;
     write_version(&db.pool, 40, 3).await;
     // Nothing listens on port 9 (discard) here: every Redis call fails.
@@ -113,9 +114,8 @@ async fn capping_errors(client: &reqwest::Client, server: &RunningServer) -> f64
 
 #[tokio::test]
 async fn redis_stopped_under_load_costs_capping_not_a_single_request() {
-    if redis_url().is_none() {
-        return;
-    }
+    // Starts a redis-server of its own; REDIS_URL says the suite was given one to run with.
+    redis_url();
     // A Redis of this test's own, so stopping it disturbs no other test.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
