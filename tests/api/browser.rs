@@ -1,0 +1,641 @@
+//! The storefront widget and the explorer in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver), against a real server on a fresh Postgres. `scripts/test` installs
+//! Debian's chromium and chromium-driver when missing and fetches axe-core into target/; these
+//! tests fail, never skip, without them.
+//!
+//! Each test also reads the browser's log (no console error allowed), runs axe-core on the page
+//! (no serious or critical violation allowed) and saves a screenshot under
+//! target/browser-screenshots/. The widget's render time after the response and its requests
+//! per render are printed (measured, not asserted).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+use tandem::experiments::{ExperimentConfig, VariantConfig};
+
+use crate::helpers::{
+    fresh_database, spawn_app_with, test_settings, write_version, TestApp, ADMIN_TOKEN,
+};
+
+/// The experiment every browser test's server runs: one variant with all the traffic, so a
+/// shopper with an id is served `widget/warm` and an anonymous one `control`.
+const VARIANT: &str = "widget/warm";
+
+fn screenshots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A chromedriver process of this test's own, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let binary = std::env::var("TANDEM_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = free_port();
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {binary} ({e}): the browser tests need Debian's chromium and \
+                     chromium-driver. Run them with scripts/test, which installs them."
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        while !client
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver never answered on {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, url }
+    }
+
+    /// A headless Chromium session; `do_not_track` turns the browser's own DNT setting on.
+    async fn browser(&self, do_not_track: bool) -> Client {
+        let binary =
+            std::env::var("TANDEM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,1100", "--no-first-run", "--disable-extensions"],
+                "prefs": {"enable_do_not_track": do_not_track},
+            },
+        });
+        let capabilities = match capabilities {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("chromedriver did not start a Chromium session")
+    }
+}
+
+/// chromedriver's own commands, beyond W3C WebDriver.
+#[derive(Debug)]
+enum Chrome {
+    /// The browser log since the last call (console messages, failed loads).
+    BrowserLog,
+    /// A Chrome DevTools Protocol command.
+    Cdp(&'static str, Value),
+}
+
+impl WebDriverCompatibleCommand for Chrome {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        match self {
+            Chrome::BrowserLog => base_url.join(&format!("session/{session}/se/log")),
+            Chrome::Cdp(..) => base_url.join(&format!("session/{session}/goog/cdp/execute")),
+        }
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = match self {
+            Chrome::BrowserLog => json!({"type": "browser"}),
+            Chrome::Cdp(cmd, params) => json!({"cmd": cmd, "params": params}),
+        };
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Fails on any error in the browser log (console errors, failed loads, uncaught exceptions).
+async fn assert_no_console_errors(browser: &Client, page: &str) {
+    let log = browser.issue_cmd(Chrome::BrowserLog).await.unwrap();
+    let errors: Vec<&Value> = log
+        .as_array()
+        .map(|entries| entries.iter().filter(|e| e["level"] == "SEVERE").collect())
+        .unwrap_or_default();
+    assert!(
+        errors.is_empty(),
+        "{page}: errors in the browser log: {errors:#?}"
+    );
+}
+
+/// Runs axe-core on the page: no serious or critical violation.
+async fn assert_accessible(browser: &Client, page: &str) {
+    let path = std::env::var("TANDEM_AXE_JS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/axe-core/node_modules/axe-core/axe.min.js"
+        )
+        .into()
+    });
+    let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read axe-core at {path} ({e}); scripts/test fetches it into target/axe-core")
+    });
+    browser.execute(&axe, vec![]).await.unwrap();
+    let violations = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                             nodes: v.nodes.map(n => n.html)}))))
+               .catch(e => done([{id: 'axe-failed', help: String(e)}]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(violations, json!([]), "{page}: accessibility violations");
+}
+
+async fn screenshot(browser: &Client, name: &str) -> PathBuf {
+    let png = browser.screenshot().await.unwrap();
+    let path = screenshots_dir().join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+/// A server on a fresh database serving a small synthetic version, with the one-variant
+/// experiment.
+async fn shop() -> TestApp {
+    let db = fresh_database().await;
+    write_version(&db.pool, 200, 28).await;
+    let mut settings = test_settings(&db);
+    let mut warm = VariantConfig::new("warm", 1.0);
+    warm.popularity = Some(0.2);
+    settings.experiments = vec![ExperimentConfig {
+        name: "widget".into(),
+        touchpoints: vec![],
+        variants: vec![warm],
+    }];
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    app
+}
+
+/// Waits until the widget on the page has rendered; returns (request id, variant, item ids).
+async fn rendered(browser: &Client) -> (String, String, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = browser
+            .execute(
+                "const el = document.querySelector('[data-tandem]');
+                 return {state: el.dataset.tandemState, request: el.dataset.tandemRequest || '',
+                         variant: el.dataset.tandemVariant || '',
+                         items: [...el.querySelectorAll('.tandem-item')].map(li => li.dataset.itemId)};",
+                vec![],
+            )
+            .await
+            .unwrap();
+        match state["state"].as_str() {
+            Some("rendered") => {
+                let items = state["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
+                return (
+                    state["request"].as_str().unwrap().to_string(),
+                    state["variant"].as_str().unwrap().to_string(),
+                    items,
+                );
+            }
+            Some("error") | Some("empty") => panic!("the widget did not render: {state}"),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never rendered: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type EventRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+async fn events(app: &TestApp) -> Vec<EventRow> {
+    sqlx::query_as(
+        "SELECT kind, item_id, request_id::text, variant, shopper, session FROM events ORDER BY id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until a stored event satisfies `wanted`; returns every stored event.
+async fn wait_for_event(
+    app: &TestApp,
+    what: &str,
+    wanted: impl Fn(&EventRow) -> bool,
+) -> Vec<EventRow> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = events(app).await;
+        if rows.iter().any(&wanted) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} reached the events table: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The widget's render time after its last response (ms) and its requests since the page
+/// loaded: (recommendation calls, event calls).
+async fn widget_figures(browser: &Client) -> (f64, usize, usize) {
+    let figures = browser
+        .execute(
+            "const m = performance.getEntriesByName('tandem:render');
+             const r = performance.getEntriesByType('resource').map(e => e.name);
+             return {render: m.length ? m[m.length - 1].duration : -1,
+                     recs: r.filter(n => n.includes('/recommendations')).length,
+                     events: r.filter(n => n.includes('/events')).length};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (
+        figures["render"].as_f64().unwrap(),
+        figures["recs"].as_u64().unwrap() as usize,
+        figures["events"].as_u64().unwrap() as usize,
+    )
+}
+
+fn storefront_url(app: &TestApp, session: &str) -> String {
+    format!(
+        "{}/examples/storefront?cart=S0000001,S0000002&k=4&session={session}",
+        app.address
+    )
+}
+
+#[tokio::test]
+async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
+    let app = shop().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    browser
+        .goto(&storefront_url(&app, "shopper-1"))
+        .await
+        .unwrap();
+    let (request_id, variant, items) = rendered(&browser).await;
+    assert_eq!(
+        variant, VARIANT,
+        "a shopper with a session is in the experiment"
+    );
+    assert_eq!(items.len(), 4, "{items:?}");
+    let reasons = browser
+        .execute(
+            "return [...document.querySelectorAll('.tandem-item')].map(li =>
+               [li.querySelector('.tandem-title').textContent, li.querySelector('.tandem-reason').textContent]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for pair in reasons.as_array().unwrap() {
+        assert!(!pair[0].as_str().unwrap().is_empty(), "{reasons}");
+        assert!(
+            !pair[1].as_str().unwrap().is_empty(),
+            "every item has a reason: {reasons}"
+        );
+    }
+    screenshot(&browser, "storefront.png").await;
+
+    // Seen for a second: impressions, with the list's request id and variant.
+    let rows = wait_for_event(&app, "impression", |r| r.0 == "impression").await;
+    for row in rows.iter().filter(|r| r.0 == "impression") {
+        assert_eq!(row.2.as_deref(), Some(request_id.as_str()), "{row:?}");
+        assert_eq!(row.3.as_deref(), Some(VARIANT), "{row:?}");
+        assert!(row.5.is_some(), "the shop gave a session id: {row:?}");
+    }
+    let (render_ms, recs, event_calls) = widget_figures(&browser).await;
+    eprintln!(
+        "widget figures: render {render_ms:.1} ms after the response; {recs} recommendation \
+         request(s) and {event_calls} event call(s) for one render with its impressions"
+    );
+
+    // A click on the first item.
+    let first = browser
+        .find(Locator::Css(&format!(
+            ".tandem-item[data-item-id='{}'] .tandem-link",
+            items[0]
+        )))
+        .await
+        .unwrap();
+    first.click().await.unwrap();
+    wait_for_event(&app, "click", |r| {
+        r.0 == "click"
+            && r.1 == items[0]
+            && r.2.as_deref() == Some(request_id.as_str())
+            && r.3.as_deref() == Some(VARIANT)
+    })
+    .await;
+
+    // "Not interested" on the second: gone at once, and from the next render for this shopper.
+    let dismiss = browser
+        .find(Locator::Css(&format!(
+            ".tandem-item[data-item-id='{}'] .tandem-dismiss",
+            items[1]
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        dismiss
+            .attr("aria-label")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(|l| l.starts_with("Not interested in ")),
+        Some(true)
+    );
+    dismiss.click().await.unwrap();
+    let left = browser
+        .find_all(Locator::Css(".tandem-item"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(left, 3);
+    wait_for_event(&app, "dismiss", |r| r.0 == "dismiss" && r.1 == items[1]).await;
+    assert_no_console_errors(&browser, "storefront").await;
+    assert_accessible(&browser, "storefront").await;
+
+    browser
+        .goto(&storefront_url(&app, "shopper-1"))
+        .await
+        .unwrap();
+    let (_, _, again) = rendered(&browser).await;
+    assert!(
+        !again.contains(&items[1]),
+        "the dismissed item came back: {again:?}"
+    );
+    let (render_ms, recs, event_calls) = widget_figures(&browser).await;
+    eprintln!(
+        "widget figures (second page): render {render_ms:.1} ms after the response; {recs} \
+         recommendation request(s), {event_calls} event call(s) so far"
+    );
+    assert_no_console_errors(&browser, "storefront, second render").await;
+    browser.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_global_privacy_control_no_shopper_id_is_sent_or_stored() {
+    let app = shop().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    // The signal as a browser with GPC on gives it: the property and the request header.
+    browser
+        .issue_cmd(Chrome::Cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true});"}),
+        ))
+        .await
+        .unwrap();
+    browser
+        .issue_cmd(Chrome::Cdp("Network.enable", json!({})))
+        .await
+        .unwrap();
+    browser
+        .issue_cmd(Chrome::Cdp(
+            "Network.setExtraHTTPHeaders",
+            json!({"headers": {"Sec-GPC": "1"}}),
+        ))
+        .await
+        .unwrap();
+    browser
+        .goto(&storefront_url(&app, "shopper-2"))
+        .await
+        .unwrap();
+    let (request_id, variant, items) = rendered(&browser).await;
+    assert_eq!(
+        variant, "control",
+        "an opted-out shopper is in no experiment"
+    );
+    let first = browser
+        .find(Locator::Css(&format!(
+            ".tandem-item[data-item-id='{}'] .tandem-link",
+            items[0]
+        )))
+        .await
+        .unwrap();
+    first.click().await.unwrap();
+    wait_for_event(&app, "click", |r| r.0 == "click").await;
+    let rows = wait_for_event(&app, "impression", |r| r.0 == "impression").await;
+    for row in &rows {
+        assert_eq!(row.2.as_deref(), Some(request_id.as_str()), "{row:?}");
+        assert_eq!(
+            (&row.4, &row.5),
+            (&None, &None),
+            "an id was stored: {row:?}"
+        );
+    }
+    let sent = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)
+               .filter(n => n.includes('/recommendations'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !sent.to_string().contains("shopper-2"),
+        "the session id left the page: {sent}"
+    );
+    assert_no_console_errors(&browser, "storefront with GPC").await;
+    browser.close().await.unwrap();
+
+    // The browser's own Do Not Track setting has the same effect.
+    let browser = driver.browser(true).await;
+    browser
+        .goto(&storefront_url(&app, "shopper-3"))
+        .await
+        .unwrap();
+    let (_, variant, _) = rendered(&browser).await;
+    assert_eq!(variant, "control");
+    let rows = events(&app).await;
+    assert!(
+        rows.iter().all(|r| r.4.is_none() && r.5.is_none()),
+        "{rows:#?}"
+    );
+    browser.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
+    let app = shop().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    browser
+        .goto(&format!("{}/explore", app.address))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#token-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let search = browser.find(Locator::Id("search")).await.unwrap();
+    search.send_keys("synthetic PRODUCT 3 of").await.unwrap();
+    browser
+        .find(Locator::Css("#search-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let add = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#search-results li button"))
+        .await
+        .unwrap();
+    let found = browser
+        .find(Locator::Css("#search-results li span"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        found.starts_with("Synthetic product ") && found.contains('3'),
+        "{found}"
+    );
+    add.click().await.unwrap();
+    let in_cart = browser
+        .find(Locator::Css("#cart li span"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(in_cart, found);
+
+    // Side by side: the experiment's variant against control, both forced with the token.
+    browser
+        .find(Locator::Id("compare"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css(&format!(
+            "#variant-a option[value='{VARIANT}']"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#variant-b option[value='control']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#list-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(".list li .bar"))
+        .await
+        .unwrap();
+    let lists = browser
+        .execute(
+            "return [...document.querySelectorAll('.list')].map(list => ({
+               caption: list.querySelector('h3').textContent,
+               items: list.querySelectorAll('li').length,
+               widest: Math.max(...[...list.querySelectorAll('.bar')].map(b => parseFloat(b.style.width) || 0)),
+               reasons: [...list.querySelectorAll('.reason')].every(r => r.textContent.length > 0)}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let lists = lists.as_array().unwrap();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(
+        lists[0]["caption"].as_str().unwrap().contains(VARIANT),
+        "{lists:?}"
+    );
+    assert!(
+        lists[1]["caption"].as_str().unwrap().contains("control"),
+        "{lists:?}"
+    );
+    for list in lists {
+        assert!(list["items"].as_u64().unwrap() > 0, "{list}");
+        assert_eq!(
+            list["widest"], 100.0,
+            "the largest contribution fills its bar: {list}"
+        );
+        assert_eq!(list["reasons"], true);
+    }
+    screenshot(&browser, "explorer.png").await;
+    assert_no_console_errors(&browser, "explorer").await;
+    assert_accessible(&browser, "explorer").await;
+    browser.close().await.unwrap();
+    app.stop().await;
+}
