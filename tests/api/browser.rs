@@ -288,14 +288,16 @@ async fn wait_for_event(
     }
 }
 
-/// The widget's render time after its last response (ms) and its requests since the page
-/// loaded: (recommendation calls, event calls).
-async fn widget_figures(browser: &Client) -> (f64, usize, usize) {
+/// The widget's render time (ms) after its last response was parsed and after its headers
+/// arrived, and its requests since the page loaded: (recommendation calls, event calls).
+async fn widget_figures(browser: &Client) -> (f64, f64, usize, usize) {
     let figures = browser
         .execute(
             "const m = performance.getEntriesByName('tandem:render');
+             const t = performance.getEntriesByName('tandem:response-to-render');
              const r = performance.getEntriesByType('resource').map(e => e.name);
              return {render: m.length ? m[m.length - 1].duration : -1,
+                     total: t.length ? t[t.length - 1].duration : -1,
                      recs: r.filter(n => n.includes('/recommendations')).length,
                      events: r.filter(n => n.includes('/events')).length};",
             vec![],
@@ -304,6 +306,7 @@ async fn widget_figures(browser: &Client) -> (f64, usize, usize) {
         .unwrap();
     (
         figures["render"].as_f64().unwrap(),
+        figures["total"].as_f64().unwrap(),
         figures["recs"].as_u64().unwrap() as usize,
         figures["events"].as_u64().unwrap() as usize,
     )
@@ -355,10 +358,11 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
         assert_eq!(row.3.as_deref(), Some(VARIANT), "{row:?}");
         assert!(row.5.is_some(), "the shop gave a session id: {row:?}");
     }
-    let (render_ms, recs, event_calls) = widget_figures(&browser).await;
+    let (render_ms, total_ms, recs, event_calls) = widget_figures(&browser).await;
     eprintln!(
-        "widget figures: render {render_ms:.1} ms after the response; {recs} recommendation \
-         request(s) and {event_calls} event call(s) for one render with its impressions"
+        "widget figures: render {render_ms:.1} ms after the parsed response ({total_ms:.1} ms \
+         after its headers); {recs} recommendation request(s) and {event_calls} event call(s) \
+         for one render with its impressions"
     );
 
     // A click on the first item.
@@ -415,10 +419,11 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
         !again.contains(&items[1]),
         "the dismissed item came back: {again:?}"
     );
-    let (render_ms, recs, event_calls) = widget_figures(&browser).await;
+    let (render_ms, total_ms, recs, event_calls) = widget_figures(&browser).await;
     eprintln!(
-        "widget figures (second page): render {render_ms:.1} ms after the response; {recs} \
-         recommendation request(s), {event_calls} event call(s) so far"
+        "widget figures (second page): render {render_ms:.1} ms after the parsed response \
+         ({total_ms:.1} ms after its headers); {recs} recommendation request(s), {event_calls} \
+         event call(s) so far"
     );
     assert_no_console_errors(&browser, "storefront, second render").await;
     browser.close().await.unwrap();
@@ -633,6 +638,13 @@ async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
         );
         assert_eq!(list["reasons"], true);
     }
+    browser
+        .execute(
+            "document.getElementById('lists-heading').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     screenshot(&browser, "explorer.png").await;
     assert_no_console_errors(&browser, "explorer").await;
     assert_accessible(&browser, "explorer").await;

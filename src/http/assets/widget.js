@@ -49,6 +49,7 @@
   }
 
   function safeUrl(url) {
+    if (!url) return '';
     try {
       var u = new URL(url, location.href);
       return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : '';
@@ -149,16 +150,21 @@
     return e;
   }
 
+  // Built while the request is in flight: a browser's first Intl formatter loads locale data
+  // (tens of milliseconds), which must not delay the render.
+  function formatter(el) {
+    var currency = el.dataset.currency;
+    if (!currency || el._tandemFormat) return;
+    try {
+      el._tandemFormat = new Intl.NumberFormat(el.dataset.locale || undefined, { style: 'currency', currency: currency });
+    } catch (e) {
+      el._tandemFormat = null;
+    }
+  }
+
   function price(value, el) {
     if (typeof value !== 'number') return '';
-    var currency = el.dataset.currency;
-    try {
-      return currency
-        ? new Intl.NumberFormat(el.dataset.locale || undefined, { style: 'currency', currency: currency }).format(value)
-        : value.toFixed(2);
-    } catch (e) {
-      return value.toFixed(2);
-    }
+    return el._tandemFormat ? el._tandemFormat.format(value) : value.toFixed(2);
   }
 
   function render(el, served) {
@@ -239,15 +245,20 @@
     var timer = setTimeout(function () { if (controller) controller.abort(); }, timeoutMs);
     var mark = 'tandem:' + (++uid);
     el.setAttribute('data-tandem-state', 'loading');
-    return fetch(r.url, r.init).then(function (response) {
+    var pending = fetch(r.url, r.init);
+    formatter(el);
+    return pending.then(function (response) {
       if (!response.ok) throw new Error('GET /recommendations answered ' + response.status);
       performance.mark(mark + ':response');
       return response.json();
     }).then(function (served) {
       clearTimeout(timer);
+      performance.mark(mark + ':parsed');
       render(el, served);
       performance.mark(mark + ':rendered');
-      performance.measure('tandem:render', mark + ':response', mark + ':rendered');
+      // From the response's headers (body read and parsed) and from the parsed body to the list.
+      performance.measure('tandem:response-to-render', mark + ':response', mark + ':rendered');
+      performance.measure('tandem:render', mark + ':parsed', mark + ':rendered');
       el.dispatchEvent(new CustomEvent('tandem:rendered', { bubbles: true, detail: served }));
     }).catch(function (error) {
       clearTimeout(timer);
