@@ -10,16 +10,22 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
+use tandem::app::InitialModel;
+use tandem::config::{Secret, Settings};
 use tandem::experiments::{ExperimentConfig, VariantConfig};
+use tandem::offline::demo::{build_demo_snapshot_with, demo_params};
+use tandem::offline::estimators::Estimator;
 
 use crate::helpers::{
-    fresh_database, spawn_app_with, test_settings, write_version, TestApp, ADMIN_TOKEN,
+    fresh_database, spawn_app_with, test_settings, write_version, RunningServer, TestApp,
+    ADMIN_TOKEN,
 };
 
 /// The experiment every browser test's server runs: one variant with all the traffic, so a
@@ -650,4 +656,63 @@ async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
     assert_accessible(&browser, "explorer").await;
     browser.close().await.unwrap();
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_sample_storefront_works_on_the_embedded_demo() {
+    // As `tandem serve` without DATABASE_URL (README's first command), with the demo's BM25
+    // estimator for a debug build's training time (tests/api/demo.rs does the same).
+    let mut params = demo_params();
+    params.measure.estimator = Estimator::Bm25;
+    let (snapshot, _) = tokio::task::spawn_blocking(move || build_demo_snapshot_with(&params))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut settings = Settings::defaults().unwrap();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.database.url = None;
+    settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    let server = RunningServer::start(settings, InitialModel::Snapshot(Arc::new(snapshot))).await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    // The page as README links it: its own cart, the regency cake stand and teacup.
+    browser
+        .goto(&format!("{}/examples/storefront", server.address))
+        .await
+        .unwrap();
+    let (_, variant, items) = rendered(&browser).await;
+    assert_eq!(variant, "control");
+    assert_eq!(items.len(), 4, "{items:?}");
+    let texts = browser
+        .execute(
+            "return [...document.querySelectorAll('.tandem-reason')].map(r => r.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        texts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.as_str().unwrap().starts_with("Often bought with")),
+        "{texts}"
+    );
+    // Impressions are accepted (202) though the demo stores none; no error in the log.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let posted = browser
+        .execute(
+            "return performance.getEntriesByType('resource').filter(e => e.name.includes('/events'))
+               .map(e => e.responseStatus);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(posted, json!([202]), "one batched event call, accepted");
+    screenshot(&browser, "storefront-demo.png").await;
+    assert_no_console_errors(&browser, "storefront on the demo").await;
+    assert_accessible(&browser, "storefront on the demo").await;
+    browser.close().await.unwrap();
+    server.stop().await;
 }
