@@ -716,3 +716,105 @@ async fn the_sample_storefront_works_on_the_embedded_demo() {
     browser.close().await.unwrap();
     server.stop().await;
 }
+
+/// A shop's page on an origin of its own (another port), with the widget from `tandem`.
+async fn shop_page(tandem: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let page = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Another shop</title>
+<link rel="icon" href="data:,"></head><body><main><h1>Basket</h1>
+<div data-tandem data-cart="S0000001,S0000002" data-k="3" data-session="cross-1" data-link="/p/{{id}}"></div>
+</main><script src="{tandem}/widget.js" defer></script></body></html>"#
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    (origin, server)
+}
+
+#[tokio::test]
+async fn a_shop_on_another_origin_is_served_only_when_configured() {
+    // Tandem on a known port, so the shop's page can name it before either starts.
+    let port = free_port();
+    let tandem = format!("http://127.0.0.1:{port}");
+    let (shop_origin, shop_server) = shop_page(&tandem).await;
+
+    let db = fresh_database().await;
+    write_version(&db.pool, 200, 28).await;
+    let mut settings = test_settings(&db);
+    settings.server.port = port;
+    settings.server.cors_origins = vec![shop_origin.clone()];
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    browser.goto(&shop_origin).await.unwrap();
+    let (request_id, _, items) = rendered(&browser).await;
+    assert_eq!(items.len(), 3);
+    wait_for_event(&app, "cross-origin impression", |r| {
+        r.0 == "impression" && r.2.as_deref() == Some(request_id.as_str()) && r.5.is_some()
+    })
+    .await;
+    assert_no_console_errors(&browser, "a shop on an allowed origin").await;
+    browser.close().await.unwrap();
+    app.stop().await;
+
+    // The same page against a Tandem that allows no origin: nothing rendered, one warning,
+    // the page itself intact.
+    let db = fresh_database().await;
+    write_version(&db.pool, 200, 28).await;
+    let mut settings = test_settings(&db);
+    settings.server.port = port;
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let browser = driver.browser(false).await;
+    browser.goto(&shop_origin).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let state = browser
+            .execute(
+                "const el = document.querySelector('[data-tandem]');
+                 return {state: el.dataset.tandemState || '', children: el.children.length,
+                         heading: document.querySelector('h1').textContent};",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if state["state"] == "error" || Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        state,
+        json!({"state": "error", "children": 0, "heading": "Basket"}),
+        "a refused call renders nothing and leaves the page alone"
+    );
+    let log = browser.issue_cmd(Chrome::BrowserLog).await.unwrap();
+    let entries = log.as_array().unwrap();
+    let warnings = entries
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap_or("").contains("[tandem]"))
+        .count();
+    assert_eq!(warnings, 1, "one warning from the widget: {entries:#?}");
+    for entry in entries.iter().filter(|e| e["level"] == "SEVERE") {
+        let message = entry["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("CORS")
+                || message.contains("Failed to load resource")
+                || message.contains("Failed to fetch"),
+            "only the refused call may fail: {entry:#?}"
+        );
+    }
+    browser.close().await.unwrap();
+    app.stop().await;
+    shop_server.abort();
+}
