@@ -432,6 +432,39 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
          event call(s) so far"
     );
     assert_no_console_errors(&browser, "storefront, second render").await;
+
+    // A large cart goes as a POST body and renders the same way.
+    browser
+        .execute(
+            "const el = document.querySelector('[data-tandem]');
+             const ids = ['S0000001'];
+             for (let n = 0; n < 99; n++) ids.push('not-in-the-catalogue-' + n);
+             el.dataset.cart = ids.join(',');
+             performance.clearResourceTimings();
+             Tandem.refresh();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (large_request, _, large) = rendered(&browser).await;
+    assert!(!large.is_empty() && large_request != request_id);
+    let calls = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)
+               .filter(n => n.includes('/recommendations'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|url| url.as_str().unwrap().ends_with("/recommendations")),
+        "a large cart is posted, not put in the query: {calls}"
+    );
+    assert_no_console_errors(&browser, "storefront, large cart").await;
     browser.close().await.unwrap();
     app.stop().await;
 }
