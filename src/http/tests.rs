@@ -808,3 +808,95 @@ async fn the_item_search_needs_the_token_unless_the_explorer_is_open() {
         assert_eq!(body["error"]["code"], "invalid_query");
     }
 }
+
+#[tokio::test]
+async fn an_admin_can_force_a_variant_which_is_then_not_counted_for_it() {
+    use crate::experiments::{ExperimentConfig, VariantConfig};
+    let mut settings = settings();
+    settings.experiments = vec![ExperimentConfig {
+        name: "length".into(),
+        touchpoints: vec![],
+        variants: vec![VariantConfig {
+            k: Some(1),
+            ..VariantConfig::new("short", 1.0)
+        }],
+    }];
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    let s = state_with(&settings, caps, true);
+    let forced = |uri: &str, token: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let uri = "/recommendations?cart=bag&variant=length/short";
+    assert_eq!(
+        call(&s, forced(uri, None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&s, forced(uri, Some("wrong"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = call(&s, forced(uri, Some("token"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["variant"], "length/short",
+        "an anonymous request, forced"
+    );
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        1,
+        "the variant's k"
+    );
+    // A shopper the experiment holds, forced back to control.
+    let (_, control) = call(
+        &s,
+        forced(
+            "/recommendations?cart=bag&user=frank&variant=control",
+            Some("token"),
+        ),
+    )
+    .await;
+    assert_eq!(control["variant"], "control");
+    assert!(control["items"].as_array().unwrap().len() > 1);
+    let (status, body) = call(
+        &s,
+        forced(
+            "/recommendations?cart=bag&variant=length/long",
+            Some("token"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_variant");
+    let json = Request::post("/recommendations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, "Bearer token")
+        .body(Body::from(
+            r#"{"cart": ["bag"], "variant": "length/short"}"#,
+        ))
+        .unwrap();
+    let (status, body) = call(&s, json).await;
+    assert_eq!(
+        (status, &body["variant"]),
+        (StatusCode::OK, &serde_json::json!("length/short"))
+    );
+    // Counted: only the one list the experiment itself assigned.
+    call(&s, get("/recommendations?cart=bag&user=frank")).await;
+    let metrics = s.metrics.render().unwrap();
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tandem_recommendation_lists_total") && l.contains("length/short")
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(
+        counted[0].ends_with(" 1"),
+        "forced lists are not counted: {counted:?}"
+    );
+    let (_, model) = call(&s, get("/model")).await;
+    assert_eq!(model["variants"], serde_json::json!(["length/short"]));
+}

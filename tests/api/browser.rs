@@ -750,13 +750,14 @@ async fn the_sample_storefront_works_on_the_embedded_demo() {
     server.stop().await;
 }
 
-/// A shop's page on an origin of its own (another port), with the widget from `tandem`.
-async fn shop_page(tandem: &str) -> (String, tokio::task::JoinHandle<()>) {
+/// A shop's page on an origin of its own (another port), with the widget from `tandem` and
+/// `script_attributes` on its script tag.
+async fn shop_page(tandem: &str, script_attributes: &str) -> (String, tokio::task::JoinHandle<()>) {
     let page = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Another shop</title>
 <link rel="icon" href="data:,"></head><body><main><h1>Basket</h1>
 <div data-tandem data-cart="S0000001,S0000002" data-k="3" data-session="cross-1" data-link="/p/{{id}}"></div>
-</main><script src="{tandem}/widget.js" defer></script></body></html>"#
+</main><script src="{tandem}/widget.js" {script_attributes} defer></script></body></html>"#
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -778,7 +779,7 @@ async fn a_shop_on_another_origin_is_served_only_when_configured() {
     // Tandem on a known port, so the shop's page can name it before either starts.
     let port = free_port();
     let tandem = format!("http://127.0.0.1:{port}");
-    let (shop_origin, shop_server) = shop_page(&tandem).await;
+    let (shop_origin, shop_server) = shop_page(&tandem, "").await;
 
     let db = fresh_database().await;
     write_version(&db.pool, 200, 28).await;
@@ -810,33 +811,7 @@ async fn a_shop_on_another_origin_is_served_only_when_configured() {
     app.wait_until_ready().await;
     let browser = driver.browser(false).await;
     browser.goto(&shop_origin).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let state = loop {
-        let state = browser
-            .execute(
-                "const el = document.querySelector('[data-tandem]');
-                 return {state: el.dataset.tandemState || '', children: el.children.length,
-                         heading: document.querySelector('h1').textContent};",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if state["state"] == "error" || Instant::now() > deadline {
-            break state;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        state,
-        json!({"state": "error", "children": 0, "heading": "Basket"}),
-        "a refused call renders nothing and leaves the page alone"
-    );
-    let log = browser.issue_cmd(Chrome::BrowserLog).await.unwrap();
-    let entries = log.as_array().unwrap();
-    let warnings = entries
-        .iter()
-        .filter(|e| e["message"].as_str().unwrap_or("").contains("[tandem]"))
-        .count();
+    let (warnings, entries) = widget_failed(&browser).await;
     assert_eq!(warnings, 1, "one warning from the widget: {entries:#?}");
     for entry in entries.iter().filter(|e| e["level"] == "SEVERE") {
         let message = entry["message"].as_str().unwrap_or("");
@@ -850,4 +825,77 @@ async fn a_shop_on_another_origin_is_served_only_when_configured() {
     browser.close().await.unwrap();
     app.stop().await;
     shop_server.abort();
+}
+
+/// Waits for the widget's element to reach `error`; returns how many console messages came
+/// from the widget, and the log.
+async fn widget_failed(browser: &Client) -> (usize, Vec<Value>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = browser
+            .execute(
+                "const el = document.querySelector('[data-tandem]');
+                 return {state: el.dataset.tandemState || '', children: el.children.length,
+                         heading: document.querySelector('h1').textContent};",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if state["state"] == "error" {
+            assert_eq!(state["children"], 0, "nothing rendered: {state}");
+            assert_eq!(state["heading"], "Basket", "the page is intact: {state}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never gave up: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = browser.issue_cmd(Chrome::BrowserLog).await.unwrap();
+    let entries = log.as_array().cloned().unwrap_or_default();
+    let ours = entries
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap_or("").contains("[tandem]"))
+        .count();
+    (ours, entries)
+}
+
+#[tokio::test]
+async fn a_slow_tandem_renders_nothing_and_warns_once() {
+    // A server that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let db = fresh_database().await;
+    write_version(&db.pool, 200, 28).await;
+    let settings = test_settings(&db);
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let attributes = format!(r#"data-endpoint="{silent_url}" data-timeout="300""#);
+    let (shop_origin, shop_server) = shop_page(&app.address, &attributes).await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(false).await;
+    browser.goto(&shop_origin).await.unwrap();
+    let (warnings, entries) = widget_failed(&browser).await;
+    assert_eq!(warnings, 1, "one warning from the widget: {entries:#?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("timed out")),
+        "{entries:#?}"
+    );
+    assert!(
+        entries.iter().all(|e| e["level"] != "SEVERE"),
+        "a timeout is no page error: {entries:#?}"
+    );
+    browser.close().await.unwrap();
+    app.stop().await;
+    shop_server.abort();
+    held.abort();
 }
