@@ -199,11 +199,39 @@ async fn screenshot(browser: &Client, name: &str) -> PathBuf {
     path
 }
 
-/// A server on a fresh database serving a small synthetic version, with the one-variant
-/// experiment.
-async fn shop() -> TestApp {
+/// A shop's image server: `/img/{id}.svg` is a small picture for any id.
+async fn image_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/img/{name}",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "image/svg+xml")],
+                r##"<svg xmlns="http://www.w3.org/2000/svg" width="120" height="120"><rect width="120" height="120" fill="#d9c7a7"/><circle cx="60" cy="60" r="34" fill="#7a2e0e"/></svg>"##,
+            )
+        }),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    (origin, server)
+}
+
+/// A server on a fresh database serving a small synthetic version whose items have images,
+/// with the one-variant experiment; and the image server, which lives as long as it is kept.
+async fn shop() -> (TestApp, tokio::task::JoinHandle<()>) {
     let db = fresh_database().await;
     write_version(&db.pool, 200, 28).await;
+    // Every item gets an image_link attribute, read when the version loads.
+    let (images, image_server) = image_server().await;
+    sqlx::query(
+        "UPDATE items SET attributes = attributes || jsonb_build_object('image_link', $1 || '/img/' || id || '.svg')",
+    )
+    .bind(&images)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let mut settings = test_settings(&db);
     let mut warm = VariantConfig::new("warm", 1.0);
     warm.popularity = Some(0.2);
@@ -214,7 +242,7 @@ async fn shop() -> TestApp {
     }];
     let app = spawn_app_with(db, settings).await;
     app.wait_until_ready().await;
-    app
+    (app, image_server)
 }
 
 /// Waits until the widget on the page has rendered; returns (request id, variant, item ids).
@@ -327,7 +355,7 @@ fn storefront_url(app: &TestApp, session: &str) -> String {
 
 #[tokio::test]
 async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
-    let app = shop().await;
+    let (app, _images) = shop().await;
     let driver = Driver::start().await;
     let browser = driver.browser(false).await;
     browser
@@ -354,6 +382,31 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
             !pair[1].as_str().unwrap().is_empty(),
             "every item has a reason: {reasons}"
         );
+    }
+    // Each item's image_link, loaded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let images = browser
+            .execute(
+                "return [...document.querySelectorAll('.tandem-item')].map(li => {
+                   const img = li.querySelector('img.tandem-image');
+                   return !!img && img.complete && img.naturalWidth > 0
+                     && img.src.endsWith('/img/' + li.dataset.itemId + '.svg');
+                 });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if images
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|loaded| loaded == true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "images not shown: {images}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     screenshot(&browser, "storefront.png").await;
 
@@ -471,7 +524,7 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
 
 #[tokio::test]
 async fn with_global_privacy_control_no_shopper_id_is_sent_or_stored() {
-    let app = shop().await;
+    let (app, _images) = shop().await;
     let driver = Driver::start().await;
     let browser = driver.browser(false).await;
     // The signal as a browser with GPC on gives it: the property and the request header.
@@ -554,7 +607,7 @@ async fn with_global_privacy_control_no_shopper_id_is_sent_or_stored() {
 
 #[tokio::test]
 async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
-    let app = shop().await;
+    let (app, _images) = shop().await;
     let driver = Driver::start().await;
     let browser = driver.browser(false).await;
     browser
