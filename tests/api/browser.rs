@@ -458,13 +458,60 @@ async fn the_widget_renders_reports_events_and_forgets_a_dismissed_item() {
             .map(|l| l.starts_with("Not interested in ")),
         Some(true)
     );
-    dismiss.click().await.unwrap();
-    let left = browser
-        .find_all(Locator::Css(".tandem-item"))
+    // From the keyboard: Tab from the item's link reaches its button, Enter presses it, and
+    // focus moves on to the next item rather than being lost with the removed one.
+    browser
+        .find(Locator::Css(&format!(
+            ".tandem-item[data-item-id='{}'] .tandem-link",
+            items[1]
+        )))
         .await
         .unwrap()
-        .len();
-    assert_eq!(left, 3);
+        .send_keys("")
+        .await
+        .unwrap();
+    browser
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E004}")
+        .await
+        .unwrap();
+    let focused = browser
+        .execute(
+            "return document.activeElement.getAttribute('aria-label');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, dismiss.attr("aria-label").await.unwrap().unwrap());
+    browser
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    let after = browser
+        .execute(
+            "return {left: [...document.querySelectorAll('.tandem-item')].map(li => li.dataset.itemId),
+                     focus: document.activeElement.closest('.tandem-item')?.dataset.itemId};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(after["left"].as_array().unwrap().len(), 3, "{after}");
+    assert!(
+        !after["left"]
+            .to_string()
+            .contains(&format!("\"{}\"", items[1])),
+        "{after}"
+    );
+    assert_eq!(
+        after["focus"],
+        json!(items[2]),
+        "focus moves to the next item: {after}"
+    );
     wait_for_event(&app, "dismiss", |r| r.0 == "dismiss" && r.1 == items[1]).await;
     assert_no_console_errors(&browser, "storefront").await;
     assert_accessible(&browser, "storefront").await;
