@@ -785,6 +785,18 @@ async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
         .await
         .unwrap();
     screenshot(&browser, "explorer.png").await;
+    let blend = browser
+        .execute(
+            "return [...document.querySelectorAll('#touchpoints tbody th')].map(th => th.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        blend,
+        json!(["checkout", "cart", "product"]),
+        "the model's blend per touchpoint"
+    );
     assert_no_console_errors(&browser, "explorer").await;
     assert_accessible(&browser, "explorer").await;
     browser.close().await.unwrap();

@@ -52,6 +52,29 @@
         var v = model.stats[key];
         dl.appendChild(el('dd', null, typeof v === 'number' ? v.toLocaleString() : JSON.stringify(v)));
       });
+      var touchpoints = model.touchpoints || {};
+      var names = ['checkout', 'cart', 'product'].filter(function (n) { return touchpoints[n]; });
+      if (names.length) {
+        var fields = Object.keys(touchpoints[names[0]]);
+        var head = document.querySelector('#touchpoints thead tr');
+        fields.forEach(function (f) {
+          var th = el('th', null, f.replace(/_/g, ' '));
+          th.scope = 'col';
+          head.appendChild(th);
+        });
+        var body = document.querySelector('#touchpoints tbody');
+        names.forEach(function (name) {
+          var tr = el('tr');
+          var th = el('th', null, name);
+          th.scope = 'row';
+          tr.appendChild(th);
+          fields.forEach(function (f) {
+            var v = touchpoints[name][f];
+            tr.appendChild(el('td', 'num', typeof v === 'number' ? v.toFixed(3) : String(v)));
+          });
+          body.appendChild(tr);
+        });
+      }
       (model.variants || []).forEach(function (label) {
         Array.prototype.forEach.call(document.querySelectorAll('select.variant'), function (select) {
           var option = el('option', null, label);
