@@ -15,7 +15,8 @@
  */
 (function () {
   'use strict';
-  if (window.Tandem) return;
+  // Loaded twice, or a browser without fetch: do nothing rather than fail.
+  if (window.Tandem || !window.fetch || !window.Promise) return;
   var script = document.currentScript;
   var opts = (script && script.dataset) || {};
   var endpoint = (opts.endpoint || (script && script.src ? new URL(script.src, location.href).origin : '')).replace(/\/$/, '');
