@@ -9,6 +9,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -274,6 +275,14 @@ pub fn build_state(
             max_events: settings.events.max_events_per_request,
             max_future_skew: chrono::Duration::minutes(10),
         },
+        // Checked by `Settings::validate`: every entry is a bare origin, so a valid header.
+        cors_origins: settings
+            .server
+            .cors_origins
+            .iter()
+            .filter_map(|origin| HeaderValue::from_str(origin).ok())
+            .collect(),
+        explore_open: settings.explore.open,
     })
 }
 

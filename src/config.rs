@@ -55,6 +55,9 @@ pub struct Settings {
     pub capping: CapPolicy,
     /// Storefront events and their writer.
     pub events: EventSettings,
+    /// The explorer page.
+    #[serde(default)]
+    pub explore: ExploreSettings,
     /// Experiments (`[[experiments]]`), none by default.
     #[serde(default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -109,6 +112,19 @@ pub struct ServerSettings {
     /// Whether the process may use transparent huge pages (see [`crate::huge_pages`]).
     #[serde(default)]
     pub transparent_huge_pages: bool,
+    /// Origins (`scheme://host[:port]`) whose pages may call the storefront routes
+    /// (`/recommendations`, `/events`, `/widget.js`) from the browser; none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+/// The explorer page (`GET /explore`) and the item search it uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreSettings {
+    /// Whether the explorer's item search answers without the admin token.
+    #[serde(default)]
+    pub open: bool,
 }
 
 /// Postgres settings; the URL comes from `DATABASE_URL`.
@@ -166,6 +182,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.cors_origins")
         };
         let mut settings: Settings = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
@@ -252,6 +270,17 @@ impl Settings {
         if self.server.max_body_bytes == 0 || self.server.max_query_bytes == 0 {
             return invalid("server.max_body_bytes", "size limits must be positive");
         }
+        if let Some(origin) = self
+            .server
+            .cors_origins
+            .iter()
+            .find(|origin| !is_origin(origin))
+        {
+            return invalid(
+                "server.cors_origins",
+                &format!("{origin:?} is not an origin such as https://shop.example (scheme, host, optional port, no path)"),
+            );
+        }
         if let Err(message) = self.pipeline.validate() {
             return invalid("pipeline", &message);
         }
@@ -324,6 +353,21 @@ fn merge_unset(base: &mut serde_json::Value, over: &serde_json::Value, set: &ser
     }
 }
 
+/// Whether `s` is a browser origin: `http` or `https`, a host, an optional port, nothing else
+/// (an `Origin` header never has a path or a trailing slash, so such an entry would never match).
+fn is_origin(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +413,27 @@ mod tests {
         assert_eq!(s.capping, CapPolicy::default());
         assert_eq!(s.events, EventSettings::default());
         assert!(s.database.url.is_none() && s.admin_token.is_none());
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        let mut s = Settings::defaults().unwrap();
+        assert!(s.server.cors_origins.is_empty() && !s.explore.open);
+        s.server.cors_origins = vec![
+            "https://shop.example".into(),
+            "http://127.0.0.1:3000".into(),
+        ];
+        assert!(s.validate().is_ok());
+        for bad in [
+            "https://shop.example/",
+            "shop.example",
+            "https://",
+            "ftp://x",
+            "*",
+        ] {
+            s.server.cors_origins = vec![bad.into()];
+            assert!(s.validate().is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

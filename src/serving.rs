@@ -193,17 +193,44 @@ impl Recommender {
     /// length; one with `personalize` off (the shopper opted out) is neither assigned to an
     /// experiment nor capped, and leaves no state behind.
     pub async fn serve<'a>(&'a self, snapshot: &Snapshot, request: &'a mut Request) -> Served<'a> {
+        self.serve_as(snapshot, request, None).await
+    }
+
+    /// Whether `label` can be forced on a request: a configured variant, or [`CONTROL`].
+    pub fn knows_variant(&self, label: &str) -> bool {
+        label == CONTROL || self.experiments.variant(label).is_some()
+    }
+
+    /// Every configured variant label.
+    pub fn variant_labels(&self) -> Vec<&str> {
+        self.experiments.labels().collect()
+    }
+
+    /// [`Recommender::serve`], but with the variant `forced` (a label [`knows_variant`]
+    /// accepts) instead of the shopper's assignment, for inspecting what a variant serves. A
+    /// forced list is neither counted in the per-variant metrics nor attributed to its variant.
+    ///
+    /// [`knows_variant`]: Recommender::knows_variant
+    pub async fn serve_as<'a>(
+        &'a self,
+        snapshot: &Snapshot,
+        request: &'a mut Request,
+        forced: Option<&str>,
+    ) -> Served<'a> {
         // Opted-out requests are not assigned: they get the control configuration.
-        let variant = request
-            .personalize
-            .then(|| {
-                self.experiments.assign(
-                    request.touchpoint,
-                    request.user.as_deref(),
-                    request.session.as_deref(),
-                )
-            })
-            .flatten();
+        let variant = match forced {
+            Some(label) => self.experiments.variant(label),
+            None => request
+                .personalize
+                .then(|| {
+                    self.experiments.assign(
+                        request.touchpoint,
+                        request.user.as_deref(),
+                        request.session.as_deref(),
+                    )
+                })
+                .flatten(),
+        };
         let versioned = self.version_config(snapshot);
         let pipeline: &PipelineConfig = match (&versioned, variant) {
             (Some(config), Some(v)) => config
@@ -256,7 +283,7 @@ impl Recommender {
             .recommendation(recommendations.unknown_items.len(), popular);
         let request_id = Uuid::new_v4();
         let variant_label = variant.map_or(CONTROL, |v| &v.label);
-        if !recommendations.items.is_empty() {
+        if !recommendations.items.is_empty() && forced.is_none() {
             self.metrics
                 .list_served(request.touchpoint.as_str(), variant_label);
             if let Some(v) = variant {

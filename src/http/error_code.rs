@@ -61,6 +61,8 @@ error_codes! {
     InvalidShopper = ("invalid_shopper", BAD_REQUEST,
         "`user` or `session` is longer than 128 bytes or holds a control character, or a shopper \
          id to erase is not 1 to 128 bytes"),
+    InvalidVariant = ("invalid_variant", BAD_REQUEST,
+        "`variant` (admin only) names no configured experiment variant and is not `control`"),
     InvalidQuery = ("invalid_query", BAD_REQUEST,
         "the query string is malformed, repeats or misspells a field, has a flag that is not true \
          or false, or excludes more than 50 categories"),

@@ -38,10 +38,40 @@ fn opted_out(headers: &HeaderMap) -> bool {
 }
 
 /// Serves `request`, whose `k` is 0 when the client did not give one (the variant's default
-/// applies then), and renders the list.
-async fn respond(state: &AppState, snapshot: &Snapshot, mut request: Request) -> Response {
-    let served = state.recommender.serve(snapshot, &mut request).await;
+/// applies then), with the variant `forced` if any, and renders the list.
+async fn respond(
+    state: &AppState,
+    snapshot: &Snapshot,
+    mut request: Request,
+    forced: Option<&str>,
+) -> Response {
+    let served = state
+        .recommender
+        .serve_as(snapshot, &mut request, forced)
+        .await;
     response::render(snapshot, &served)
+}
+
+/// Checks a request's forced variant: admin only, and a variant the server knows.
+fn check_forced_variant(
+    state: &AppState,
+    headers: &HeaderMap,
+    variant: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(label) = variant else {
+        return Ok(());
+    };
+    authorize_admin(state.admin_token.as_ref(), headers)?;
+    if state.recommender.knows_variant(label) {
+        Ok(())
+    } else {
+        let known = state.recommender.variant_labels().join(", ");
+        Err(RequestError::new(
+            ErrorCode::InvalidVariant,
+            format!("no variant is labelled {label:?}; known: control, {known}"),
+        )
+        .into())
+    }
 }
 
 /// `GET /recommendations`: fields in the query string.
@@ -63,10 +93,13 @@ pub async fn recommendations_get(
         .into());
     }
     // k 0: not given; serving applies the (variant's) default.
-    let mut request = RecommendationRequestQuery::parse(query)?.into_request(0)?;
+    let mut parsed = RecommendationRequestQuery::parse(query)?;
+    let forced = parsed.take_variant();
+    check_forced_variant(&state, http_request.headers(), forced.as_deref())?;
+    let mut request = parsed.into_request(0)?;
     request.personalize &= !opted_out(http_request.headers());
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, request).await)
+    Ok(respond(&state, &snapshot, request, forced.as_deref()).await)
 }
 
 /// `POST /recommendations`: the same fields as a JSON object, for large carts.
@@ -84,10 +117,13 @@ pub async fn recommendations_post(
             RequestError::new(ErrorCode::InvalidBody, "the body must be application/json").into(),
         );
     }
-    let mut request = RecommendationRequestJson::parse(&body)?.into_request(0)?;
+    let mut parsed = RecommendationRequestJson::parse(&body)?;
+    let forced = parsed.take_variant();
+    check_forced_variant(&state, &headers, forced.as_deref())?;
+    let mut request = parsed.into_request(0)?;
     request.personalize &= !opted_out(&headers);
     let snapshot = current_model(&state)?;
-    Ok(respond(&state, &snapshot, request).await)
+    Ok(respond(&state, &snapshot, request, forced.as_deref()).await)
 }
 
 /// `POST /events`: a JSON array of storefront events, validated as a whole, fed to frequency
@@ -247,6 +283,7 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
             "product": pipeline.product,
         },
         "tuning": snapshot.tuning(),
+        "variants": state.recommender.variant_labels(),
     }))
     .into_response())
 }

@@ -2,11 +2,13 @@
 //! ([`crate::serving`]) and the reloader. Handlers parse a request, call one of those and
 //! render the result; nothing here knows about Postgres beyond what they report.
 
+mod assets;
 mod auth;
 pub mod body;
 pub mod error;
 mod error_code;
 mod handlers;
+mod pages;
 pub mod request;
 mod response;
 pub mod server;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -24,6 +26,7 @@ use axum::{BoxError, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Secret;
 use crate::events::EventLimits;
@@ -51,6 +54,10 @@ pub struct AppState {
     pub max_query_bytes: usize,
     /// Limits on one `POST /events` body.
     pub event_limits: EventLimits,
+    /// Origins whose pages may call the storefront routes (`server.cors_origins`).
+    pub cors_origins: Vec<HeaderValue>,
+    /// Whether the explorer's item search answers without the admin token (`explore.open`).
+    pub explore_open: bool,
 }
 
 /// Limits the router enforces.
@@ -80,8 +87,22 @@ async fn storefront_error(error: BoxError) -> ApiError {
     }
 }
 
+/// Cross-origin access to the storefront routes for the configured origins only; no
+/// credentials (the widget sends none). Preflights are answered here, before any limit.
+fn storefront_cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
+}
+
 /// Builds the service's router.
 pub fn router(state: AppState, limits: RouterLimits) -> Router {
+    // No origin configured (the default): no layer, so same-origin requests pay nothing for
+    // it, and a preflight meets the route's 405.
+    let cors = (!state.cors_origins.is_empty()).then(|| storefront_cors(&state.cors_origins));
     // Shared behind one `Arc`: extractors clone the state for every request, and cloning
     // its fields one by one (an HMAC state and a token among them) would show in every request.
     let state = Arc::new(state);
@@ -90,9 +111,14 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
     let storefront = Router::new()
         .route(
             "/recommendations",
-            get(handlers::recommendations_get).post(handlers::recommendations_post),
+            get(handlers::recommendations_get)
+                .post(handlers::recommendations_post)
+                .options(handlers::method_not_allowed),
         )
-        .route("/events", post(handlers::events))
+        .route(
+            "/events",
+            post(handlers::events).options(handlers::method_not_allowed),
+        )
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(storefront_error))
@@ -101,7 +127,15 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
                 // `concurrency_limit` would give each its own budget (the overload test checks).
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
                 .timeout(limits.request_timeout),
-        );
+        )
+        .route(
+            "/widget.js",
+            get(pages::widget_js).options(handlers::method_not_allowed),
+        )
+        // Only these routes allow cross-origin calls; admin and ops routes never do. The
+        // layer answers a preflight before the route's own OPTIONS (a 405 for any other
+        // OPTIONS): without one, the router's method-not-allowed fallback would answer first.
+        .layer(tower::util::option_layer(cors));
     let operations = Router::new()
         .route("/reload", post(handlers::reload))
         .route("/shoppers/{id}", delete(handlers::erase_shopper))
@@ -109,7 +143,12 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/openapi.json", get(handlers::openapi))
-        .route("/readyz", get(handlers::readyz));
+        .route("/readyz", get(handlers::readyz))
+        .route("/items", get(pages::search_items))
+        .route("/explore", get(pages::explore_html))
+        .route("/explore/explore.js", get(pages::explore_js))
+        .route("/explore/explore.css", get(pages::explore_css))
+        .route("/examples/storefront", get(pages::storefront_example));
     Router::new()
         .merge(storefront)
         .merge(operations)

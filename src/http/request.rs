@@ -30,6 +30,7 @@ pub struct RecommendationRequestQuery {
     exclude_categories: Option<String>,
     personalize: Option<String>,
     explain: Option<String>,
+    variant: Option<String>,
 }
 
 /// The JSON body of `POST /recommendations`, before validation.
@@ -51,6 +52,7 @@ pub struct RecommendationRequestJson {
     exclude_categories: Vec<String>,
     personalize: Option<bool>,
     explain: Option<bool>,
+    variant: Option<String>,
 }
 
 /// Splits a comma-separated list, ignoring empty entries (so `cart=` and trailing commas work).
@@ -224,7 +226,20 @@ struct Fields {
     explain: bool,
 }
 
+/// A non-empty variant label, trimmed.
+fn forced_variant(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 impl RecommendationRequestQuery {
+    /// Takes the experiment variant the request asks to be served with (admin only; the
+    /// caller checks the token), leaving the other fields.
+    pub fn take_variant(&mut self) -> Option<String> {
+        forced_variant(self.variant.take())
+    }
+
     /// Parses a raw query string (already known to be within the size limit).
     pub fn parse(query: Option<&str>) -> Result<Self, RequestError> {
         serde_urlencoded::from_str(query.unwrap_or("")).map_err(|e| {
@@ -286,6 +301,12 @@ impl RecommendationRequestJson {
         serde_json::from_slice(body).map_err(|e| {
             RequestError::new(ErrorCode::InvalidBody, format!("malformed JSON body: {e}"))
         })
+    }
+
+    /// Takes the experiment variant the request asks to be served with (admin only; the
+    /// caller checks the token), leaving the other fields.
+    pub fn take_variant(&mut self) -> Option<String> {
+        forced_variant(self.variant.take())
     }
 
     /// Validates every field into a pipeline request.

@@ -29,6 +29,11 @@ pub(super) fn render(snapshot: &Snapshot, served: &Served<'_>) -> Response {
         .map(|r| ResponseItem {
             item_id: item_id(snapshot, r.item),
             title: title(snapshot, r.item),
+            price: Some(snapshot.attributes().price(r.item)).filter(|p| p.is_finite()),
+            image_link: snapshot
+                .attributes()
+                .image_link(r.item)
+                .map(JsonStr::checked),
             score: r.score,
             reason: ResponseReason {
                 kind: r.reason.kind,
@@ -119,6 +124,12 @@ pub(super) struct ResponseReason<'a> {
 pub(super) struct ResponseItem<'a> {
     pub(super) item_id: JsonStr<'a>,
     pub(super) title: JsonStr<'a>,
+    /// The catalogue price; absent when the catalogue has none.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub(super) price: Option<f32>,
+    /// The catalogue's image link; absent when it has none.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub(super) image_link: Option<JsonStr<'a>>,
     pub(super) score: f32,
     pub(super) reason: ResponseReason<'a>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
@@ -174,6 +185,14 @@ impl ResponseItem<'_> {
         write_json_str(out, self.item_id)?;
         out.extend_from_slice(b",\"title\":");
         write_json_str(out, self.title)?;
+        if let Some(price) = self.price {
+            out.extend_from_slice(b",\"price\":");
+            serde_json::to_writer(&mut *out, &price)?;
+        }
+        if let Some(link) = self.image_link {
+            out.extend_from_slice(b",\"image_link\":");
+            write_json_str(out, link)?;
+        }
         out.extend_from_slice(b",\"score\":");
         serde_json::to_writer(&mut *out, &self.score)?;
         out.extend_from_slice(b",\"reason\":{\"kind\":\"");
@@ -334,6 +353,9 @@ mod tests {
                     ResponseItem {
                         item_id: JsonStr::checked(id),
                         title: JsonStr::checked(title),
+                        price: (*explain).then_some(if score.is_finite() { score.abs() } else { 2.5 }),
+                        // Titles stand in for links: quotes, backslashes and control characters.
+                        image_link: anchored.then(|| JsonStr::checked(title)),
                         score: if score.is_finite() { *score } else { 0.5 },
                         reason: ResponseReason {
                             kind: reason.kind,

@@ -623,3 +623,253 @@ async fn the_openapi_error_codes_are_exactly_the_enum() {
     let ours: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
     assert_eq!(documented, ours);
 }
+
+fn state_with_origins(origins: &[&str], explore_open: bool) -> AppState {
+    let mut settings = settings();
+    settings.server.cors_origins = origins.iter().map(|o| o.to_string()).collect();
+    settings.explore.open = explore_open;
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    state_with(&settings, caps, true)
+}
+
+async fn raw(state: &AppState, request: Request<Body>) -> axum::response::Response {
+    router(state.clone(), LIMITS)
+        .oneshot(request)
+        .await
+        .unwrap()
+}
+
+fn preflight(uri: &str, origin: &str) -> Request<Body> {
+    Request::options(uri)
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn storefront_routes_allow_the_configured_origins_and_no_other() {
+    let s = state_with_origins(&["https://shop.example"], false);
+    for uri in ["/recommendations", "/events"] {
+        let allowed = raw(&s, preflight(uri, "https://shop.example")).await;
+        assert!(allowed.status().is_success(), "{uri}: {}", allowed.status());
+        let h = allowed.headers();
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://shop.example"
+        );
+        assert!(h[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("POST"));
+        assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+        let refused = raw(&s, preflight(uri, "https://evil.example")).await;
+        assert!(
+            refused
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none(),
+            "{uri} allowed an origin it was not given"
+        );
+    }
+    let simple = Request::get("/recommendations?cart=bag")
+        .header(header::ORIGIN, "https://shop.example")
+        .body(Body::empty())
+        .unwrap();
+    let answer = raw(&s, simple).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example"
+    );
+    assert!(answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("x-request-id"));
+    let widget = Request::get("/widget.js")
+        .header(header::ORIGIN, "https://shop.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        raw(&s, widget).await.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example"
+    );
+}
+
+#[tokio::test]
+async fn admin_and_ops_routes_never_allow_cross_origin_calls() {
+    let s = state_with_origins(&["https://shop.example"], false);
+    for uri in [
+        "/reload",
+        "/shoppers/someone",
+        "/model",
+        "/items?q=bag",
+        "/explore",
+    ] {
+        let response = raw(&s, preflight(uri, "https://shop.example")).await;
+        assert!(
+            response
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none(),
+            "{uri} allowed a cross-origin call"
+        );
+    }
+    // No origins configured (the default): not even the storefront routes.
+    let closed = state(true);
+    let response = raw(&closed, preflight("/events", "https://shop.example")).await;
+    assert!(response
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .is_none());
+}
+
+#[tokio::test]
+async fn static_pages_are_served_with_type_and_cache_headers() {
+    let s = state(true);
+    for (uri, kind) in [
+        ("/widget.js", "text/javascript"),
+        ("/explore", "text/html"),
+        ("/explore/explore.js", "text/javascript"),
+        ("/explore/explore.css", "text/css"),
+        ("/examples/storefront", "text/html"),
+    ] {
+        let response = raw(&s, get(uri)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let h = response.headers();
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
+        assert!(h.contains_key(header::ETAG) && h.contains_key(header::CACHE_CONTROL));
+        let again = Request::get(uri)
+            .header(header::IF_NONE_MATCH, h[header::ETAG].clone())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(raw(&s, again).await.status(), StatusCode::NOT_MODIFIED);
+    }
+    let explorer = raw(&s, get("/explore")).await;
+    assert!(explorer.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+}
+
+#[tokio::test]
+async fn the_item_search_needs_the_token_unless_the_explorer_is_open() {
+    let s = state(true);
+    let (status, body) = call(&s, get("/items?q=bag")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let authorised = Request::get("/items?q=BAG&limit=5")
+        .header(header::AUTHORIZATION, "Bearer token")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = call(&s, authorised).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model_version"], 1);
+    assert_eq!(body["items"][0]["item_id"], "bag");
+    let open = state_with_origins(&[], true);
+    let (status, body) = call(&open, get("/items?q=bag")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for bad in [
+        "/items",
+        "/items?q=",
+        "/items?q=bag&limit=0",
+        "/items?q=bag&limit=51",
+        "/items?q=bag&x=1",
+    ] {
+        let (status, body) = call(&open, get(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_can_force_a_variant_which_is_then_not_counted_for_it() {
+    use crate::experiments::{ExperimentConfig, VariantConfig};
+    let mut settings = settings();
+    settings.experiments = vec![ExperimentConfig {
+        name: "length".into(),
+        touchpoints: vec![],
+        variants: vec![VariantConfig {
+            k: Some(1),
+            ..VariantConfig::new("short", 1.0)
+        }],
+    }];
+    let caps = Arc::new(MemoryCapStore::new(settings.capping.clone()));
+    let s = state_with(&settings, caps, true);
+    let forced = |uri: &str, token: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let uri = "/recommendations?cart=bag&variant=length/short";
+    assert_eq!(
+        call(&s, forced(uri, None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&s, forced(uri, Some("wrong"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = call(&s, forced(uri, Some("token"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["variant"], "length/short",
+        "an anonymous request, forced"
+    );
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        1,
+        "the variant's k"
+    );
+    // A shopper the experiment holds, forced back to control.
+    let (_, control) = call(
+        &s,
+        forced(
+            "/recommendations?cart=bag&user=frank&variant=control",
+            Some("token"),
+        ),
+    )
+    .await;
+    assert_eq!(control["variant"], "control");
+    assert!(control["items"].as_array().unwrap().len() > 1);
+    let (status, body) = call(
+        &s,
+        forced(
+            "/recommendations?cart=bag&variant=length/long",
+            Some("token"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_variant");
+    let json = Request::post("/recommendations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, "Bearer token")
+        .body(Body::from(
+            r#"{"cart": ["bag"], "variant": "length/short"}"#,
+        ))
+        .unwrap();
+    let (status, body) = call(&s, json).await;
+    assert_eq!(
+        (status, &body["variant"]),
+        (StatusCode::OK, &serde_json::json!("length/short"))
+    );
+    // Counted: only the one list the experiment itself assigned.
+    call(&s, get("/recommendations?cart=bag&user=frank")).await;
+    let metrics = s.metrics.render().unwrap();
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tandem_recommendation_lists_total") && l.contains("length/short")
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(
+        counted[0].ends_with(" 1"),
+        "forced lists are not counted: {counted:?}"
+    );
+    let (_, model) = call(&s, get("/model")).await;
+    assert_eq!(model["variants"], serde_json::json!(["length/short"]));
+}

@@ -28,6 +28,19 @@ pub struct ItemRecord<'a> {
     pub promoted: bool,
     /// Margin as a fraction of the price, in [0, 1], when known.
     pub margin: Option<f32>,
+    /// The catalogue's `image_link` attribute; kept only when it is an http(s) URL of at most
+    /// [`MAX_IMAGE_LINK_BYTES`].
+    pub image_link: Option<&'a str>,
+}
+
+/// Longest `image_link` kept.
+pub const MAX_IMAGE_LINK_BYTES: usize = 2048;
+
+/// Whether `link` is an image URL a page may show: http(s), bounded, no control characters.
+fn is_image_link(link: &str) -> bool {
+    link.len() <= MAX_IMAGE_LINK_BYTES
+        && (link.starts_with("https://") || link.starts_with("http://"))
+        && !link.chars().any(char::is_control)
 }
 
 /// Accumulates the rows of one version and checks each as it arrives.
@@ -45,6 +58,8 @@ pub struct SnapshotBuilder {
     product_groups: Interner,
     promoted: Vec<bool>,
     margin: Vec<f32>,
+    /// Image links of the items that have one, in item order.
+    image_links: Vec<(u32, Box<str>)>,
     popularity: Vec<f32>,
     items_without_catalogue: usize,
     pairs: CsrBuilder,
@@ -78,6 +93,7 @@ impl SnapshotBuilder {
             product_groups: Interner::with_capacity(expected_items / 2),
             promoted: Vec::with_capacity(expected_items),
             margin: Vec::with_capacity(expected_items),
+            image_links: Vec::new(),
             popularity: Vec::with_capacity(expected_items),
             items_without_catalogue: 0,
             pairs: CsrBuilder::default(),
@@ -126,6 +142,12 @@ impl SnapshotBuilder {
         self.items
             .insert(item.id)
             .map_err(|_| ModelError::DuplicateItem(shown(item.id)))?;
+        // Index of the item just interned: one entry per earlier item in every column.
+        let index = self.price.len() as u32;
+        // A link no page could show is left out, never a reason to refuse the version.
+        if let Some(link) = item.image_link.filter(|link| is_image_link(link)) {
+            self.image_links.push((index, link.into()));
+        }
         match item.title {
             Some(title) => {
                 self.titles.push(title);
@@ -376,12 +398,18 @@ impl SnapshotBuilder {
             variants,
             promoted: self.promoted,
             margin: self.margin,
+            image_links: self.image_links,
         };
         let heap_bytes = self.items.heap_bytes()
             + attributes.titles.heap_bytes()
             + attributes.categories.heap_bytes()
             + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
             + attributes.variants.heap_bytes()
+            + attributes
+                .image_links
+                .iter()
+                .map(|(_, link)| 24 + link.len())
+                .sum::<usize>()
             + co_purchase.heap_bytes()
             + content.heap_bytes()
             + embeddings.len() * 4

@@ -6,11 +6,13 @@
 mod build;
 mod columns;
 mod handle;
+mod search;
 mod snapshot;
 
 pub use build::{ItemRecord, SnapshotBuilder};
 pub use columns::{json_plain, Csr, Interner, StrColumn};
 pub use handle::ModelHandle;
+pub use search::find_by_title;
 pub use snapshot::{ItemAttributes, LoadStats, Rows, Snapshot, NO_CATEGORY, NO_GROUP};
 
 /// Why a set of model rows does not make a valid snapshot.

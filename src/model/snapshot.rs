@@ -27,9 +27,20 @@ pub struct ItemAttributes {
     pub(super) variants: Csr,
     pub(super) promoted: Vec<bool>,
     pub(super) margin: Vec<f32>,
+    /// `(item, image link)` for the items that have one, by item: most catalogues have none,
+    /// so nothing is spent on a column.
+    pub(super) image_links: Vec<(ItemIndex, Box<str>)>,
 }
 
 impl ItemAttributes {
+    /// The item's image link (the catalogue's `image_link` attribute), when it has one.
+    pub fn image_link(&self, item: ItemIndex) -> Option<&str> {
+        self.image_links
+            .binary_search_by_key(&item, |(i, _)| *i)
+            .ok()
+            .map(|n| &*self.image_links[n].1)
+    }
+
     /// Display title (the id when the catalogue has no row for the item).
     #[inline]
     pub fn title(&self, item: ItemIndex) -> &str {

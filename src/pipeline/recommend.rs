@@ -524,6 +524,7 @@ mod tests {
                 product_group: rng.random_bool(0.5).then_some(groups[i].as_str()),
                 promoted: rng.random_bool(0.1),
                 margin: rng.random_bool(0.5).then(|| rng.random_range(0.0f32..1.0)),
+                image_link: None,
             })
             .unwrap();
         }

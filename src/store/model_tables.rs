@@ -74,6 +74,7 @@ const ITEMS: Table = Table {
         "coalesce(attributes->'promoted' = 'true'::jsonb, false)",
         "CASE WHEN jsonb_typeof(attributes->'margin') = 'number' \
          THEN (attributes->>'margin')::real END",
+        "attributes->>'image_link'",
     ],
 };
 
@@ -242,6 +243,7 @@ pub async fn load_snapshot(
                     product_group: row.try_get(6)?,
                     promoted: row.try_get(7)?,
                     margin: row.try_get(8)?,
+                    image_link: row.try_get(9)?,
                 })
                 .map_err(invalid)?;
         }

@@ -88,6 +88,13 @@ fn fixed_snapshot() -> Snapshot {
     let titles: Vec<String> = (0..ITEMS).map(title).collect();
     let categories: Vec<String> = (0..ITEMS).map(|i| format!("c{}", i % 6)).collect();
     let groups: Vec<String> = (0..ITEMS).map(|i| format!("p{}", i / 3)).collect();
+    // Every seventh item has an image; one link no page may show is left out.
+    let images: Vec<String> = (0..ITEMS)
+        .map(|i| match i {
+            14 => "javascript:alert(1)".to_string(),
+            _ => format!("https://img.example/{i}.jpg?size=\"m\""),
+        })
+        .collect();
     let mut b = SnapshotBuilder::new(ModelVersion(42), DIM, ITEMS).with_diversity_dim(DIM);
     for i in 0..ITEMS {
         let h = hash(i, 1);
@@ -101,6 +108,7 @@ fn fixed_snapshot() -> Snapshot {
             product_group: (i < 12).then_some(groups[i].as_str()),
             promoted: i % 13 == 0,
             margin: (i % 2 == 0).then(|| (h >> 32) as f32 % 100.0 / 100.0),
+            image_link: (i % 7 == 0).then_some(images[i].as_str()),
         })
         .unwrap();
     }

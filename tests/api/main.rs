@@ -1,6 +1,7 @@
 //! Integration tests against a real Postgres (a fresh database per test) and a real server on
 //! a free port. `scripts/test` provides the Postgres when `DATABASE_URL` is not set.
 
+mod browser;
 mod capping;
 mod demo;
 mod events;
