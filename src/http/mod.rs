@@ -1,5 +1,5 @@
 //! The HTTP layer: the router, its middleware and handlers, over the model, the serving service
-//! ([`crate::serving`]) and the reloader. Handlers parse a request, call one of those and
+//! ([`crate::serving`]), the reloader and the live catalogue ([`crate::catalogue`]). Handlers parse a request, call one of those and
 //! render the result; nothing here knows about Postgres beyond what they report.
 
 mod auth;
@@ -25,6 +25,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::catalogue::Catalogue;
 use crate::config::Secret;
 use crate::events::EventLimits;
 use crate::metrics::Metrics;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub model: Arc<ModelHandle>,
     /// Loads and swaps model versions.
     pub reloader: Arc<Reloader>,
+    /// The live catalogue (`/items`).
+    pub catalogue: Arc<Catalogue>,
+    /// Largest `POST /items` body.
+    pub catalogue_max_body_bytes: usize,
     /// The service's metrics.
     pub metrics: Metrics,
     /// Serves lists and takes feedback; handlers only parse, call it and render.
@@ -116,7 +121,8 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/openapi.json", get(handlers::openapi))
-        .route("/readyz", get(handlers::readyz));
+        .route("/readyz", get(handlers::readyz))
+        .merge(catalogue_routes());
     Router::new()
         .merge(storefront)
         .merge(operations)
@@ -138,6 +144,19 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         }))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// The live catalogue's admin routes. `GET /items` (a listing) is not one of them.
+fn catalogue_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(handlers::get_item)
+                .put(handlers::put_item)
+                .patch(handlers::patch_item)
+                .delete(handlers::withdraw_item),
+        )
+        .route("/items", post(handlers::upsert_items))
 }
 
 /// Refuses a storefront request that waited longer than `limit` to be worked on: under CPU
