@@ -597,7 +597,7 @@ mod tests {
         assert!(message.contains("item 3: id is required"), "{message}");
         assert!(message.contains("item 4: id \"a\" is also item 0"), "{message}");
         assert!(message.contains("item 5:"), "{message}");
-        assert!(!message.contains("item 0"), "{message}");
+        assert!(!message.contains("item 0:"), "{message}");
     }
 
     #[test]
