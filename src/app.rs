@@ -218,7 +218,8 @@ impl Application {
         };
         for task in [self.start_up_load, self.erasures, self.catalogue]
             .into_iter()
-            .flatten() {
+            .flatten()
+        {
             task.abort();
         }
         // Requests are done: whatever events they queued are written before we exit.

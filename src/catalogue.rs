@@ -87,7 +87,12 @@ pub struct ItemInput {
 /// does. `preorder` and `backorder` items are orderable but would delay the basket they are
 /// recommended into, so they are treated as out of stock. `None` for an unknown value.
 pub fn availability_in_stock(availability: &str) -> Option<bool> {
-    match availability.trim().to_ascii_lowercase().replace('_', " ").as_str() {
+    match availability
+        .trim()
+        .to_ascii_lowercase()
+        .replace('_', " ")
+        .as_str()
+    {
         "in stock" => Some(true),
         "out of stock" | "preorder" | "backorder" => Some(false),
         _ => None,
@@ -128,7 +133,11 @@ impl ItemInput {
         for (field, value, slot) in [
             ("category", self.category, &mut stored.category),
             ("brand", self.brand, &mut stored.brand),
-            ("product_group", self.product_group, &mut stored.product_group),
+            (
+                "product_group",
+                self.product_group,
+                &mut stored.product_group,
+            ),
         ] {
             if let Some(value) = value {
                 check_name(field, &value)?;
@@ -507,8 +516,7 @@ pub async fn catch_up(
             return Ok(total);
         };
         let changes =
-            store::catalogue_changes_after(pool, current.catalogue_seq(), CHANGES_PER_READ)
-                .await?;
+            store::catalogue_changes_after(pool, current.catalogue_seq(), CHANGES_PER_READ).await?;
         if changes.is_empty() {
             return Ok(total);
         }
@@ -593,9 +601,15 @@ mod tests {
         ]"#;
         let message = parse_batch(body).unwrap_err().message;
         assert!(message.contains("item 1: price"), "{message}");
-        assert!(message.contains("item 2: unknown field `colour`"), "{message}");
+        assert!(
+            message.contains("item 2: unknown field `colour`"),
+            "{message}"
+        );
         assert!(message.contains("item 3: id is required"), "{message}");
-        assert!(message.contains("item 4: id \"a\" is also item 0"), "{message}");
+        assert!(
+            message.contains("item 4: id \"a\" is also item 0"),
+            "{message}"
+        );
         assert!(message.contains("item 5:"), "{message}");
         assert!(!message.contains("item 0:"), "{message}");
     }
@@ -626,7 +640,10 @@ mod tests {
         assert_eq!(patched.category, None);
         assert_eq!(patched.title, "Mug");
         assert_eq!(patched.margin, Some(0.25));
-        assert!(parse_item(br#"{"price": 1}"#).unwrap().into_item("x").is_err());
+        assert!(parse_item(br#"{"price": 1}"#)
+            .unwrap()
+            .into_item("x")
+            .is_err());
         assert!(parse_item(br#"{"title": "x", "attributes": []}"#).is_err());
     }
 }

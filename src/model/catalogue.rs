@@ -182,7 +182,8 @@ fn nearest(
         })
         .filter(|&(other, _)| !attributes.same_product(item, other))
         .collect();
-    let by_score = |a: &(ItemIndex, f32), b: &(ItemIndex, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let by_score =
+        |a: &(ItemIndex, f32), b: &(ItemIndex, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if found.len() > policy.content_neighbours {
         found.select_nth_unstable_by(policy.content_neighbours, by_score);
         found.truncate(policy.content_neighbours);

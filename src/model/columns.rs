@@ -561,6 +561,8 @@ mod chunked_tests {
         assert_eq!(old.len(), 1000);
         assert_eq!(new.get(1000), Some(&1000));
         assert_eq!(old.get(1000), None);
-        assert!((0..1000).filter(|&i| i != 700).all(|i| old.get(i) == new.get(i)));
+        assert!((0..1000)
+            .filter(|&i| i != 700)
+            .all(|i| old.get(i) == new.get(i)));
     }
 }

@@ -420,7 +420,10 @@ impl Snapshot {
     /// `ln(1 + popularity)` of `item`.
     #[inline]
     pub fn log_popularity(&self, item: ItemIndex) -> f32 {
-        self.log_popularity.get(item as usize).copied().unwrap_or(0.0)
+        self.log_popularity
+            .get(item as usize)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// The version's items, most popular first.

@@ -103,7 +103,13 @@ impl TitleCorpus {
 
     /// Writes the L2-normalised `row.len()`-dimensional embedding of `title` into `row`;
     /// `buffer` is scratch space.
-    pub fn embed_into(&self, title: &str, seed: u64, row: &mut [f32], buffer: &mut Vec<(u64, f32)>) {
+    pub fn embed_into(
+        &self,
+        title: &str,
+        seed: u64,
+        row: &mut [f32],
+        buffer: &mut Vec<(u64, f32)>,
+    ) {
         row.iter_mut().for_each(|v| *v = 0.0);
         if row.is_empty() {
             return;

@@ -2,6 +2,7 @@
 //! a free port. `scripts/test` provides the Postgres when `DATABASE_URL` is not set.
 
 mod capping;
+mod catalogue;
 mod demo;
 mod events;
 mod faults;
