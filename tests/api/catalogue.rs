@@ -459,3 +459,115 @@ async fn stock_changes_under_load_never_fail_a_request() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_product_feed_is_imported_with_every_field_and_its_bad_lines_reported() {
+    use tandem::offline::feed::{import_feed, FeedColumns};
+    let db = fresh_database().await;
+    write_version(&db.pool, 40, 9).await;
+    let server = RunningServer::start(test_settings(&db), InitialModel::FromDatabase).await;
+    let client = reqwest::Client::new();
+    wait_until_ready(&client, &server.address).await;
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/merchant_feed.tsv"
+    );
+    let file = std::fs::File::open(path).unwrap();
+    let report = import_feed(&db.pool, Box::new(file), FeedColumns::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.rows, report.items, report.bad_rows),
+        (7, 4, 3),
+        "{report:?}"
+    );
+    let lines: Vec<u64> = report.first_bad_rows.iter().map(|b| b.line).collect();
+    assert_eq!(lines, [5, 6, 7], "{report:?}");
+    assert!(
+        report.first_bad_rows[0].reason.contains("title"),
+        "{report:?}"
+    );
+    assert!(
+        report.first_bad_rows[1].reason.contains("price"),
+        "{report:?}"
+    );
+    assert!(
+        report.first_bad_rows[2].reason.contains("availability"),
+        "{report:?}"
+    );
+
+    // Every field, as stored; the running server applied the announced chunk.
+    let (status, f1) = get_item(&client, &server, "F1").await;
+    assert_eq!(status, 200, "{f1}");
+    assert_eq!(f1["title"], "Blue regency teacup");
+    assert_eq!(f1["category"], "Home > Kitchen > Teacups");
+    assert_eq!(f1["brand"], "Acme");
+    assert_eq!(f1["product_group"], "TEACUP");
+    assert_eq!(f1["price"], 3.95, "the sale price is the price");
+    assert_eq!(f1["promoted"], true, "a sale promotes");
+    assert_eq!(f1["attributes"]["regular_price"], 4.5);
+    assert_eq!(f1["attributes"]["currency"], "GBP");
+    assert_eq!(f1["attributes"]["description"], "Fine bone china");
+    eventually(
+        "the server never applied the feed",
+        Duration::from_secs(10),
+        || {
+            let (client, server) = (&client, &server);
+            async move { get_item(client, server, "F1").await.1["served"]["recommendable"] == true }
+        },
+    )
+    .await;
+    let (_, f2) = get_item(&client, &server, "F2").await;
+    assert_eq!(
+        (f2["in_stock"].as_bool(), f2["promoted"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(f2["served"]["recommendable"], false, "{f2}");
+    for id in ["F3", "F7"] {
+        let (_, item) = get_item(&client, &server, id).await;
+        assert_eq!(
+            item["in_stock"], false,
+            "preorder and backorder are not in stock: {item}"
+        );
+    }
+    let (_, f7) = get_item(&client, &server, "F7").await;
+    assert_eq!(
+        f7["price"], 2.0,
+        "a sale price above the price is ignored: {f7}"
+    );
+    assert_eq!(f7["promoted"], false, "{f7}");
+
+    // A plain CSV names its columns; a second import of a row replaces it.
+    let plain = "sku,name,stock,cost,group\nF2,Green regency teacup,yes,4.25,\n";
+    let columns = FeedColumns {
+        id: "sku".into(),
+        title: "name".into(),
+        in_stock: Some("stock".into()),
+        price: Some("cost".into()),
+        product_group: Some("group".into()),
+        ..FeedColumns::default()
+    };
+    let report = import_feed(
+        &db.pool,
+        Box::new(std::io::Cursor::new(plain.as_bytes().to_vec())),
+        columns,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.items, report.bad_rows), (1, 0), "{report:?}");
+    eventually(
+        "the server never applied the plain feed",
+        Duration::from_secs(10),
+        || {
+            let (client, server) = (&client, &server);
+            async move { get_item(client, server, "F2").await.1["served"]["recommendable"] == true }
+        },
+    )
+    .await;
+    let (_, f2) = get_item(&client, &server, "F2").await;
+    assert_eq!(f2["price"], 4.25, "{f2}");
+    assert_eq!(f2["product_group"], Value::Null, "{f2}");
+    server.stop().await;
+}
