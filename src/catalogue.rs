@@ -345,6 +345,9 @@ pub struct Catalogue {
     pool: Option<PgPool>,
     model: Arc<ModelHandle>,
     policy: AddPolicy,
+    /// One catch-up at a time: the writers and the follower that wait for it find their
+    /// changes applied by the one before them, instead of each reading and publishing.
+    applying: tokio::sync::Mutex<()>,
 }
 
 impl Catalogue {
@@ -355,6 +358,7 @@ impl Catalogue {
             pool,
             model,
             policy,
+            applying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -368,8 +372,8 @@ impl Catalogue {
         let item = input
             .into_item(id)
             .map_err(|message| InvalidItems { message })?;
-        store::upsert_items(self.pool()?, std::slice::from_ref(&item), true).await?;
-        self.after_write().await;
+        let change = store::upsert_items(self.pool()?, std::slice::from_ref(&item), true).await?;
+        self.apply(Some(change)).await;
         self.view(id).await
     }
 
@@ -390,8 +394,7 @@ impl Catalogue {
                 .map_err(|message| InvalidItems { message }.into()),
         })
         .await?;
-        outcome?;
-        self.after_write().await;
+        self.apply(outcome?).await;
         self.view(id).await
     }
 
@@ -406,8 +409,7 @@ impl Catalogue {
             })),
         })
         .await?;
-        outcome?;
-        self.after_write().await;
+        self.apply(outcome?).await;
         self.view(id).await
     }
 
@@ -415,7 +417,7 @@ impl Catalogue {
     /// number of its last change.
     pub async fn upsert(&self, items: &[StoredItem]) -> Result<i64, CatalogueError> {
         let last = store::upsert_items(self.pool()?, items, true).await?;
-        self.after_write().await;
+        self.apply(Some(last)).await;
         Ok(last)
     }
 
@@ -444,13 +446,20 @@ impl Catalogue {
         })
     }
 
-    /// This replica serves its own writes before answering: the caller may rely on them at
-    /// once here (the others follow the announcement).
-    async fn after_write(&self) {
-        if let Some(pool) = &self.pool {
-            if let Err(error) = catch_up(pool, &self.model, self.policy).await {
-                tracing::warn!(%error, "cannot apply catalogue changes; the follower retries");
-            }
+    /// Applies the changes up to `through` (every change there is, when `None`), unless the
+    /// served snapshot holds them already. A writer calls it with its own change, so this
+    /// replica serves its writes before answering (the others follow the announcement).
+    async fn apply(&self, through: Option<i64>) {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let _applying = self.applying.lock().await;
+        let served = self.model.current().map(|s| s.catalogue_seq());
+        if through.is_some_and(|change| served.is_some_and(|served| served >= change)) {
+            return;
+        }
+        if let Err(error) = catch_up(pool, &self.model, self.policy).await {
+            tracing::warn!(%error, "cannot apply catalogue changes; the follower retries");
         }
     }
 
@@ -471,9 +480,7 @@ impl Catalogue {
                 }
             };
             loop {
-                if let Err(error) = catch_up(&pool, &self.model, self.policy).await {
-                    tracing::warn!(%error, "cannot apply catalogue changes");
-                }
+                self.apply(None).await;
                 // A notification, or a reconnection (announcements may have been lost
                 // meanwhile): either way, read what changed.
                 if let Err(error) = listener.next().await {

@@ -11,9 +11,72 @@ use std::sync::Arc;
 
 use super::columns::Interner;
 use super::snapshot::{flags, ItemAttributes, ItemState, Rows, Snapshot};
-use super::text::TitleCorpus;
+use super::text::{words, TitleCorpus};
 use super::{NO_CATEGORY, NO_GROUP};
 use crate::domain::ItemIndex;
+
+/// Catalogues up to this many items are searched exhaustively for an added item's
+/// neighbours; larger ones only among the items that share a title word with it (as `train`
+/// does above the same size).
+const EXACT_LIMIT: usize = 20_000;
+
+/// Most items of the version an added item is compared with in a larger catalogue.
+const CANDIDATES: usize = 2_000;
+
+/// What adding items to a loaded version needs of its titles, built the first time one is
+/// added and shared by every snapshot of that load.
+#[derive(Debug, Default)]
+pub(super) struct TitleSearch {
+    /// The idf statistics of the version's titles.
+    corpus: TitleCorpus,
+    /// The version's items holding each title word (empty up to [`EXACT_LIMIT`] items).
+    holders: foldhash::HashMap<u64, Vec<ItemIndex>>,
+}
+
+impl TitleSearch {
+    fn of(titles: &super::columns::StrColumn) -> Self {
+        let all = || (0..titles.len() as u32).map(|i| titles.get(i));
+        let corpus = TitleCorpus::of(all());
+        let mut holders: foldhash::HashMap<u64, Vec<ItemIndex>> = foldhash::HashMap::default();
+        if titles.len() > EXACT_LIMIT {
+            let mut hashes = Vec::with_capacity(16);
+            for (item, title) in all().enumerate() {
+                words(title, &mut hashes);
+                for &word in &hashes {
+                    holders.entry(word).or_default().push(item as ItemIndex);
+                }
+            }
+        }
+        Self { corpus, holders }
+    }
+
+    /// The version's items an added item titled `title` is compared with: all of them in a
+    /// small catalogue, else the holders of its words, rarest word first, at most
+    /// [`CANDIDATES`].
+    fn candidates(&self, title: &str, version_items: usize) -> Vec<ItemIndex> {
+        if version_items <= EXACT_LIMIT {
+            return (0..version_items as ItemIndex).collect();
+        }
+        let mut hashes = Vec::with_capacity(16);
+        words(title, &mut hashes);
+        let mut lists: Vec<&[ItemIndex]> = hashes
+            .iter()
+            .filter_map(|w| self.holders.get(w).map(Vec::as_slice))
+            .collect();
+        lists.sort_unstable_by_key(|l| l.len());
+        let mut out = Vec::with_capacity(CANDIDATES);
+        for list in lists {
+            let room = CANDIDATES - out.len();
+            out.extend_from_slice(&list[..list.len().min(room)]);
+            if out.len() == CANDIDATES {
+                break;
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
 
 /// One item's catalogue row as the store holds it now.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,11 +173,9 @@ impl Snapshot {
         let base = self.items.len();
         let dim = self.embedding_dim();
         let diversity_dim = self.diversity_dim();
-        let attributes = &self.attributes;
-        let titles = &attributes.titles;
-        let corpus = self
-            .corpus
-            .get_or_init(|| TitleCorpus::of((0..titles.len() as u32).map(|i| titles.get(i))));
+        let titles = &self.attributes.titles;
+        let search = self.corpus.get_or_init(|| TitleSearch::of(titles));
+        let corpus = &search.corpus;
         let added = Arc::make_mut(&mut self.added);
         let mut buffer = Vec::with_capacity(64);
         let mut fresh = Vec::with_capacity(changes.len());
@@ -136,13 +197,16 @@ impl Snapshot {
             added
                 .diversity
                 .resize(added.diversity.len() + diversity_dim, 0.0);
-            fresh.push(item);
+            fresh.push((item, change.title.as_str()));
         }
         if dim > 0 && policy.content_neighbours > 0 {
             let rows = Rows::of(&self.embeddings, &added.embeddings);
             let total = base + added.ids.len();
-            for &item in &fresh {
-                let own = nearest(&self.attributes, rows, total, item, policy);
+            for &(item, title) in &fresh {
+                // The version's items that may be alike, and every added item.
+                let mut others = search.candidates(title, base);
+                others.extend(base as ItemIndex..total as ItemIndex);
+                let own = nearest(&self.attributes, rows, &others, item, policy);
                 for &(other, score) in &own {
                     let (items, scores) = added
                         .content
@@ -164,17 +228,19 @@ impl Snapshot {
     }
 }
 
-/// The best content neighbours of `item` among the first `total` items (variants of its own
-/// product left out), best first.
+/// The best content neighbours of `item` among `others` (variants of its own product left
+/// out), best first.
 fn nearest(
     attributes: &ItemAttributes,
     rows: Rows<'_>,
-    total: usize,
+    others: &[ItemIndex],
     item: ItemIndex,
     policy: &AddPolicy,
 ) -> Vec<(ItemIndex, f32)> {
     let query = rows.row(item);
-    let mut found: Vec<(ItemIndex, f32)> = (0..total as ItemIndex)
+    let mut found: Vec<(ItemIndex, f32)> = others
+        .iter()
+        .copied()
         .filter(|&other| other != item)
         .filter_map(|other| {
             let score: f32 = query.iter().zip(rows.row(other)).map(|(a, b)| a * b).sum();
@@ -279,5 +345,113 @@ fn set_item(attributes: &mut ItemAttributes, item: ItemIndex, change: &Catalogue
     };
     if let Some(slot) = attributes.state.get_mut(item as usize) {
         *slot = state;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelVersion;
+    use crate::model::{text, ItemRecord, SnapshotBuilder};
+
+    const TITLES: [(&str, &str); 4] = [
+        ("cup", "ROSES REGENCY TEACUP AND SAUCER"),
+        ("cup2", "GREEN REGENCY TEACUP AND SAUCER"),
+        ("bag", "JUMBO BAG RED RETROSPOT"),
+        ("stand", "REGENCY CAKESTAND 3 TIER"),
+    ];
+
+    fn snapshot() -> Snapshot {
+        let dim = 16;
+        let titles: Vec<&str> = TITLES.iter().map(|t| t.1).collect();
+        let embeddings = text::embed(&titles, dim, 42);
+        let mut b = SnapshotBuilder::new(ModelVersion(1), dim, TITLES.len());
+        for (id, title) in TITLES {
+            b.add_item(ItemRecord {
+                id,
+                title: Some(title),
+                in_stock: true,
+                price: Some(2.0),
+                popularity: 1.0,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        for (i, (id, _)) in TITLES.iter().enumerate() {
+            b.add_embedding(id, &embeddings[i * dim..(i + 1) * dim])
+                .unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    fn change(id: &str, title: &str, in_stock: bool, seq: i64) -> CatalogueItem {
+        CatalogueItem {
+            id: id.into(),
+            title: title.into(),
+            category: Some("cups".into()),
+            product_group: None,
+            price: Some(3.0),
+            in_stock,
+            promoted: true,
+            margin: Some(0.4),
+            withdrawn: false,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_change_makes_a_new_snapshot_and_leaves_the_old_one_as_it_was() {
+        let old = snapshot();
+        let cup = old.index_of("cup").unwrap();
+        let (new, applied) = old.with_catalogue_changes(
+            &[change("cup", "ROSES REGENCY TEACUP AND SAUCER", false, 7)],
+            &AddPolicy::default(),
+        );
+        assert_eq!(applied.changed, 1);
+        assert_eq!(new.catalogue_seq(), 7);
+        assert!(old.attributes().in_stock(cup) && !new.attributes().in_stock(cup));
+        assert!(new.attributes().promoted(cup) && !old.attributes().promoted(cup));
+        assert_eq!(new.attributes().price(cup), 3.0);
+        assert_eq!(
+            new.attributes()
+                .category_name(new.attributes().category(cup)),
+            Some("cups")
+        );
+        assert!(new.same_model(&old));
+    }
+
+    #[test]
+    fn a_new_item_gets_the_trained_embedding_and_joins_its_neighbours_rows() {
+        let old = snapshot();
+        let title = "BLUE REGENCY TEACUP AND SAUCER";
+        let (new, applied) =
+            old.with_catalogue_changes(&[change("new", title, true, 3)], &AddPolicy::default());
+        assert_eq!(applied.added, 1);
+        let item = new.index_of("new").unwrap();
+        assert!(!new.in_version(item) && new.attributes().in_stock(item));
+        assert_eq!(new.attributes().title(item), title);
+        assert_eq!(new.item_id(item), "new");
+        // The function train uses, with the version's corpus.
+        let titles: Vec<&str> = TITLES.iter().map(|t| t.1).collect();
+        let corpus = text::TitleCorpus::of(titles.iter().copied());
+        let mut expected = vec![0.0; 16];
+        corpus.embed_into(title, 42, &mut expected, &mut Vec::new());
+        assert_eq!(new.embedding_slice(item), expected.as_slice());
+        let (neighbours, _) = new.content_neighbours(item);
+        let cup = new.index_of("cup").unwrap();
+        let cups = [cup, new.index_of("cup2").unwrap()];
+        assert!(neighbours.len() >= 2, "{neighbours:?}");
+        assert!(
+            neighbours[..2].iter().all(|n| cups.contains(n)),
+            "teacups first: {neighbours:?}"
+        );
+        assert!(new.content_neighbours(cup).0.contains(&item));
+        assert!(old.index_of("new").is_none());
+        // Withdrawn items the version does not know are not added.
+        let mut gone = change("gone", "GONE", true, 4);
+        gone.withdrawn = true;
+        let (newer, applied) = new.with_catalogue_changes(&[gone], &AddPolicy::default());
+        assert_eq!(applied.added, 0);
+        assert!(newer.index_of("gone").is_none());
     }
 }

@@ -7,8 +7,8 @@ use foldhash::HashMap;
 use ndarray::Array2;
 use serde::Serialize;
 
+use super::catalogue::TitleSearch;
 use super::columns::{json_plain, Chunked, Csr, Interner, StrColumn};
-use super::text::TitleCorpus;
 use crate::domain::{ItemIndex, ModelVersion};
 
 /// Category index meaning "no category".
@@ -257,8 +257,8 @@ pub struct Snapshot {
     pub(super) tuning: Option<Arc<serde_json::Value>>,
     /// Seed of the version's title embedding projection.
     pub(super) embedding_seed: u64,
-    /// The version's title corpus, built the first time an item is added.
-    pub(super) corpus: Arc<OnceLock<TitleCorpus>>,
+    /// The version's title corpus and word index, built the first time an item is added.
+    pub(super) corpus: Arc<OnceLock<TitleSearch>>,
     /// Items the live catalogue added since the load.
     pub(super) added: Arc<AddedItems>,
     /// The last catalogue change this snapshot holds (0: none applied since the load).

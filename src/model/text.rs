@@ -67,6 +67,20 @@ pub fn features(title: &str, out: &mut Vec<(u64, f32)>) {
     out.truncate(kept);
 }
 
+/// The distinct word hashes of a title (the word features of [`features`]).
+pub fn words(title: &str, out: &mut Vec<u64>) {
+    out.clear();
+    out.extend(
+        title
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| hash_bytes(w.as_bytes(), 1)),
+    );
+    out.sort_unstable();
+    out.dedup();
+}
+
 /// The corpus statistics the idf weights come from: how many titles hold each feature, and
 /// how many titles there are.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@
 use foldhash::{HashMap, HashMapExt};
 
 pub use crate::model::text::{embed, features};
-use crate::model::text::{hash_bytes, mix};
+use crate::model::text::{mix, words};
 
 use super::estimators::{self, Neighbours};
 
@@ -25,20 +25,6 @@ const CANDIDATES: usize = 2_000;
 
 /// One item's neighbour list as computed by a worker thread.
 type NeighbourRow = (u32, Vec<(u32, f32, u32)>);
-
-/// The distinct word hashes of a title (the word features of [`features`]).
-fn words(title: &str, out: &mut Vec<u64>) {
-    out.clear();
-    out.extend(
-        title
-            .to_lowercase()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(|w| hash_bytes(w.as_bytes(), 1)),
-    );
-    out.sort_unstable();
-    out.dedup();
-}
 
 use crate::pipeline::vector::{dot, each_dot};
 

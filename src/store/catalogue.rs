@@ -196,12 +196,12 @@ async fn upsert_locked(
 
 /// Changes one stored item in one transaction: `change` gets its current row (none when the
 /// catalogue has no such item) and returns the row to store, or `Ok(None)` to leave it;
-/// announces the change. Returns what was stored.
+/// announces the change. Returns the number of the change stored.
 pub async fn update_item<E>(
     pool: &PgPool,
     id: &str,
     change: impl FnOnce(Option<StoredItem>) -> Result<Option<StoredItem>, E>,
-) -> Result<Result<Option<StoredItem>, E>, sqlx::Error> {
+) -> Result<Result<Option<i64>, E>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let current = sqlx::query(&format!(
@@ -214,12 +214,13 @@ pub async fn update_item<E>(
     .transpose()?;
     let next = match change(current.map(|row| row.item)) {
         Ok(Some(next)) => next,
-        other => return Ok(other),
+        Ok(None) => return Ok(Ok(None)),
+        Err(error) => return Ok(Err(error)),
     };
     let last = upsert_locked(&mut tx, std::slice::from_ref(&next)).await?;
     announce(&mut tx, last).await?;
     tx.commit().await?;
-    Ok(Ok(Some(next)))
+    Ok(Ok(Some(last)))
 }
 
 /// The stored row of `id`, if the catalogue has it.
