@@ -17,7 +17,7 @@ use crate::model::CatalogueItem;
 pub const CATALOGUE_CHANNEL: &str = "tandem_catalogue_changed";
 
 /// Key of the advisory lock every catalogue writer holds until it commits.
-const WRITE_LOCK: i64 = 0x7461_6e64_6361_74; // "tandcat"
+const WRITE_LOCK: i64 = 0x0074_616e_6463_6174; // "tandcat"
 
 /// One item as the catalogue stores it.
 #[derive(Debug, Clone, PartialEq)]

@@ -117,6 +117,10 @@ pub enum VersionSelector {
     Exact(ModelVersion),
 }
 
+/// A `model_versions` row as `resolve` reads it: number, status, embedding dimensions, tuning
+/// and the seed of the title embeddings (as text).
+type VersionRow = (i64, String, i32, i32, Option<Value>, Option<String>);
+
 /// A resolved version: its number, embedding dimensions, tuning (when tuned) and the seed of
 /// its title embeddings.
 type ResolvedVersion = (ModelVersion, usize, usize, Option<Value>, u64);
@@ -125,7 +129,7 @@ async fn resolve(
     conn: &mut sqlx::PgConnection,
     selector: VersionSelector,
 ) -> Result<ResolvedVersion, LoadError> {
-    let row: Option<(i64, String, i32, i32, Option<Value>, Option<String>)> =
+    let row: Option<VersionRow> =
         match selector {
             VersionSelector::Active => sqlx::query_as(
                 "SELECT version, status, embedding_dim, diversity_dim, tuning, params->'params'->>'seed'
