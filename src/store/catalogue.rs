@@ -273,9 +273,13 @@ pub async fn catalogue_changes_after(
 pub struct CatalogueListener(PgListener);
 
 impl CatalogueListener {
-    /// Connects and listens.
+    /// Connects and listens, on a connection of its own beside `pool`'s (a listener holds
+    /// its connection for good; the pool's are for queries).
     pub async fn connect(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
         listener.listen(CATALOGUE_CHANNEL).await?;
         Ok(Self(listener))
     }
