@@ -126,21 +126,26 @@ pub async fn upsert_items(
 ) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
-    let last = upsert_locked(&mut tx, items).await?;
-    if notify {
-        announce(&mut tx, last).await?;
-    }
+    let last = upsert_locked(&mut tx, items, notify).await?;
     tx.commit().await?;
     Ok(last)
 }
 
+/// Upserts `items` within `tx`, which holds the writers' lock, and announces them when
+/// `notify` (in the same statement: one round trip fewer while the lock is held).
 async fn upsert_locked(
     tx: &mut Transaction<'_, Postgres>,
     items: &[StoredItem],
+    notify: bool,
 ) -> Result<i64, sqlx::Error> {
     if items.is_empty() {
         return last_catalogue_seq(tx).await;
     }
+    let announce = if notify {
+        format!(", pg_notify('{CATALOGUE_CHANNEL}', max(catalogue_seq)::text)")
+    } else {
+        String::new()
+    };
     let column = |f: fn(&StoredItem) -> Option<String>| items.iter().map(f).collect::<Vec<_>>();
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     let titles: Vec<&str> = items.iter().map(|i| i.title.as_str()).collect();
@@ -153,7 +158,7 @@ async fn upsert_locked(
     let margins: Vec<Option<f32>> = items.iter().map(|i| i.margin).collect();
     let attributes: Vec<String> = items.iter().map(|i| i.attributes.to_string()).collect();
     let withdrawn: Vec<bool> = items.iter().map(|i| i.withdrawn).collect();
-    let (last,): (Option<i64>,) = sqlx::query_as(
+    let row = sqlx::query(&format!(
         "WITH written AS (
              INSERT INTO items (id, title, category, brand, product_group, price, in_stock,
                                 promoted, margin, attributes, withdrawn, catalogue_seq,
@@ -176,8 +181,8 @@ async fn upsert_locked(
                  catalogue_changed_at = excluded.catalogue_changed_at,
                  updated_at = excluded.updated_at
              RETURNING catalogue_seq)
-         SELECT max(catalogue_seq) FROM written",
-    )
+         SELECT max(catalogue_seq){announce} FROM written"
+    ))
     .bind(&ids)
     .bind(&titles)
     .bind(&categories)
@@ -191,6 +196,7 @@ async fn upsert_locked(
     .bind(&withdrawn)
     .fetch_one(&mut **tx)
     .await?;
+    let last: Option<i64> = row.try_get(0)?;
     Ok(last.unwrap_or(0))
 }
 
@@ -203,11 +209,13 @@ pub async fn update_item<E>(
     change: impl FnOnce(Option<StoredItem>) -> Result<Option<StoredItem>, E>,
 ) -> Result<Result<Option<i64>, E>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
+    // The lock first (the sub-select), then the row.
     let current = sqlx::query(&format!(
-        "SELECT {STORED_COLUMNS} FROM items WHERE id = $1 FOR UPDATE"
+        "SELECT {STORED_COLUMNS} FROM items, (SELECT pg_advisory_xact_lock($2)) AS locked
+         WHERE id = $1 FOR UPDATE OF items"
     ))
     .bind(id)
+    .bind(WRITE_LOCK)
     .fetch_optional(&mut *tx)
     .await?
     .map(|row| stored_row(&row))
@@ -217,8 +225,7 @@ pub async fn update_item<E>(
         Ok(None) => return Ok(Ok(None)),
         Err(error) => return Ok(Err(error)),
     };
-    let last = upsert_locked(&mut tx, std::slice::from_ref(&next)).await?;
-    announce(&mut tx, last).await?;
+    let last = upsert_locked(&mut tx, std::slice::from_ref(&next), true).await?;
     tx.commit().await?;
     Ok(Ok(Some(last)))
 }
