@@ -342,23 +342,36 @@ async fn a_replica_whose_listener_dropped_catches_up_on_reconnecting() {
     let client = reqwest::Client::new();
     wait_until_ready(&client, &server.address).await;
     let query = "cart=S0000001&k=5";
+    let item = |id: &str, in_stock: bool| store::StoredItem {
+        id: id.to_owned(),
+        title: format!("Changed {id}"),
+        category: None,
+        brand: None,
+        product_group: None,
+        price: Some(123.25),
+        in_stock,
+        promoted: false,
+        margin: None,
+        attributes: json!({}),
+        withdrawn: false,
+    };
+    // An announced change (out of stock: recommended by no cart) that only the follower can
+    // apply: once it is served, the follower is past its first catch-up and waits for
+    // announcements.
+    store::upsert_items(&db.pool, &[item("S0000039", false)], true)
+        .await
+        .unwrap();
+    eventually(
+        "the follower never applied an announced change",
+        Duration::from_secs(15),
+        || {
+            let (client, server) = (&client, &server);
+            async move { get_item(client, server, "S0000039").await.1["served"]["price"] == 123.25 }
+        },
+    )
+    .await;
     let (before, _) = recommended(&client, &server, query).await;
-    let sold_out: Vec<store::StoredItem> = before
-        .iter()
-        .map(|id| store::StoredItem {
-            id: id.clone(),
-            title: format!("Sold out {id}"),
-            category: None,
-            brand: None,
-            product_group: None,
-            price: Some(1.0),
-            in_stock: false,
-            promoted: false,
-            margin: None,
-            attributes: json!({}),
-            withdrawn: false,
-        })
-        .collect();
+    let sold_out: Vec<store::StoredItem> = before.iter().map(|id| item(id, false)).collect();
     // Changes whose announcement never arrives (as while the connection was down)...
     store::upsert_items(&db.pool, &sold_out, false)
         .await
