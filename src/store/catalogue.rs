@@ -248,29 +248,32 @@ pub async fn catalogue_changes_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<CatalogueItem>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {STORED_COLUMNS} FROM items WHERE catalogue_seq > $1
-         ORDER BY catalogue_seq LIMIT $2"
-    ))
+    // Only what serving reads: the shop's attributes are not decoded for every change.
+    let rows = sqlx::query(
+        "SELECT id, title, category, product_group, price, in_stock,
+                coalesce(promoted, attributes->'promoted' = 'true'::jsonb, false),
+                coalesce(margin, CASE WHEN jsonb_typeof(attributes->'margin') = 'number'
+                                      THEN (attributes->>'margin')::real END),
+                withdrawn, catalogue_seq
+         FROM items WHERE catalogue_seq > $1 ORDER BY catalogue_seq LIMIT $2",
+    )
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|row| {
-            let stored = stored_row(row)?;
-            let item = stored.item;
             Ok(CatalogueItem {
-                id: item.id,
-                title: item.title,
-                category: item.category,
-                product_group: item.product_group,
-                price: item.price,
-                in_stock: item.in_stock,
-                promoted: item.promoted,
-                margin: item.margin,
-                withdrawn: item.withdrawn,
-                seq: stored.seq.unwrap_or(0),
+                id: row.try_get(0)?,
+                title: row.try_get(1)?,
+                category: row.try_get(2)?,
+                product_group: row.try_get(3)?,
+                price: row.try_get(4)?,
+                in_stock: row.try_get(5)?,
+                promoted: row.try_get(6)?,
+                margin: row.try_get(7)?,
+                withdrawn: row.try_get(8)?,
+                seq: row.try_get(9)?,
             })
         })
         .collect()
