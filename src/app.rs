@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::capping::{CapStore, CapStoreKind, MemoryCapStore, Pseudonymizer, RedisCapStore};
+use crate::catalogue::Catalogue;
 use crate::config::Settings;
 use crate::events::{EventLimits, EventWriter};
 use crate::experiments::Experiments;
@@ -66,6 +67,7 @@ pub struct Application {
     connections: http::server::ConnectionLimits,
     start_up_load: Option<JoinHandle<()>>,
     erasures: Option<JoinHandle<()>>,
+    catalogue: Option<JoinHandle<()>>,
 }
 
 /// Where the first model comes from.
@@ -131,6 +133,12 @@ impl Application {
                 }))
             }
         };
+        // Every replica applies every catalogue change announced in Postgres.
+        let catalogue = pool.is_some().then(|| {
+            let catalogue = Arc::clone(&state.catalogue);
+            let retry = Duration::from_millis(settings.model.retry_initial_ms);
+            tokio::spawn(catalogue.follow(retry))
+        });
         // Every replica applies every erasure announced in Postgres to what it holds.
         let erasures = pool.map(|pool| {
             let recommender = state.recommender.clone();
@@ -163,6 +171,7 @@ impl Application {
             connections,
             start_up_load,
             erasures,
+            catalogue,
         })
     }
 
@@ -208,7 +217,10 @@ impl Application {
                 Ok(())
             }
         };
-        for task in [self.start_up_load, self.erasures].into_iter().flatten() {
+        for task in [self.start_up_load, self.erasures, self.catalogue]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         // Requests are done: whatever events they queued are written before we exit.
@@ -236,6 +248,12 @@ pub fn build_state(
         pool.clone(),
         Arc::clone(&model),
         metrics.clone(),
+        settings.catalogue.add_policy(),
+    ));
+    let catalogue = Arc::new(Catalogue::new(
+        pool.clone(),
+        Arc::clone(&model),
+        settings.catalogue.add_policy(),
     ));
     let erasures = pool.clone();
     let events = pool.map(|pool| {
@@ -267,6 +285,8 @@ pub fn build_state(
     Ok(AppState {
         model,
         reloader,
+        catalogue,
+        catalogue_max_body_bytes: settings.catalogue.max_body_bytes,
         metrics,
         recommender,
         admin_token: settings.admin_token.clone(),

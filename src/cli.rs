@@ -44,7 +44,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
-    /// Import an order-history CSV (plain or gzip) into items, orders and order_lines.
+    /// Import an order-history CSV (plain or gzip) into items, orders and order_lines, or a
+    /// product feed (--catalogue) into the live catalogue.
     Import(ImportArgs),
     /// Build a new model version from the order history and mark it ready.
     Train(TrainArgs),

@@ -58,6 +58,8 @@ pub struct Settings {
     /// The explorer page.
     #[serde(default)]
     pub explore: ExploreSettings,
+    /// The live catalogue (`/items`).
+    pub catalogue: CatalogueSettings,
     /// Experiments (`[[experiments]]`), none by default.
     #[serde(default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -153,6 +155,31 @@ pub struct ModelSettings {
     pub retry_initial_ms: u64,
     /// Longest back-off between start-up load attempts.
     pub retry_max_ms: u64,
+}
+
+/// Live catalogue settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueSettings {
+    /// Largest `POST /items` body (a batch of 10,000 items must fit).
+    pub max_body_bytes: usize,
+    /// Most items the live catalogue adds to one loaded model version.
+    pub max_added_items: usize,
+    /// Content neighbours computed for an added item.
+    pub content_neighbours: usize,
+    /// Smallest cosine for an added item's content neighbour.
+    pub content_min_similarity: f32,
+}
+
+impl CatalogueSettings {
+    /// How items unknown to the served version are added.
+    pub fn add_policy(&self) -> crate::model::AddPolicy {
+        crate::model::AddPolicy {
+            max_added_items: self.max_added_items,
+            content_neighbours: self.content_neighbours,
+            min_similarity: self.content_min_similarity,
+        }
+    }
 }
 
 /// Why settings could not be loaded.
@@ -296,6 +323,12 @@ impl Settings {
                 "capping.store",
                 "\"redis\" needs TANDEM_PSEUDONYM_KEY, shared by every replica",
             );
+        }
+        if self.catalogue.max_body_bytes == 0 {
+            return invalid("catalogue.max_body_bytes", "must be positive");
+        }
+        if !(-1.0..=1.0).contains(&self.catalogue.content_min_similarity) {
+            return invalid("catalogue.content_min_similarity", "must be from -1 to 1");
         }
         if let Err(message) = self.events.validate() {
             return invalid("events", &message);

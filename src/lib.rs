@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod capping;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::catalogue::{self, CatchUpError};
 use crate::domain::ModelVersion;
 use crate::metrics::{Metrics, ReloadOutcome};
-use crate::model::{LoadStats, ModelHandle};
+use crate::model::{AddPolicy, LoadStats, ModelHandle};
 use crate::store::{self, Heard, LoadError, VersionSelector};
 
 /// What a successful reload did.
@@ -63,16 +64,24 @@ pub struct Reloader {
     model: Arc<ModelHandle>,
     metrics: Metrics,
     lock: tokio::sync::Mutex<()>,
+    /// How a loaded version takes in the items the live catalogue added.
+    catalogue: AddPolicy,
 }
 
 impl Reloader {
     /// A reloader reading from `pool` (none: every reload fails with `NoDatabase`).
-    pub fn new(pool: Option<PgPool>, model: Arc<ModelHandle>, metrics: Metrics) -> Self {
+    pub fn new(
+        pool: Option<PgPool>,
+        model: Arc<ModelHandle>,
+        metrics: Metrics,
+        catalogue: AddPolicy,
+    ) -> Self {
         Self {
             pool,
             model,
             metrics,
             lock: tokio::sync::Mutex::new(()),
+            catalogue,
         }
     }
 
@@ -84,7 +93,18 @@ impl Reloader {
             return Err(ReloadError::InProgress);
         };
         let started = Instant::now();
-        let snapshot = match store::load_snapshot(pool, selector).await {
+        // The live catalogue's changes are applied before the version serves (the catalogue
+        // may have changed since the version was trained, or while it loaded).
+        let loaded = match store::load_snapshot(pool, selector).await {
+            Ok(snapshot) => catalogue::with_catalogue(pool, snapshot, self.catalogue)
+                .await
+                .map_err(|error| match error {
+                    CatchUpError::Database(e) => LoadError::Database(e),
+                    CatchUpError::Task(e) => LoadError::Task(e),
+                }),
+            Err(error) => Err(error),
+        };
+        let snapshot = match loaded {
             Ok(snapshot) => Arc::new(snapshot),
             Err(error) => {
                 self.metrics.reload(ReloadOutcome::Failure);
@@ -94,6 +114,10 @@ impl Reloader {
         };
         let load_time = started.elapsed();
         let old = self.model.replace(Arc::clone(&snapshot));
+        // Changes applied to the old snapshot after the new one read the catalogue.
+        if let Err(error) = catalogue::catch_up(pool, &self.model, self.catalogue).await {
+            tracing::warn!(%error, "cannot apply catalogue changes; the follower retries");
+        }
         self.metrics.model_loaded(&snapshot, load_time);
         self.metrics.reload(ReloadOutcome::Success);
         let report = ReloadReport {

@@ -11,6 +11,7 @@ use axum::Json;
 use serde_json::json;
 
 pub use super::error_code::ErrorCode;
+use crate::catalogue::CatalogueError;
 use crate::events::SubmitError;
 use crate::reload::ReloadError;
 use crate::serving::EraseError;
@@ -108,6 +109,9 @@ pub enum ApiError {
     /// 503: the event queue is full or closing; the storefront should retry.
     #[error("events not accepted: {0}; retry shortly")]
     EventsRefused(#[from] SubmitError),
+    /// A catalogue call failed.
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
     /// 500: a bug or an unexpected failure; detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -146,6 +150,12 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
             ApiError::EventsRefused(SubmitError::QueueFull) => ErrorCode::EventsQueueFull,
             ApiError::EventsRefused(SubmitError::Closed) => ErrorCode::ShuttingDown,
+            ApiError::Catalogue(e) => match e {
+                CatalogueError::NoDatabase => ErrorCode::DatabaseNotConfigured,
+                CatalogueError::Invalid(_) => ErrorCode::InvalidItem,
+                CatalogueError::NotFound(_) => ErrorCode::ItemNotFound,
+                CatalogueError::Database(_) => ErrorCode::DatabaseUnavailable,
+            },
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -219,6 +229,7 @@ impl IntoResponse for ApiError {
                 ApiError::Internal(detail) | ApiError::DatabaseUnavailable(detail) => {
                     detail.clone()
                 }
+                ApiError::Catalogue(CatalogueError::Database(e)) => e.to_string(),
                 other => other.to_string(),
             };
             response.extensions_mut().insert(ErrorDetail(detail));

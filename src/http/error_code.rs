@@ -73,6 +73,13 @@ error_codes! {
     InvalidEvents = ("invalid_events", BAD_REQUEST,
         "an event of the `POST /events` body is invalid (the message names each by index); none is \
          accepted"),
+    InvalidItem = ("invalid_item", BAD_REQUEST,
+        "an item of `PUT` or `PATCH /items/{id}` is invalid: an unknown field, a missing title, a \
+         negative price, a margin outside 0 to 1, an unknown availability, attributes that are not \
+         an object of at most 8192 bytes; the message says which"),
+    InvalidItems = ("invalid_items", BAD_REQUEST,
+        "an item of the `POST /items` body is invalid (the message names each by index), or the \
+         body holds more than 10000 items; none is stored"),
     BadRequest = ("bad_request", BAD_REQUEST,
         "the request is malformed in a way no other code names (e.g. a path that is not valid \
          UTF-8 once decoded, or a body that broke off)"),
@@ -85,6 +92,7 @@ error_codes! {
     NoReadyVersion = ("no_ready_version", NOT_FOUND, "a reload found no ready model version"),
     VersionNotFound = ("version_not_found", NOT_FOUND,
         "the model version a reload asked for does not exist"),
+    ItemNotFound = ("item_not_found", NOT_FOUND, "the catalogue has no item with this id"),
     MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED,
         "the endpoint does not take this method"),
     BodyTimeout = ("body_timeout", REQUEST_TIMEOUT,
@@ -109,7 +117,7 @@ error_codes! {
         "more than `server.max_in_flight` storefront requests are in flight, or the request \
          waited longer than `server.max_queue_delay_ms` to be worked on; retry shortly"),
     DatabaseNotConfigured = ("database_not_configured", SERVICE_UNAVAILABLE,
-        "a reload needs a database and none is configured"),
+        "a reload or a catalogue call needs a database and none is configured"),
     ActivationFailed = ("activation_failed", SERVICE_UNAVAILABLE,
         "the version serves on this replica but could not be activated for the others"),
     DatabaseUnavailable = ("database_unavailable", SERVICE_UNAVAILABLE,

@@ -13,10 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::authorize_admin;
-use super::body::{read_request_body, ReadBody};
+use super::body::{read_body, read_request_body, BodyLimits, ReadBody};
 use super::error::{ApiError, ErrorCode, RequestError};
 use super::request::{RecommendationRequestJson, RecommendationRequestQuery};
 use super::{response, AppState};
+use crate::catalogue::{self, ItemInput, ItemView};
 use crate::domain::ModelVersion;
 use crate::events;
 use crate::model::Snapshot;
@@ -296,4 +297,95 @@ pub async fn not_found() -> ApiError {
 /// A known path with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The `{id}` of an `/items/{id}` path.
+fn item_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = id.map_err(|e| {
+        RequestError::new(
+            ErrorCode::InvalidItem,
+            format!("the id is not a valid path segment: {e}"),
+        )
+    })?;
+    Ok(id)
+}
+
+/// The item fields of a `PUT` or `PATCH /items/{id}` body, after the admin token.
+async fn item_body(state: &AppState, request: HttpRequest) -> Result<ItemInput, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), request.headers())?;
+    let body = read_request_body(request).await?;
+    catalogue::parse_item(&body)
+        .map_err(|e| RequestError::new(ErrorCode::InvalidItem, e.message).into())
+}
+
+/// `PUT /items/{id}` (admin): creates or replaces an item; it serves on this replica when the
+/// response is sent, and on every other within a second.
+pub async fn put_item(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    request: HttpRequest,
+) -> Result<Json<ItemView>, ApiError> {
+    let id = item_id(id)?;
+    let input = item_body(&state, request).await?;
+    Ok(Json(state.catalogue.put(&id, input).await?))
+}
+
+/// `PATCH /items/{id}` (admin): changes the given fields of a stored item.
+pub async fn patch_item(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    request: HttpRequest,
+) -> Result<Json<ItemView>, ApiError> {
+    let id = item_id(id)?;
+    let input = item_body(&state, request).await?;
+    Ok(Json(state.catalogue.patch(&id, input).await?))
+}
+
+/// `GET /items/{id}` (admin): the stored item and what this replica serves for it.
+pub async fn get_item(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ItemView>, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), &headers)?;
+    let id = item_id(id)?;
+    Ok(Json(state.catalogue.view(&id).await?))
+}
+
+/// `DELETE /items/{id}` (admin): withdraws an item from recommendations; its row is kept.
+pub async fn withdraw_item(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ItemView>, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), &headers)?;
+    let id = item_id(id)?;
+    Ok(Json(state.catalogue.withdraw(&id).await?))
+}
+
+/// `POST /items` (admin): creates or replaces up to 10,000 items, all or nothing, within
+/// `catalogue.max_body_bytes`.
+pub async fn upsert_items(
+    State(state): State<Arc<AppState>>,
+    request: HttpRequest,
+) -> Result<Response, ApiError> {
+    authorize_admin(state.admin_token.as_ref(), request.headers())?;
+    let mut limits = request
+        .extensions()
+        .get::<BodyLimits>()
+        .copied()
+        .unwrap_or_default();
+    limits.max_bytes = state.catalogue_max_body_bytes;
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, limits).await?;
+    let items = catalogue::parse_batch(&body)
+        .map_err(|e| RequestError::new(ErrorCode::InvalidItems, e.message))?;
+    // The write runs in its own task: a client that hangs up must not leave this replica
+    // behind the others on its own write.
+    let catalogue = Arc::clone(&state.catalogue);
+    let count = items.len();
+    let change = tokio::spawn(async move { catalogue.upsert(&items).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("catalogue task failed: {e}")))??;
+    Ok(Json(json!({ "upserted": count, "change": change })).into_response())
 }

@@ -1,5 +1,5 @@
 //! The HTTP layer: the router, its middleware and handlers, over the model, the serving service
-//! ([`crate::serving`]) and the reloader. Handlers parse a request, call one of those and
+//! ([`crate::serving`]), the reloader and the live catalogue ([`crate::catalogue`]). Handlers parse a request, call one of those and
 //! render the result; nothing here knows about Postgres beyond what they report.
 
 mod assets;
@@ -28,6 +28,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::catalogue::Catalogue;
 use crate::config::Secret;
 use crate::events::EventLimits;
 use crate::metrics::Metrics;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub model: Arc<ModelHandle>,
     /// Loads and swaps model versions.
     pub reloader: Arc<Reloader>,
+    /// The live catalogue (`/items`).
+    pub catalogue: Arc<Catalogue>,
+    /// Largest `POST /items` body.
+    pub catalogue_max_body_bytes: usize,
     /// The service's metrics.
     pub metrics: Metrics,
     /// Serves lists and takes feedback; handlers only parse, call it and render.
@@ -144,11 +149,11 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/openapi.json", get(handlers::openapi))
         .route("/readyz", get(handlers::readyz))
-        .route("/items", get(pages::search_items))
         .route("/explore", get(pages::explore_html))
         .route("/explore/explore.js", get(pages::explore_js))
         .route("/explore/explore.css", get(pages::explore_css))
-        .route("/examples/storefront", get(pages::storefront_example));
+        .route("/examples/storefront", get(pages::storefront_example))
+        .merge(catalogue_routes());
     Router::new()
         .merge(storefront)
         .merge(operations)
@@ -171,6 +176,23 @@ pub fn router(state: AppState, limits: RouterLimits) -> Router {
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// The catalogue's routes: the item search (`GET /items`, for the explorer) and the live
+/// catalogue's admin routes.
+fn catalogue_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(handlers::get_item)
+                .put(handlers::put_item)
+                .patch(handlers::patch_item)
+                .delete(handlers::withdraw_item),
+        )
+        .route(
+            "/items",
+            get(pages::search_items).post(handlers::upsert_items),
+        )
 }
 
 /// What every request passes through: its head checked against the limits (414, 431), every

@@ -2,10 +2,17 @@
 
 use ndarray::Array2;
 
-use super::columns::{Csr, CsrBuilder, Interner, StrColumn};
-use super::snapshot::{ItemAttributes, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP};
+use std::sync::Arc;
+
+use super::columns::{Chunked, Csr, CsrBuilder, Interner, StrColumn};
+use super::snapshot::{
+    flags, ItemAttributes, ItemState, LoadStats, Snapshot, NO_CATEGORY, NO_GROUP,
+};
 use super::ModelError;
 use crate::domain::{validate_id, ModelVersion};
+
+/// The seed `train` projects title embeddings with unless told otherwise.
+pub const DEFAULT_EMBEDDING_SEED: u64 = 42;
 
 /// One item of a version, joined with its catalogue row when the catalogue has one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,7 +44,7 @@ pub struct ItemRecord<'a> {
 pub const MAX_IMAGE_LINK_BYTES: usize = 2048;
 
 /// Whether `link` is an image URL a page may show: http(s), bounded, no control characters.
-fn is_image_link(link: &str) -> bool {
+pub(crate) fn is_image_link(link: &str) -> bool {
     link.len() <= MAX_IMAGE_LINK_BYTES
         && (link.starts_with("https://") || link.starts_with("http://"))
         && !link.chars().any(char::is_control)
@@ -388,28 +395,29 @@ impl SnapshotBuilder {
                 .map(|(item, &group)| (group, item as u32, 0.0))
                 .collect(),
         );
+        self.product_groups.shrink_to_fit();
+        let state = Chunked::from_values((0..n).map(|i| ItemState {
+            price: self.price[i],
+            margin: self.margin[i],
+            category: self.category[i],
+            product_group: self.product_group[i],
+            flags: u8::from(self.in_stock[i]) * flags::IN_STOCK
+                + u8::from(self.promoted[i]) * flags::PROMOTED,
+        }));
         let attributes = ItemAttributes {
-            titles: self.titles,
-            category: self.category,
-            categories: self.categories,
-            price: self.price,
-            in_stock: self.in_stock,
-            product_group: self.product_group,
-            variants,
-            promoted: self.promoted,
-            margin: self.margin,
-            image_links: self.image_links,
+            titles: Arc::new(self.titles),
+            retitled: Arc::default(),
+            state,
+            categories: Arc::new(self.categories),
+            product_groups: Arc::new(self.product_groups),
+            variants: Arc::new(variants),
+            regrouped: Arc::default(),
+            image_links: Arc::new(self.image_links),
+            relinked: Arc::default(),
         };
         let heap_bytes = self.items.heap_bytes()
-            + attributes.titles.heap_bytes()
-            + attributes.categories.heap_bytes()
-            + n * (4 + 4 + 1 + 4 + 4 + 4 + 1 + 4 + 4)
-            + attributes.variants.heap_bytes()
-            + attributes
-                .image_links
-                .iter()
-                .map(|(_, link)| 24 + link.len())
-                .sum::<usize>()
+            + attributes.heap_bytes()
+            + n * (4 + 4 + 4)
             + co_purchase.heap_bytes()
             + content.heap_bytes()
             + embeddings.len() * 4
@@ -429,16 +437,20 @@ impl SnapshotBuilder {
         };
         Ok(Snapshot {
             version: self.version,
-            items: self.items,
+            items: Arc::new(self.items),
             attributes,
-            co_purchase,
-            content,
-            embeddings,
-            diversity,
-            log_popularity: popularity.iter().map(|p| p.ln_1p()).collect(),
-            popularity,
-            by_popularity,
+            co_purchase: Arc::new(co_purchase),
+            content: Arc::new(content),
+            embeddings: Arc::new(embeddings),
+            diversity: Arc::new(diversity),
+            log_popularity: Arc::new(popularity.iter().map(|p| p.ln_1p()).collect()),
+            popularity: Arc::new(popularity),
+            by_popularity: Arc::new(by_popularity),
             tuning: None,
+            embedding_seed: DEFAULT_EMBEDDING_SEED,
+            corpus: Arc::default(),
+            added: Arc::default(),
+            catalogue_seq: 0,
             stats,
         })
     }
@@ -530,9 +542,9 @@ mod tests {
         assert_eq!(s.index_of("c"), Some(2));
         assert_eq!(s.item_id(1), "b");
         assert_eq!(s.co_purchase(0), (&[2, 1][..], &[0.9, 0.5][..]));
-        assert_eq!(s.embedding(0).to_vec(), vec![0.6, 0.8]);
-        assert_eq!(s.embedding(1).to_vec(), vec![1.0, 0.0]);
-        assert_eq!(s.embedding(2).to_vec(), vec![0.0, 0.0]);
+        assert_eq!(s.embedding_slice(0).to_vec(), vec![0.6, 0.8]);
+        assert_eq!(s.embedding_slice(1).to_vec(), vec![1.0, 0.0]);
+        assert_eq!(s.embedding_slice(2).to_vec(), vec![0.0, 0.0]);
         assert_eq!(s.by_popularity(), &[0, 2, 1]);
         assert_eq!(
             s.attributes().category_name(s.attributes().category(1)),

@@ -1,16 +1,21 @@
 //! The model snapshot: immutable in-memory tables built once per load and shared read-only.
 //!
 //! `build` turns rows into a validated [`Snapshot`] (pure, no I/O); `handle` holds the live
-//! snapshot behind an `ArcSwap` so a reload swaps it atomically.
+//! snapshot behind an `ArcSwap` so a reload swaps it atomically; `catalogue` makes the snapshot
+//! that holds a batch of live catalogue changes; `text` is the title embedding training and
+//! the live catalogue share.
 
 mod build;
+mod catalogue;
 mod columns;
 mod handle;
 mod search;
 mod snapshot;
+pub mod text;
 
-pub use build::{ItemRecord, SnapshotBuilder};
-pub use columns::{json_plain, Csr, Interner, StrColumn};
+pub use build::{ItemRecord, SnapshotBuilder, DEFAULT_EMBEDDING_SEED};
+pub use catalogue::{AddPolicy, CatalogueApplied, CatalogueItem};
+pub use columns::{json_plain, Chunked, Csr, Interner, StrColumn};
 pub use handle::ModelHandle;
 pub use search::find_by_title;
 pub use snapshot::{ItemAttributes, LoadStats, Rows, Snapshot, NO_CATEGORY, NO_GROUP};

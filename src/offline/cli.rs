@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use super::counts_file::{self, CountTables};
 use super::estimators::{Estimator, MeasureParams};
 use super::evaluate::{self, EvaluateParams};
+use super::feed::{self, FeedColumns};
 use super::history::{self, History, HistorySource};
 use super::import;
 use super::orders::{self, ColumnMap, ProductCodes, ReadOptions};
@@ -82,15 +83,90 @@ impl ColumnArgs {
     }
 }
 
-/// `tandem import`: load an order-history file into Postgres.
+/// `tandem import`: load an order-history file, or a product feed, into Postgres.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "input", required = true, multiple = false, args = ["orders", "catalogue"])]
 pub struct ImportArgs {
     /// Order-history CSV file, plain or gzip.
     #[arg(long)]
-    pub orders: PathBuf,
-    /// Column mapping.
+    pub orders: Option<PathBuf>,
+    /// Product feed (Google Merchant Center layout, tab-separated or CSV, plain or gzip; a
+    /// plain CSV names its columns with the --feed-* flags) into the live catalogue.
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
+    /// Announce each stored chunk of the feed, so running servers apply it at once.
+    #[arg(long, requires = "catalogue")]
+    pub notify: bool,
+    /// Column mapping of an order history.
     #[command(flatten)]
     pub columns: ColumnArgs,
+    /// Column mapping of a product feed.
+    #[command(flatten)]
+    pub feed: FeedColumnArgs,
+}
+
+/// How to read a product feed: column names (defaults: Google Merchant Center). An empty name
+/// means the feed has no such column.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedColumnArgs {
+    /// Column holding the item id.
+    #[arg(long, default_value = "id")]
+    pub feed_id: String,
+    /// Column holding the title.
+    #[arg(long, default_value = "title")]
+    pub feed_title: String,
+    /// Column holding the description (kept in attributes).
+    #[arg(long, default_value = "description")]
+    pub feed_description: String,
+    /// Column holding the availability ("in stock", "out of stock", "preorder", "backorder").
+    #[arg(long, default_value = "availability")]
+    pub feed_availability: String,
+    /// Column holding stock as true/false (a plain CSV, instead of an availability).
+    #[arg(long, default_value = "")]
+    pub feed_in_stock: String,
+    /// Column holding the price ("12.99" or "12.99 GBP").
+    #[arg(long, default_value = "price")]
+    pub feed_price: String,
+    /// Column holding the sale price: below the price, it is the price and the item is
+    /// promoted.
+    #[arg(long, default_value = "sale_price")]
+    pub feed_sale_price: String,
+    /// Column holding the category.
+    #[arg(long, default_value = "product_type")]
+    pub feed_category: String,
+    /// Column holding the brand.
+    #[arg(long, default_value = "brand")]
+    pub feed_brand: String,
+    /// Column holding the product group shared by variants.
+    #[arg(long, default_value = "item_group_id")]
+    pub feed_product_group: String,
+    /// Column holding promoted as true/false.
+    #[arg(long, default_value = "")]
+    pub feed_promoted: String,
+    /// Column holding the margin, 0 to 1.
+    #[arg(long, default_value = "")]
+    pub feed_margin: String,
+}
+
+impl FeedColumnArgs {
+    /// The columns these arguments name.
+    pub fn columns(&self) -> FeedColumns {
+        let named = |name: &String| (!name.is_empty()).then(|| name.clone());
+        FeedColumns {
+            id: self.feed_id.clone(),
+            title: self.feed_title.clone(),
+            description: named(&self.feed_description),
+            availability: named(&self.feed_availability),
+            in_stock: named(&self.feed_in_stock),
+            price: named(&self.feed_price),
+            sale_price: named(&self.feed_sale_price),
+            category: named(&self.feed_category),
+            brand: named(&self.feed_brand),
+            product_group: named(&self.feed_product_group),
+            promoted: named(&self.feed_promoted),
+            margin: named(&self.feed_margin),
+        }
+    }
 }
 
 /// Model parameters shared by `train` and `evaluate`.
@@ -414,9 +490,14 @@ pub async fn run_import(args: ImportArgs, pool: Option<PgPool>) -> anyhow::Resul
     store::migrate(&pool)
         .await
         .context("cannot apply migrations")?;
-    let total = std::fs::metadata(&args.orders).map(|m| m.len()).ok();
-    let file = std::fs::File::open(&args.orders)
-        .with_context(|| format!("cannot open {}", args.orders.display()))?;
+    let orders_path = match (&args.orders, &args.catalogue) {
+        (Some(orders), _) => orders.clone(),
+        (None, Some(feed)) => return run_feed_import(&pool, feed, &args).await,
+        (None, None) => bail!("give --orders FILE or --catalogue FILE"),
+    };
+    let total = std::fs::metadata(&orders_path).map(|m| m.len()).ok();
+    let file = std::fs::File::open(&orders_path)
+        .with_context(|| format!("cannot open {}", orders_path.display()))?;
     let read = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Progress::start("import", total, "bytes"));
     let tick = {
@@ -426,12 +507,31 @@ pub async fn run_import(args: ImportArgs, pool: Option<PgPool>) -> anyhow::Resul
     let input = Box::new(orders::CountingReader::new(file, read));
     let report = import::import_orders(&pool, input, &args.columns.read_options(), tick)
         .await
-        .with_context(|| format!("cannot import {}", args.orders.display()))?;
+        .with_context(|| format!("cannot import {}", orders_path.display()))?;
     match Arc::try_unwrap(progress) {
         Ok(progress) => progress.finish(&report.summary()),
         Err(_) => eprintln!("import: {}", report.summary()),
     }
     print_bad_rows(&report.rows);
+    Ok(())
+}
+
+/// `tandem import --catalogue FILE`.
+async fn run_feed_import(pool: &PgPool, path: &Path, args: &ImportArgs) -> anyhow::Result<()> {
+    let input = orders::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let report = feed::import_feed(pool, input, args.feed.columns(), args.notify)
+        .await
+        .with_context(|| format!("cannot import {}", path.display()))?;
+    eprintln!("import: {}", report.summary());
+    for bad in &report.first_bad_rows {
+        eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
+    }
+    if report.bad_rows > report.first_bad_rows.len() as u64 {
+        eprintln!(
+            "  ... and {} more bad rows",
+            report.bad_rows - report.first_bad_rows.len() as u64
+        );
+    }
     Ok(())
 }
 

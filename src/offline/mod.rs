@@ -1,5 +1,5 @@
-//! The offline side: importing order history, training model versions, evaluating them,
-//! and the embedded demo model.
+//! The offline side: importing order history and product feeds, training model versions,
+//! evaluating them, and the embedded demo model.
 
 pub mod behaviour;
 pub mod cli;
@@ -9,6 +9,7 @@ pub mod demo;
 pub mod derived_items;
 pub mod estimators;
 pub mod evaluate;
+pub mod feed;
 pub mod history;
 pub mod import;
 pub mod order_generator;

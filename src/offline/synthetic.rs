@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(s.len(), 500);
         assert_eq!(s.stats().pairs, 500 * 20);
         assert_eq!(s.stats().items_with_embedding, 500);
-        let norm: f32 = s.embedding(3).iter().map(|v| v * v).sum();
+        let norm: f32 = s.embedding_slice(3).iter().map(|v| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-4);
     }
 }

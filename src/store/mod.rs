@@ -1,12 +1,13 @@
 //! Postgres, and every SQL statement of the crate: migrations; the model tables (loading a
 //! version into a snapshot, writing and activating versions); order history (reading the
 //! baskets, importing a file's orders, counting co-occurrences); storefront events and the
-//! erasures announced to every replica.
+//! erasures announced to every replica; the live catalogue and the announcements of its changes.
 //!
 //! Loads stream one query per table (never a query per item); bulk writes use
 //! `COPY FROM STDIN`. The other layers hand rows in and get rows out through the types here:
 //! the store uses `domain`, `model` and `events` types, never `offline` ones.
 
+mod catalogue;
 mod copy;
 mod copy_out;
 mod counts;
@@ -22,6 +23,10 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use catalogue::{
+    announce_catalogue, catalogue_changes_after, stored_item, update_item, upsert_items,
+    CatalogueListener, StoredItem, StoredItemRow, CATALOGUE_CHANNEL,
+};
 pub use copy::{CopyRows, CopyText};
 pub use counts::{count_cooccurrences, DatabaseCounts};
 pub use erasures::{

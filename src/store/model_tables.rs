@@ -71,9 +71,9 @@ const ITEMS: Table = Table {
         "price",
         "in_stock",
         "product_group",
-        "coalesce(attributes->'promoted' = 'true'::jsonb, false)",
-        "CASE WHEN jsonb_typeof(attributes->'margin') = 'number' \
-         THEN (attributes->>'margin')::real END",
+        "coalesce(promoted, attributes->'promoted' = 'true'::jsonb, false)",
+        "coalesce(margin, CASE WHEN jsonb_typeof(attributes->'margin') = 'number' \
+         THEN (attributes->>'margin')::real END)",
         "attributes->>'image_link'",
     ],
 };
@@ -118,30 +118,38 @@ pub enum VersionSelector {
     Exact(ModelVersion),
 }
 
-/// A resolved version: its number, embedding dimensions and tuning (when tuned).
-type ResolvedVersion = (ModelVersion, usize, usize, Option<Value>);
+/// A `model_versions` row as `resolve` reads it: number, status, embedding dimensions, tuning
+/// and the seed of the title embeddings (as text).
+type VersionRow = (i64, String, i32, i32, Option<Value>, Option<String>);
+
+/// A resolved version: its number, embedding dimensions, tuning (when tuned) and the seed of
+/// its title embeddings.
+type ResolvedVersion = (ModelVersion, usize, usize, Option<Value>, u64);
 
 async fn resolve(
     conn: &mut sqlx::PgConnection,
     selector: VersionSelector,
 ) -> Result<ResolvedVersion, LoadError> {
-    let row: Option<(i64, String, i32, i32, Option<Value>)> =
+    let row: Option<VersionRow> =
         match selector {
             VersionSelector::Active => sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
+                "SELECT version, status, embedding_dim, diversity_dim, tuning, params->'params'->>'seed'
+                 FROM model_versions
                  WHERE status = 'ready'
                  ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
             )
             .fetch_optional(&mut *conn)
             .await?,
             VersionSelector::NewestReady => sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
+                "SELECT version, status, embedding_dim, diversity_dim, tuning, params->'params'->>'seed'
+                 FROM model_versions
                  WHERE status = 'ready' ORDER BY version DESC LIMIT 1",
             )
             .fetch_optional(&mut *conn)
             .await?,
             VersionSelector::Exact(v) => sqlx::query_as(
-                "SELECT version, status, embedding_dim, diversity_dim, tuning FROM model_versions
+                "SELECT version, status, embedding_dim, diversity_dim, tuning, params->'params'->>'seed'
+                 FROM model_versions
                  WHERE version = $1",
             )
             .bind(v.0)
@@ -153,17 +161,19 @@ async fn resolve(
             Err(LoadError::NoReadyVersion)
         }
         (None, VersionSelector::Exact(v)) => Err(LoadError::VersionNotFound(v)),
-        (Some((version, status, _, _, _)), _) if status != "ready" => {
+        (Some((version, status, _, _, _, _)), _) if status != "ready" => {
             Err(LoadError::VersionNotReady {
                 version: ModelVersion(version),
                 status,
             })
         }
-        (Some((version, _, dim, diversity_dim, tuning)), _) => Ok((
+        (Some((version, _, dim, diversity_dim, tuning, seed)), _) => Ok((
             ModelVersion(version),
             dim.max(0) as usize,
             diversity_dim.max(0) as usize,
             tuning,
+            seed.and_then(|s| s.parse().ok())
+                .unwrap_or(crate::model::DEFAULT_EMBEDDING_SEED),
         )),
     }
 }
@@ -185,7 +195,7 @@ pub async fn load_snapshot(
     sqlx::query("SET max_parallel_workers_per_gather = 0")
         .execute(&mut *conn)
         .await?;
-    let (version, dim, diversity_dim, tuning) = resolve(&mut conn, selector).await?;
+    let (version, dim, diversity_dim, tuning, seed) = resolve(&mut conn, selector).await?;
     let invalid = |source| LoadError::Invalid { version, source };
 
     let mut phases = Vec::with_capacity(5);
@@ -297,7 +307,7 @@ pub async fn load_snapshot(
         .map_err(invalid)?;
     phase("build", &mut since);
     tracing::debug!(%version, ?phases, "snapshot read and built (milliseconds per phase)");
-    Ok(snapshot.with_tuning(tuning))
+    Ok(snapshot.with_tuning(tuning).with_embedding_seed(seed))
 }
 
 /// Streams a neighbour table's `(item, other item, score)` rows of `version` into `add`. The

@@ -3,6 +3,7 @@
 
 mod browser;
 mod capping;
+mod catalogue;
 mod demo;
 mod events;
 mod faults;
