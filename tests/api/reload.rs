@@ -137,7 +137,26 @@ async fn a_second_reload_while_one_runs_gets_409() {
         let url = format!("{}/reload", app.address);
         tokio::spawn(async move { client.post(url).bearer_auth(ADMIN_TOKEN).send().await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Until the first reload is waiting for the lock: on a busy machine its request may take
+    // longer than any fixed pause to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first reload never reached the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, body) = app.reload(None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
