@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::helpers::{spawn_app, write_broken_version, write_version, ADMIN_TOKEN};
+use crate::helpers::{
+    fresh_database, spawn_app, spawn_app_with, test_settings, write_broken_version, write_version,
+    ADMIN_TOKEN,
+};
 
 async fn served_version(app: &crate::helpers::TestApp) -> i64 {
     let (status, body) = app.get_json("/recommendations?cart=S0000001").await;
@@ -123,7 +126,11 @@ async fn reload_needs_the_admin_token() {
 
 #[tokio::test]
 async fn a_second_reload_while_one_runs_gets_409() {
-    let app = spawn_app().await;
+    let db = fresh_database().await;
+    let mut settings = test_settings(&db);
+    // Room for the followers' queries that the lock below also blocks, beside the reload's.
+    settings.database.max_connections = 10;
+    let app = spawn_app_with(db, settings).await;
     write_version(&app.db.pool, 50, 1).await;
     app.wait_until_ready().await;
     // Hold a lock the loader needs, so the first reload is certainly still running.
@@ -132,15 +139,9 @@ async fn a_second_reload_while_one_runs_gets_409() {
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let first = {
-        let client = app.client.clone();
-        let url = format!("{}/reload", app.address);
-        tokio::spawn(async move { client.post(url).bearer_auth(ADMIN_TOKEN).send().await })
-    };
-    // Until the first reload is waiting for the lock: on a busy machine its request may take
-    // longer than any fixed pause to arrive.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    // Other work of the server may wait for the lock too (the followers read model_versions):
+    // count those first, then wait until one more backend, the first reload, is waiting.
+    let lock_waiters = || async {
         let (waiting,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -148,9 +149,18 @@ async fn a_second_reload_while_one_runs_gets_409() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-        if waiting > 0 {
-            break;
-        }
+        waiting
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let others = lock_waiters().await;
+    let first = {
+        let client = app.client.clone();
+        let url = format!("{}/reload", app.address);
+        tokio::spawn(async move { client.post(url).bearer_auth(ADMIN_TOKEN).send().await })
+    };
+    // On a busy machine the first request may take longer than any fixed pause to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lock_waiters().await <= others {
         assert!(
             std::time::Instant::now() < deadline,
             "the first reload never reached the database"
