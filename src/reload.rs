@@ -88,7 +88,7 @@ impl Reloader {
     /// Loads the selected version and serves it; refuses at once if a reload is running.
     pub async fn reload(&self, selector: VersionSelector) -> Result<ReloadReport, ReloadError> {
         let pool = self.pool.as_ref().ok_or(ReloadError::NoDatabase)?;
-        let Ok(_guard) = self.lock.try_lock() else {
+        let Ok(guard) = self.lock.try_lock() else {
             self.metrics.reload(ReloadOutcome::Conflict);
             return Err(ReloadError::InProgress);
         };
@@ -114,6 +114,9 @@ impl Reloader {
         };
         let load_time = started.elapsed();
         let old = self.model.replace(Arc::clone(&snapshot));
+        // The load is done: the catch-up below publishes through the handle, which serialises
+        // its writers, so another reload need not be refused while it runs.
+        drop(guard);
         // Changes applied to the old snapshot after the new one read the catalogue.
         if let Err(error) = catalogue::catch_up(pool, &self.model, self.catalogue).await {
             tracing::warn!(%error, "cannot apply catalogue changes; the follower retries");

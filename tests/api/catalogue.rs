@@ -264,14 +264,22 @@ async fn a_new_item_is_recommended_beside_similar_items_from_its_put_and_after_a
         "{body}"
     );
 
-    // A reload keeps the live catalogue: the new item is still served.
-    let response = client
-        .post(format!("{}/reload", server.address))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    // A reload keeps the live catalogue: the new item is still served. (A follower of
+    // activations may be running a reload of its own at start on a busy machine: 409, retry.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = client
+            .post(format!("{}/reload", server.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 409 || std::time::Instant::now() > deadline {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (ids, body) = recommended(&client, &server, "cart=20001&k=10").await;
     assert!(ids.contains(&new.to_owned()), "after the reload: {body}");
     server.stop().await;
