@@ -10,22 +10,16 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use tandem::app::InitialModel;
-use tandem::config::{Secret, Settings};
 use tandem::experiments::{ExperimentConfig, VariantConfig};
-use tandem::offline::demo::{build_demo_snapshot_with, demo_params};
-use tandem::offline::estimators::Estimator;
 
 use crate::helpers::{
-    fresh_database, spawn_app_with, test_settings, write_version, RunningServer, TestApp,
-    ADMIN_TOKEN,
+    demo_server, fresh_database, spawn_app_with, test_settings, write_version, TestApp, ADMIN_TOKEN,
 };
 
 /// The experiment every browser test's server runs: one variant with all the traffic, so a
@@ -805,22 +799,7 @@ async fn the_explorer_finds_an_item_builds_a_cart_and_shows_contributions() {
 
 #[tokio::test]
 async fn the_sample_storefront_works_on_the_embedded_demo() {
-    // As `tandem serve` without DATABASE_URL (README's first command), with the demo's BM25
-    // estimator for a debug build's training time (tests/api/demo.rs does the same).
-    let mut params = demo_params();
-    params.measure.estimator = Estimator::Bm25;
-    let (snapshot, _) = tokio::task::spawn_blocking(move || build_demo_snapshot_with(&params))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut settings = Settings::defaults().unwrap();
-    settings.server.host = "127.0.0.1".into();
-    settings.server.port = 0;
-    // A test machine may be busy: shedding by queueing delay would answer 503 here.
-    settings.server.max_queue_delay_ms = 10_000;
-    settings.database.url = None;
-    settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    let server = RunningServer::start(settings, InitialModel::Snapshot(Arc::new(snapshot))).await;
+    let server = demo_server().await;
     let driver = Driver::start().await;
     let browser = driver.browser(false).await;
     // The page as README links it: its own cart, the regency cake stand and teacup.

@@ -1,32 +1,11 @@
 //! The embedded demo: no database, a model trained on the bundled Online Retail sample,
 //! real carts answered over HTTP.
 
-use std::sync::Arc;
-
-use tandem::app::InitialModel;
-use tandem::config::{Secret, Settings};
-use tandem::offline::demo::{build_demo_snapshot_with, demo_params};
-use tandem::offline::estimators::Estimator;
-
-use crate::helpers::{RunningServer, ADMIN_TOKEN};
+use crate::helpers::{demo_server, ADMIN_TOKEN};
 
 #[tokio::test]
 async fn the_demo_serves_real_carts_without_a_database() {
-    // BM25 trains in a fraction of EASE's time in a debug build; serving is the same.
-    let mut params = demo_params();
-    params.measure.estimator = Estimator::Bm25;
-    let (snapshot, _) = tokio::task::spawn_blocking(move || build_demo_snapshot_with(&params))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut settings = Settings::defaults().unwrap();
-    settings.server.host = "127.0.0.1".into();
-    settings.server.port = 0;
-    // A test machine may be busy: shedding by queueing delay would answer 503 here.
-    settings.server.max_queue_delay_ms = 10_000;
-    settings.database.url = None;
-    settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    let server = RunningServer::start(settings, InitialModel::Snapshot(Arc::new(snapshot))).await;
+    let server = demo_server().await;
     let address = server.address.clone();
     let client = reqwest::Client::new();
 

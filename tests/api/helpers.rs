@@ -311,3 +311,29 @@ impl TestApp {
         self.db
     }
 }
+
+/// The server `tandem serve` runs without `DATABASE_URL` (README's first command): the
+/// embedded demo, here with the BM25 estimator, which trains in a fraction of EASE's time in a
+/// debug build (serving is the same).
+pub async fn demo_server() -> RunningServer {
+    let mut params = tandem::offline::demo::demo_params();
+    params.measure.estimator = tandem::offline::estimators::Estimator::Bm25;
+    let (snapshot, _) = tokio::task::spawn_blocking(move || {
+        tandem::offline::demo::build_demo_snapshot_with(&params)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut settings = Settings::defaults().unwrap();
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    // A test machine may be busy: shedding by queueing delay would answer 503 here.
+    settings.server.max_queue_delay_ms = 10_000;
+    settings.database.url = None;
+    settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    RunningServer::start(
+        settings,
+        InitialModel::Snapshot(std::sync::Arc::new(snapshot)),
+    )
+    .await
+}
