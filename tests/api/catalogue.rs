@@ -11,12 +11,11 @@ use tandem::app::InitialModel;
 use tandem::offline::history;
 use tandem::offline::import::import_orders;
 use tandem::offline::orders::ReadOptions;
-use tandem::offline::progress::Progress;
-use tandem::offline::train::{self, TrainParams};
 use tandem::store;
 
 use crate::helpers::{
-    fresh_database, test_settings, wait_until_ready, write_version, RunningServer, ADMIN_TOKEN,
+    fresh_database, test_settings, train_default, wait_until_ready, write_version, RunningServer,
+    ADMIN_TOKEN,
 };
 
 /// The ids `server` recommends for `query`, and the whole body.
@@ -215,17 +214,7 @@ async fn a_new_item_is_recommended_beside_similar_items_from_its_put_and_after_a
     let history = history::load_history(&db.pool, None, history::HistorySource::Orders, 0)
         .await
         .unwrap();
-    let model = tokio::task::spawn_blocking(move || {
-        train::train(
-            &history,
-            0..history.len(),
-            &TrainParams::default(),
-            &Progress::hidden(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let model = train_default(history).await;
     model.write_version(&db.pool).await.unwrap();
     let server = RunningServer::start(test_settings(&db), InitialModel::FromDatabase).await;
     let client = reqwest::Client::new();

@@ -337,3 +337,20 @@ pub async fn demo_server() -> RunningServer {
     )
     .await
 }
+
+/// Trains a version on the whole of `history` with the default parameters (off the runtime).
+pub async fn train_default(
+    history: tandem::offline::history::History,
+) -> tandem::offline::train::TrainedModel {
+    tokio::task::spawn_blocking(move || {
+        tandem::offline::train::train(
+            &history,
+            0..history.len(),
+            &tandem::offline::train::TrainParams::default(),
+            &tandem::offline::progress::Progress::hidden(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}

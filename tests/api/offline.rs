@@ -11,7 +11,7 @@ use tandem::offline::progress::Progress;
 use tandem::offline::train::{self, TrainParams};
 use tandem::offline::tune::{Tuning, ValidationSplit};
 
-use crate::helpers::{fresh_database, spawn_app_with, test_settings};
+use crate::helpers::{fresh_database, spawn_app_with, test_settings, train_default};
 
 const HEADER: &str =
     "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
@@ -60,21 +60,6 @@ async fn import(pool: &sqlx::PgPool, csv: String) -> tandem::offline::import::Im
         Arc::new(|| {}),
     )
     .await
-    .unwrap()
-}
-
-/// A model trained on all of `history` with the default parameters, off the async workers.
-async fn train_default(history: history::History) -> train::TrainedModel {
-    tokio::task::spawn_blocking(move || {
-        train::train(
-            &history,
-            0..history.len(),
-            &TrainParams::default(),
-            &Progress::hidden(),
-        )
-    })
-    .await
-    .unwrap()
     .unwrap()
 }
 
