@@ -162,6 +162,8 @@ impl Application {
             // JSON error shape), and the request line around them.
             max_buffer_bytes: server.max_uri_bytes + server.max_header_bytes + 4096,
             max_queue_delay: Duration::from_millis(server.max_queue_delay_ms),
+            queue_delay_target: Duration::from_millis(server.queue_delay_target_ms),
+            queue_delay_interval: Duration::from_millis(server.queue_delay_interval_ms),
         };
         Ok(Self {
             listener,

@@ -100,6 +100,10 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Longest a storefront request may wait to be worked on; older ones get a fast 503.
     pub max_queue_delay_ms: u64,
+    /// The tighter bound on that wait while the queue never drains.
+    pub queue_delay_target_ms: u64,
+    /// How often the server judges whether its queue drained.
+    pub queue_delay_interval_ms: u64,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Longest a client may take to send a request head; also how long an idle keep-alive
@@ -341,6 +345,8 @@ impl Settings {
         }
         if self.server.max_connections == 0
             || self.server.max_queue_delay_ms == 0
+            || self.server.queue_delay_target_ms == 0
+            || self.server.queue_delay_interval_ms == 0
             || self.server.header_read_timeout_ms == 0
             || self.server.body_read_timeout_ms == 0
             || self.server.max_uri_bytes == 0
@@ -348,8 +354,9 @@ impl Settings {
         {
             return invalid(
                 "server",
-                "max_connections, max_queue_delay_ms, header_read_timeout_ms, \
-                 body_read_timeout_ms, max_uri_bytes and max_header_bytes must be positive",
+                "max_connections, max_queue_delay_ms, queue_delay_target_ms, \
+                 queue_delay_interval_ms, header_read_timeout_ms, body_read_timeout_ms, \
+                 max_uri_bytes and max_header_bytes must be positive",
             );
         }
         Ok(())

@@ -12,6 +12,7 @@ mod pages;
 pub mod request;
 mod response;
 pub mod server;
+pub mod shedding;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,7 +7,8 @@
 //! woken since its last poll. When hyper dispatches a request during a poll, that instant (or
 //! the accept, for a connection's first poll) is when the request was ready to be worked on;
 //! the difference to now is how long it sat in the runtime's queues. A storefront request
-//! that waited longer than `server.max_queue_delay_ms` is answered `503 overloaded` here,
+//! that waited longer than `server.max_queue_delay_ms`, or than `server.queue_delay_target_ms`
+//! while the queue never drains ([`super::shedding`]), is answered `503 overloaded` here,
 //! before the router: under overload every shed request must cost far less than a served one,
 //! or shedding eats the capacity it is meant to protect.
 //!
@@ -34,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
+use super::shedding::QueueDelayLimit;
 use crate::metrics::Metrics;
 
 /// Limits on connections, from `[server]`.
@@ -49,6 +51,10 @@ pub struct ConnectionLimits {
     /// Longest a storefront request may wait to be worked on; older ones get 503
     /// `overloaded` at once.
     pub max_queue_delay: Duration,
+    /// The tighter bound while the queue never drains (see [`super::shedding`]).
+    pub queue_delay_target: Duration,
+    /// How often the shedding rule judges whether the queue drained.
+    pub queue_delay_interval: Duration,
 }
 
 /// Whether a request waited too long to be served: only storefront routes are shed, so
@@ -150,7 +156,14 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(limits.max_buffer_bytes.max(8192))
         .keep_alive(true);
-    let http = Arc::new(http);
+    let shared = Arc::new(Shared {
+        http,
+        queue_delay: QueueDelayLimit::new(
+            limits.max_queue_delay,
+            limits.queue_delay_target,
+            limits.queue_delay_interval,
+        ),
+    });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopping) = watch::channel(false);
     // Every connection task holds a sender; `recv` returns `None` once all are gone.
@@ -187,7 +200,7 @@ pub async fn serve(
         let task = connection(
             TokioIo::new(stream),
             router.clone(),
-            Arc::clone(&http),
+            Arc::clone(&shared),
             Arc::clone(&clock),
             limits,
             stopping.clone(),
@@ -209,6 +222,12 @@ pub async fn serve(
     let _ = stop.send(true);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    http: hyper::server::conn::http1::Builder,
+    queue_delay: QueueDelayLimit,
 }
 
 /// What the watchdog of one connection reads: requests started, and requests not finished.
@@ -241,7 +260,7 @@ impl Drop for InFlight {
 async fn connection(
     io: TokioIo<tokio::net::TcpStream>,
     router: Router,
-    http: Arc<hyper::server::conn::http1::Builder>,
+    shared: Arc<Shared>,
     clock: Arc<WakeClock>,
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
@@ -251,10 +270,16 @@ async fn connection(
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = Arc::clone(&activity);
+        let shared = Arc::clone(&shared);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(&activity);
-            let waited = clock.ready_since().elapsed();
-            let stale = is_stale(&request, waited, limits.max_queue_delay);
+            let now = Instant::now();
+            let waited = now.saturating_duration_since(clock.ready_since());
+            let stale = is_stale(
+                &request,
+                waited,
+                shared.queue_delay.observe(stamp(now), waited),
+            );
             let router = router.clone();
             let metrics = metrics.clone();
             async move {
@@ -273,7 +298,7 @@ async fn connection(
             }
         })
     };
-    let conn = http.serve_connection(io, service);
+    let conn = shared.http.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut watchdog = Watchdog::new(limits.header_read_timeout);
     let stopped = loop {

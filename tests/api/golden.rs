@@ -360,6 +360,7 @@ async fn storefront_answers_are_byte_for_byte_those_of_the_golden_file() {
     settings.server.port = 0;
     // A test machine may be busy: shedding by queueing delay would answer 503 here.
     settings.server.max_queue_delay_ms = 10_000;
+    settings.server.queue_delay_target_ms = 10_000;
     settings.server.max_query_bytes = 2048;
     settings.database.url = None;
     settings.admin_token = Some(Secret::new(ADMIN_TOKEN));

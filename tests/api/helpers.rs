@@ -171,6 +171,7 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     // Tests run debug builds, many at once on few cores: a request's queueing delay there is
     // the test machine's, not a load to shed (the tests of shedding set their own limit).
     settings.server.max_queue_delay_ms = 10_000;
+    settings.server.queue_delay_target_ms = 10_000;
     settings.model.retry_initial_ms = 20;
     settings.model.retry_max_ms = 200;
     settings
@@ -329,6 +330,7 @@ pub async fn demo_server() -> RunningServer {
     settings.server.port = 0;
     // A test machine may be busy: shedding by queueing delay would answer 503 here.
     settings.server.max_queue_delay_ms = 10_000;
+    settings.server.queue_delay_target_ms = 10_000;
     settings.database.url = None;
     settings.admin_token = Some(Secret::new(ADMIN_TOKEN));
     RunningServer::start(

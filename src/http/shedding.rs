@@ -1,0 +1,164 @@
+//! How long a storefront request may have waited before it is shed, chosen CoDel-style (the
+//! controlled-delay rule Facebook describes for server queues in "Fail at Scale", 2015).
+//!
+//! A single fixed bound has to pick between two harms. Set tight (5 ms), it answers 503 on a
+//! busy host that is not overloaded at all, where a request now and then waits a few
+//! milliseconds behind other processes. Set loose (20 ms), it keeps every accepted request of
+//! a real overload waiting nearly that long. The two cases differ in whether the queue ever
+//! empties: a burst leaves some requests served at once, a standing queue makes every request
+//! wait. So the rule watches the *shortest* wait of each interval (100 ms by default): while
+//! it stays above the target (5 ms), the queue never drained, and requests that waited longer
+//! than the target are shed; otherwise only those beyond the loose bound are. Overload ends
+//! once an interval's shortest wait falls below half the target, so that shedding, which
+//! itself shortens the waits, does not switch the tight bound off and on every interval.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The shared state of the rule: one per server, updated by every request.
+#[derive(Debug)]
+pub struct QueueDelayLimit {
+    /// Bound while the queue drains now and then (nanoseconds).
+    bound: u64,
+    /// Bound while it does not, and the shortest wait that says it does not (nanoseconds).
+    target: u64,
+    /// Length of an interval (nanoseconds).
+    interval: u64,
+    /// When the current interval began (the caller's clock, nanoseconds).
+    interval_start: AtomicU64,
+    /// The shortest wait seen in the current interval (`u64::MAX`: none yet).
+    interval_min: AtomicU64,
+    /// Whether the last interval ended with a standing queue.
+    standing: AtomicBool,
+}
+
+impl QueueDelayLimit {
+    /// A rule shedding beyond `bound`, or beyond `target` while a standing queue lasts, judged
+    /// every `interval`. A target at or above the bound leaves the fixed bound alone.
+    pub fn new(bound: Duration, target: Duration, interval: Duration) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            bound: nanos(bound),
+            target: nanos(target).min(nanos(bound)),
+            interval: nanos(interval).max(1),
+            interval_start: AtomicU64::new(0),
+            interval_min: AtomicU64::new(u64::MAX),
+            standing: AtomicBool::new(false),
+        }
+    }
+
+    /// Notes a request that waited `waited` at time `now` (nanoseconds on any monotonic
+    /// clock) and returns the longest wait a request may have now.
+    pub fn observe(&self, now: u64, waited: Duration) -> Duration {
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        let start = self.interval_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= self.interval
+            && self
+                .interval_start
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let shortest = self.interval_min.swap(u64::MAX, Ordering::Relaxed);
+            let was_standing = self.standing.load(Ordering::Relaxed);
+            let threshold = if was_standing {
+                self.target / 2
+            } else {
+                self.target
+            };
+            // An interval longer than one (the server was idle) has a shortest wait of zero
+            // in effect: no request was queued for part of it.
+            let idle = now.saturating_sub(start) >= self.interval.saturating_mul(2);
+            self.standing.store(
+                !idle && shortest != u64::MAX && shortest > threshold,
+                Ordering::Relaxed,
+            );
+        }
+        // After the judgement, so a request that opens an interval counts in it.
+        self.interval_min.fetch_min(waited, Ordering::Relaxed);
+        Duration::from_nanos(if self.standing.load(Ordering::Relaxed) {
+            self.target
+        } else {
+            self.bound
+        })
+    }
+
+    /// Whether the last interval ended with a standing queue.
+    pub fn standing(&self) -> bool {
+        self.standing.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn rule() -> QueueDelayLimit {
+        QueueDelayLimit::new(
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+        )
+    }
+
+    /// Feeds one interval of requests with the given waits (ms), starting at `at` (ms).
+    fn interval(rule: &QueueDelayLimit, at: u64, waits: &[u64]) -> Duration {
+        let mut limit = Duration::ZERO;
+        for (i, &wait) in waits.iter().enumerate() {
+            limit = rule.observe(at * MS + i as u64, Duration::from_millis(wait));
+        }
+        limit
+    }
+
+    #[test]
+    fn bursts_that_drain_keep_the_loose_bound() {
+        let rule = rule();
+        for n in 1..20 {
+            // Most requests wait 8 to 15 ms, but some are served at once.
+            let limit = interval(&rule, n * 100, &[12, 8, 0, 15, 9]);
+            assert_eq!(limit, Duration::from_millis(20), "interval {n}");
+        }
+        assert!(!rule.standing());
+    }
+
+    #[test]
+    fn a_standing_queue_tightens_the_bound_until_it_drains() {
+        let rule = rule();
+        interval(&rule, 100, &[6, 7, 9]);
+        // Judged at the first request of the next interval.
+        assert_eq!(
+            interval(&rule, 200, &[7, 8, 6]),
+            Duration::from_millis(5),
+            "every wait above the target"
+        );
+        assert!(rule.standing());
+        // Shedding shortens the waits; above half the target the queue still stands.
+        interval(&rule, 300, &[3, 4, 5]);
+        assert_eq!(interval(&rule, 400, &[1]), Duration::from_millis(5));
+        // Below half the target it has drained.
+        assert_eq!(interval(&rule, 500, &[1]), Duration::from_millis(20));
+        assert!(!rule.standing());
+    }
+
+    #[test]
+    fn an_idle_gap_ends_a_standing_queue() {
+        let rule = rule();
+        interval(&rule, 100, &[9, 9]);
+        interval(&rule, 200, &[9, 9]);
+        assert!(rule.standing());
+        // Nothing for a second: the next request finds an empty queue.
+        assert_eq!(interval(&rule, 1_300, &[9]), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_target_above_the_bound_leaves_the_fixed_bound() {
+        let rule = QueueDelayLimit::new(
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+        );
+        interval(&rule, 100, &[30, 30]);
+        assert_eq!(interval(&rule, 200, &[30]), Duration::from_millis(20));
+    }
+}
