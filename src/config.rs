@@ -100,9 +100,9 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Longest a storefront request may wait to be worked on; older ones get a fast 503.
     pub max_queue_delay_ms: u64,
-    /// The tighter bound on that wait while the queue never drains.
+    /// The tighter bound on that wait while the queue stands.
     pub queue_delay_target_ms: u64,
-    /// How often the server judges whether its queue drained.
+    /// How often the server judges whether its queue stands.
     pub queue_delay_interval_ms: u64,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,

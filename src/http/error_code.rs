@@ -116,7 +116,7 @@ error_codes! {
     Overloaded = ("overloaded", SERVICE_UNAVAILABLE,
         "more than `server.max_in_flight` storefront requests are in flight, or the request \
          waited longer than `server.max_queue_delay_ms` (or `server.queue_delay_target_ms` while \
-         the queue never drains) to be worked on; retry shortly"),
+         the queue stands) to be worked on; retry shortly"),
     DatabaseNotConfigured = ("database_not_configured", SERVICE_UNAVAILABLE,
         "a reload or a catalogue call needs a database and none is configured"),
     ActivationFailed = ("activation_failed", SERVICE_UNAVAILABLE,

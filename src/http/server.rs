@@ -8,7 +8,7 @@
 //! the accept, for a connection's first poll) is when the request was ready to be worked on;
 //! the difference to now is how long it sat in the runtime's queues. A storefront request
 //! that waited longer than `server.max_queue_delay_ms`, or than `server.queue_delay_target_ms`
-//! while the queue never drains ([`super::shedding`]), is answered `503 overloaded` here,
+//! while the queue stands ([`super::shedding`]), is answered `503 overloaded` here,
 //! before the router: under overload every shed request must cost far less than a served one,
 //! or shedding eats the capacity it is meant to protect.
 //!
@@ -51,9 +51,9 @@ pub struct ConnectionLimits {
     /// Longest a storefront request may wait to be worked on; older ones get 503
     /// `overloaded` at once.
     pub max_queue_delay: Duration,
-    /// The tighter bound while the queue never drains (see [`super::shedding`]).
+    /// The tighter bound while the queue stands (see [`super::shedding`]).
     pub queue_delay_target: Duration,
-    /// How often the shedding rule judges whether the queue drained.
+    /// How often the shedding rule judges whether the queue stands.
     pub queue_delay_interval: Duration,
 }
 
