@@ -60,6 +60,10 @@ impl QueueDelayLimit {
     /// Notes a request that waited `waited` at time `now` (nanoseconds on any monotonic
     /// clock) and returns the longest wait a request may have now.
     pub fn observe(&self, now: u64, waited: Duration) -> Duration {
+        if self.target >= self.bound {
+            // Off: no shared counters to touch on every request.
+            return Duration::from_nanos(self.bound);
+        }
         let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         let start = self.interval_start.load(Ordering::Relaxed);
         if now.saturating_sub(start) >= self.interval
