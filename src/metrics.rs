@@ -57,7 +57,7 @@ impl std::ops::Deref for Metrics {
     }
 }
 
-/// Counts one open connection for as long as it lives.
+/// Counts one connection in a gauge (open, or waiting for its first head) while it lives.
 pub struct ConnectionGuard(IntGauge);
 
 impl Drop for ConnectionGuard {
@@ -89,6 +89,7 @@ pub struct Collectors {
     capping_breaker_skipped: IntCounter,
     capping_memory_bytes: IntGauge,
     connections_open: IntGauge,
+    connections_first_head: IntGauge,
     lists_served: IntCounterVec,
     feedback_events: IntCounterVec,
 }
@@ -270,6 +271,13 @@ impl Metrics {
                     "HTTP connections open now (at most server.max_connections)",
                 )?,
             )?,
+            connections_first_head: register(
+                r,
+                IntGauge::new(
+                    "tandem_http_connections_reading_first_head",
+                    "Open HTTP connections whose first request head has not arrived whole yet",
+                )?,
+            )?,
             lists_served: register(
                 r,
                 IntCounterVec::new(
@@ -334,6 +342,12 @@ impl Metrics {
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections_open.inc();
         ConnectionGuard(self.connections_open.clone())
+    }
+
+    /// Counts one connection as waiting for its first request head until the guard drops.
+    pub fn first_head_awaited(&self) -> ConnectionGuard {
+        self.connections_first_head.inc();
+        ConnectionGuard(self.connections_first_head.clone())
     }
 
     /// Counts an event accepted into the write queue.

@@ -63,10 +63,16 @@ impl RedisCapStore {
     pub fn new(policy: CapPolicy, url: &str, metrics: Metrics) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let timeout = Duration::from_millis(policy.redis_timeout_ms);
+        // Calls wait for a reconnection in progress, so its retry must come well within a
+        // call's deadline: with redis's default delay (up to 100 ms) every call made while
+        // Redis is gone waits out its whole deadline until the breaker opens.
+        let retry_delay = timeout / 10;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
+            .set_number_of_retries(1)
+            .set_min_delay(retry_delay)
+            .set_max_delay(retry_delay);
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         let breaker = Breaker::new(
             policy.breaker_failures,

@@ -7,6 +7,7 @@ mod auth;
 pub mod body;
 pub mod error;
 mod error_code;
+mod first_head;
 mod handlers;
 mod pages;
 pub mod request;

@@ -7,15 +7,22 @@
 //! woken since its last poll. When hyper dispatches a request during a poll, that instant (or
 //! the accept, for a connection's first poll) is when the request was ready to be worked on;
 //! the difference to now is how long it sat in the runtime's queues. A storefront request
-//! that waited longer than `server.max_queue_delay_ms`, or than `server.queue_delay_target_ms`
-//! while the queue stands ([`super::shedding`]), is answered `503 overloaded` here,
+//! that waited longer than `server.max_queue_delay_ms` (or `server.queue_delay_target_ms`
+//! while the queue stands, [`super::shedding`]) is answered `503 overloaded` here,
 //! before the router: under overload every shed request must cost far less than a served one,
 //! or shedding eats the capacity it is meant to protect.
+//!
+//! A connection's first request head is read here, not by hyper, into a buffer the size of
+//! what arrived (`first_head.rs`); hyper takes the connection over once the head is complete,
+//! reading those bytes first. hyper's state (an 8 KiB write buffer from the start, an 8 KiB
+//! read buffer from its first read) would make every client that opens a connection and sends
+//! half a head cost 16 KiB until its deadline; waiting here it costs its task, timer and
+//! socket, under 2 KiB (docs/performance.md, "Hostile clients").
 //!
 //! The head deadline is a watchdog per connection rather than hyper's own
 //! `header_read_timeout`, which arms and disarms a timer for every request and polls the
 //! socket once more after each: the watchdog wakes twice per deadline, whatever the traffic,
-//! and a request costs it one atomic increment.
+//! and a request costs it one atomic increment. It watches the first head and hyper after it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,10 +38,11 @@ use axum::Router;
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
+use super::first_head::{read_first_head, FirstHead, Rewind};
 use super::shedding::QueueDelayLimit;
 use crate::metrics::Metrics;
 
@@ -46,7 +54,8 @@ pub struct ConnectionLimits {
     /// Longest a client may take to send a request head, and longest an idle keep-alive
     /// connection stays open.
     pub header_read_timeout: Duration,
-    /// hyper's read buffer: a head longer than this is answered by hyper itself (431).
+    /// hyper's read buffer, and the most of a first head read before hyper takes over: a
+    /// head longer than this is answered by hyper itself (431).
     pub max_buffer_bytes: usize,
     /// Longest a storefront request may wait to be worked on; older ones get 503
     /// `overloaded` at once.
@@ -153,19 +162,27 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // hyper's smallest buffer; the first head is read up to the same limit.
+    let limits = ConnectionLimits {
+        max_buffer_bytes: limits.max_buffer_bytes.max(8192),
+        ..limits
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(limits.max_buffer_bytes.max(8192))
-        .keep_alive(true);
+    http.max_buf_size(limits.max_buffer_bytes).keep_alive(true);
+    let (stop, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
+        router,
         http,
         queue_delay: QueueDelayLimit::new(
             limits.max_queue_delay,
             limits.queue_delay_target,
             limits.queue_delay_interval,
         ),
+        limits,
+        metrics,
+        stopping,
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (stop, stopping) = watch::channel(false);
     // Every connection task holds a sender; `recv` returns `None` once all are gone.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -197,15 +214,7 @@ pub async fn serve(
         }
         let clock = Arc::new(WakeClock::default());
         clock.ready.store(stamp(accepted_at), Ordering::Relaxed);
-        let task = connection(
-            TokioIo::new(stream),
-            router.clone(),
-            Arc::clone(&shared),
-            Arc::clone(&clock),
-            limits,
-            stopping.clone(),
-            metrics.clone(),
-        );
+        let task = connection(stream, Arc::clone(&shared), Arc::clone(&clock));
         let open = open.clone();
         let waker = Waker::from(Arc::clone(&clock));
         tokio::spawn(Clocked {
@@ -224,10 +233,16 @@ pub async fn serve(
     let _ = all_closed.recv().await;
 }
 
-/// What every connection of a server shares.
+/// What every connection of one server shares, behind one `Arc`.
 struct Shared {
+    router: Router,
     http: hyper::server::conn::http1::Builder,
+    /// The bound on a storefront request's wait, tightened while the queue stands.
     queue_delay: QueueDelayLimit,
+    limits: ConnectionLimits,
+    metrics: Metrics,
+    /// Becomes true on shutdown.
+    stopping: watch::Receiver<bool>,
 }
 
 /// What the watchdog of one connection reads: requests started, and requests not finished.
@@ -254,19 +269,60 @@ impl Drop for InFlight {
     }
 }
 
-/// Serves one connection; closes it when no request started or ran for a whole head deadline
-/// (a head that never completes, or an idle keep-alive connection); on shutdown, closes it at
-/// once unless a request is in progress on it.
-async fn connection(
-    io: TokioIo<tokio::net::TcpStream>,
-    router: Router,
+/// Serves one connection: reads its first request head (closing the connection when no head
+/// arrived for a whole head deadline, or at once on shutdown), then hands it to hyper with
+/// those bytes to read first.
+async fn connection(mut stream: TcpStream, shared: Arc<Shared>, clock: Arc<WakeClock>) {
+    let _open = shared.metrics.connection_opened();
+    let awaited = shared.metrics.first_head_awaited();
+    let mut stopping = shared.stopping.clone();
+    // One watchdog for the connection's life: the first head gets the same deadline as any
+    // other, and the connection one timer.
+    let mut watchdog = Watchdog::new(shared.limits.header_read_timeout);
+    let no_request = Activity::default();
+    let mut head = Vec::new();
+    let first = {
+        let read = read_first_head(&mut stream, &mut head, shared.limits.max_buffer_bytes);
+        let mut read = std::pin::pin!(read);
+        loop {
+            tokio::select! {
+                first = read.as_mut() => break first,
+                quiet = watchdog.check(&no_request) => if quiet {
+                    tracing::debug!("closing a connection whose first head did not arrive in time");
+                    return;
+                },
+                // Nothing was started on it: close it at once.
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => return,
+            }
+        }
+    };
+    drop(awaited);
+    match first {
+        Ok(FirstHead::Complete | FirstHead::Full) => {}
+        Ok(FirstHead::Closed) if head.is_empty() => return,
+        // hyper answers what was sent as it did when it read the head itself.
+        Ok(FirstHead::Closed) => {}
+        Err(error) => {
+            tracing::debug!(%error, "connection ended before its first head");
+            return;
+        }
+    }
+    let io = TokioIo::new(Rewind::new(head, stream));
+    // Boxed: the task of a connection still waiting for its head stays as small as the wait,
+    // not as large as hyper's connection state.
+    Box::pin(serve_http(io, shared, clock, stopping, watchdog)).await;
+}
+
+/// Serves one connection with hyper; closes it when no request started or ran for a whole
+/// head deadline (an idle keep-alive connection, or a later head that never completes); on
+/// shutdown, closes it at once unless a request is in progress on it.
+async fn serve_http(
+    io: TokioIo<Rewind<TcpStream>>,
     shared: Arc<Shared>,
     clock: Arc<WakeClock>,
-    limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
-    metrics: Metrics,
+    mut watchdog: Watchdog,
 ) {
-    let _open = metrics.connection_opened();
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = Arc::clone(&activity);
@@ -280,8 +336,8 @@ async fn connection(
                 waited,
                 shared.queue_delay.observe(stamp(now), waited),
             );
-            let router = router.clone();
-            let metrics = metrics.clone();
+            let router = shared.router.clone();
+            let metrics = shared.metrics.clone();
             async move {
                 let _in_flight = in_flight;
                 if stale {
@@ -300,7 +356,6 @@ async fn connection(
     };
     let conn = shared.http.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
-    let mut watchdog = Watchdog::new(limits.header_read_timeout);
     let stopped = loop {
         tokio::select! {
             result = conn.as_mut() => break result,

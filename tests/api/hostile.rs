@@ -85,6 +85,89 @@ async fn a_half_sent_head_and_an_idle_connection_are_closed_after_the_header_tim
     app.stop().await;
 }
 
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn many_half_sent_heads_wait_outside_hyper_and_are_closed_at_the_deadline() {
+    let app = app_with(|s| s.server.header_read_timeout_ms = 4000).await;
+    const SLOW: usize = 300;
+    let mut slow = Vec::new();
+    for i in 0..SLOW {
+        let mut stream = TcpStream::connect(host(&app.address)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"Host: x\r\nX-Slow: ").await.unwrap();
+        }
+        slow.push(stream);
+    }
+    // Every one of them waits for its head before hyper gets it.
+    // (The server may not have accepted the last ones yet.)
+    let accepted = Instant::now() + Duration::from_secs(2);
+    let waiting = loop {
+        let metrics = metrics_text(&app.client, &app.address).await;
+        let waiting = metric(&metrics, "tandem_http_connections_reading_first_head");
+        if waiting == Some(SLOW as f64) || Instant::now() > accepted {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(waiting, Some(SLOW as f64));
+
+    // Meanwhile other clients are served: one on a keep-alive connection, one sending its head
+    // a byte at a time, one sending two requests in one write.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let mut trickle = TcpStream::connect(host(&app.address)).await.unwrap();
+    trickle.set_nodelay(true).unwrap();
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
+        trickle.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (answer, _) = read_until_closed(&mut trickle, Duration::from_secs(10)).await;
+    assert_eq!(parse_response(&answer).0, 200);
+    let mut pipelined = TcpStream::connect(host(&app.address)).await.unwrap();
+    pipelined
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut pipelined, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    let metrics = metrics_text(&app.client, &app.address).await;
+    assert_eq!(
+        metric(&metrics, "tandem_http_connections_reading_first_head"),
+        Some(SLOW as f64),
+        "a half-sent head was closed before its deadline"
+    );
+
+    // At the deadline each is closed without an answer.
+    let closed = futures_util::future::join_all(
+        slow.iter_mut()
+            .map(|stream| read_until_closed(stream, Duration::from_secs(30))),
+    )
+    .await;
+    for (answer, closed) in closed {
+        assert!(closed, "a half-sent head was held open");
+        assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    }
+    let metrics = metrics_text(&app.client, &app.address).await;
+    assert_eq!(
+        metric(&metrics, "tandem_http_connections_reading_first_head"),
+        Some(0.0)
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_shutdown_closes_a_half_open_connection_at_once() {
     let db = fresh_database().await;
