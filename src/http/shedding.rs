@@ -10,11 +10,12 @@
 //! because a task woken by the one running is polled right after it (the scheduler's LIFO
 //! slot) and some request of every interval waits next to nothing, overloaded or not. So the
 //! rule watches the median instead: while more than half the requests of an interval (100 ms
-//! by default) waited longer than the target (5 ms), the queue is standing, and requests that
-//! waited longer than the target are shed; otherwise only those beyond the loose bound are.
-//! The standing queue ends once half the requests of an interval wait less than half the
-//! target, so that shedding, which itself shortens the waits, does not switch the tight
-//! bound off and on every interval.
+//! by default) waited longer than the target (say 5 ms; by default the target equals the
+//! bound, which turns the rule off), the queue is standing, and requests that waited longer
+//! than the target are shed; otherwise only those beyond the loose bound are. The standing
+//! queue ends once half the requests of an interval wait less than half the target, so that
+//! shedding, which itself shortens the waits, does not switch the tight bound off and on
+//! every interval.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -102,7 +103,8 @@ impl QueueDelayLimit {
     }
 
     /// Whether the last interval ended with a standing queue.
-    pub fn standing(&self) -> bool {
+    #[cfg(test)]
+    fn standing(&self) -> bool {
         self.standing.load(Ordering::Relaxed)
     }
 }
