@@ -44,6 +44,9 @@ use crate::model::{ModelError, Snapshot, NO_CATEGORY};
 use crate::pipeline::vector::dot;
 use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig, MAX_PURCHASED_ITEMS};
 
+/// How the serving row's name ends.
+const SERVING: &str = "(serving)";
+
 /// Parameters of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvaluateParams {
@@ -125,6 +128,22 @@ pub struct PurchasedResult {
     pub mrr: f64,
 }
 
+/// A group of the serving row's cases, by what ties the hidden item to the cart (see
+/// [`case_groups`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CaseGroup {
+    /// What the group's cases have in common.
+    pub name: &'static str,
+    /// Cases in the group.
+    pub cases: usize,
+    /// Of them, cases whose hidden item the shopper bought before (it is in `purchased`).
+    pub bought_before: usize,
+    /// Serving HitRate@k on the group's requests with the cart alone.
+    pub hit_rate: f64,
+    /// The same with the shopper's earlier purchases.
+    pub hit_rate_purchased: f64,
+}
+
 /// The whole evaluation, as written to JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluationReport {
@@ -144,6 +163,8 @@ pub struct EvaluationReport {
     pub tuning: Option<Tuning>,
     /// One row per variant.
     pub variants: Vec<VariantResult>,
+    /// The serving row's cases by what ties the hidden item to the cart.
+    pub case_groups: Vec<CaseGroup>,
     /// Seconds for everything.
     pub seconds: f64,
 }
@@ -280,6 +301,16 @@ pub fn evaluate_variant(
     k: usize,
     threads: usize,
 ) -> VariantResult {
+    evaluate_variant_by_case(variant, cases, k, threads).0
+}
+
+/// [`evaluate_variant`], with whether each case's hidden item was listed (in case order).
+fn evaluate_variant_by_case(
+    variant: &Variant,
+    cases: &[TestCase],
+    k: usize,
+    threads: usize,
+) -> (VariantResult, Vec<bool>) {
     let started = Instant::now();
     let snapshot: &Snapshot = &variant.snapshot;
     let threads = estimators::worker_threads(threads).clamp(1, cases.len().max(1));
@@ -351,7 +382,11 @@ pub fn evaluate_variant(
         }
     }
     let n = cases.len().max(1) as f64;
-    VariantResult {
+    let listed = parts
+        .iter()
+        .flat_map(|(scores, _)| scores.iter().map(|s| s.rank.is_some()))
+        .collect();
+    let result = VariantResult {
         name: variant.name.clone(),
         cases: cases.len(),
         hit_rate: hits as f64 / n,
@@ -371,7 +406,8 @@ pub fn evaluate_variant(
         pairs: snapshot.stats().pairs,
         seconds: started.elapsed().as_secs_f64(),
         with_purchased: None,
-    }
+    };
+    (result, listed)
 }
 
 /// A configuration that ranks by the given signal weights only: no DPP (`theta = 1`), no
@@ -455,7 +491,7 @@ pub fn standard_variants(
     let estimator = serving.params.measure.estimator.name();
     let serving_theta = serving_config.checkout.theta;
     variants.push(Variant {
-        name: format!("pipeline {estimator} (serving)"),
+        name: format!("pipeline {estimator} {SERVING}"),
         snapshot: snapshot.clone(),
         config: serving_config.clone(),
     });
@@ -616,16 +652,24 @@ pub fn evaluate(
     progress.finish(&format!("{} variants built", variants.len()));
     let progress = Progress::start("evaluate", Some(variants.len() as u64), "variants");
     let mut results = Vec::with_capacity(variants.len());
+    let mut groups = Vec::new();
     for variant in &variants {
         progress.message(&variant.name);
-        let mut result = evaluate_variant(variant, &cart_alone, params.k, params.threads);
-        if variant.config.checkout.purchased > 0.0 {
-            let with = evaluate_variant(variant, &cases, params.k, params.threads);
-            result.with_purchased = Some(PurchasedResult {
-                hit_rate: with.hit_rate,
-                ndcg: with.ndcg,
-                mrr: with.mrr,
-            });
+        let (mut result, listed) =
+            evaluate_variant_by_case(variant, &cart_alone, params.k, params.threads);
+        let serving = variant.name.ends_with(SERVING);
+        if variant.config.checkout.purchased > 0.0 || serving {
+            let (with, listed_with) =
+                evaluate_variant_by_case(variant, &cases, params.k, params.threads);
+            result.with_purchased =
+                (variant.config.checkout.purchased > 0.0).then_some(PurchasedResult {
+                    hit_rate: with.hit_rate,
+                    ndcg: with.ndcg,
+                    mrr: with.mrr,
+                });
+            if serving {
+                groups = case_groups(variant, &cases, &listed, &listed_with);
+            }
         }
         results.push(result);
         progress.inc(1);
@@ -644,8 +688,71 @@ pub fn evaluate(
         serving_theta: serving_config.checkout.theta,
         tuning,
         variants: results,
+        case_groups: groups,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Groups the cases by what ties the hidden item to the cart, each in the first group it fits:
+/// a variant of a cart item (never recommended, by the guard rail); an item with no
+/// co-purchase neighbours of its own (too few training baskets); one that is not among the
+/// co-purchase neighbours the pipeline reads for any cart item; and the rest, which
+/// co-purchase alone could list. `listed` and `listed_with` say whether each case's hidden
+/// item was listed with the cart alone and with purchases.
+pub fn case_groups(
+    variant: &Variant,
+    cases: &[TestCase],
+    listed: &[bool],
+    listed_with: &[bool],
+) -> Vec<CaseGroup> {
+    const NAMES: [&str; 4] = [
+        "a variant of a cart item",
+        "no co-purchase neighbours",
+        "no co-purchase tie to the cart",
+        "a co-purchase neighbour of a cart item",
+    ];
+    let snapshot = &variant.snapshot;
+    let read = variant.config.neighbours_per_anchor;
+    let mut groups = NAMES.map(|name| CaseGroup {
+        name,
+        ..CaseGroup::default()
+    });
+    for ((case, &hit), &hit_with) in cases.iter().zip(listed).zip(listed_with) {
+        let Some(hidden) = snapshot.index_of(&case.hidden) else {
+            continue;
+        };
+        let cart: Vec<u32> = case
+            .cart
+            .iter()
+            .filter_map(|id| snapshot.index_of(id))
+            .collect();
+        let group = if cart
+            .iter()
+            .any(|&c| snapshot.attributes().same_product(c, hidden))
+        {
+            0
+        } else if snapshot.co_purchase(hidden).0.is_empty() {
+            1
+        } else if !cart.iter().any(|&c| {
+            let neighbours = snapshot.co_purchase(c).0;
+            neighbours[..neighbours.len().min(read)].contains(&hidden)
+        }) {
+            2
+        } else {
+            3
+        };
+        let g = &mut groups[group];
+        g.cases += 1;
+        g.bought_before += usize::from(case.purchased.contains(&case.hidden));
+        g.hit_rate += f64::from(u8::from(hit));
+        g.hit_rate_purchased += f64::from(u8::from(hit_with));
+    }
+    for g in &mut groups {
+        let n = g.cases.max(1) as f64;
+        g.hit_rate /= n;
+        g.hit_rate_purchased /= n;
+    }
+    groups.into()
 }
 
 impl EvaluationReport {
@@ -695,6 +802,35 @@ impl EvaluationReport {
             self.skipped_baskets,
             self.model_items
         ));
+        if !self.case_groups.is_empty() {
+            out.push_str(&format!(
+                "\nServing row by what ties the hidden item to the cart:\n{:<40} {:>7} {:>13} {:>9} {:>11}\n",
+                "hidden item",
+                "cases",
+                "bought before",
+                format!("HR@{k}"),
+                format!("HR@{k} +p"),
+            ));
+            let total = self
+                .case_groups
+                .iter()
+                .map(|g| g.cases)
+                .sum::<usize>()
+                .max(1);
+            for g in &self.case_groups {
+                out.push_str(&format!(
+                    "{:<40} {:>7} {:>13} {:>9.4} {:>11.4}\n",
+                    g.name,
+                    format!("{:.1} %", 100.0 * g.cases as f64 / total as f64),
+                    format!(
+                        "{:.1} %",
+                        100.0 * g.bought_before as f64 / g.cases.max(1) as f64
+                    ),
+                    g.hit_rate,
+                    g.hit_rate_purchased
+                ));
+            }
+        }
         out
     }
 }
@@ -784,6 +920,16 @@ mod tests {
         );
         assert!(row("co-purchase ease").with_purchased.is_none());
         assert!(report.table().contains("co-purchase llr"));
+
+        // Every serving case is in one group; the hidden half of an always-together pair is
+        // its cart partner's co-purchase neighbour, and the serving row finds those.
+        let grouped: usize = report.case_groups.iter().map(|g| g.cases).sum();
+        assert_eq!(grouped, row("pipeline sparse-ease (serving)").cases);
+        let tied = &report.case_groups[3];
+        assert!(tied.cases * 2 > grouped && tied.hit_rate > 0.6, "{tied:?}");
+        assert!(report
+            .table()
+            .contains("a co-purchase neighbour of a cart item"));
 
         let dir = tempfile::tempdir().unwrap();
         let files = super::super::report::write_report(&report, dir.path()).unwrap();

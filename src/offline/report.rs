@@ -57,17 +57,45 @@ pub fn write_report(report: &EvaluationReport, dir: &Path) -> Result<ReportFiles
     Ok(files)
 }
 
-/// The metrics as a Markdown table.
+/// The metrics as Markdown tables: one row per variant, then the serving row's case groups.
 pub fn markdown_table(report: &EvaluationReport) -> String {
     let k = report.params.k;
     let mut out = format!(
-        "| variant | HR@{k} | NDCG@{k} | MRR | coverage | diversity |\n|---|---:|---:|---:|---:|---:|\n"
+        "| variant | HR@{k} | NDCG@{k} | MRR | coverage | diversity | HR@{k} +p | NDCG@{k} +p |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for v in &report.variants {
+        let (hr, ndcg) = v.with_purchased.as_ref().map_or_else(
+            || ("–".to_string(), "–".to_string()),
+            |p| (format!("{:.4}", p.hit_rate), format!("{:.4}", p.ndcg)),
+        );
         out.push_str(&format!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {hr} | {ndcg} |\n",
             v.name, v.hit_rate, v.ndcg, v.mrr, v.coverage, v.diversity
         ));
+    }
+    out.push_str(
+        "\nRequests with the cart alone; \"+p\": the same requests with the shopper's earlier purchases.\n",
+    );
+    if !report.case_groups.is_empty() {
+        let total = report
+            .case_groups
+            .iter()
+            .map(|g| g.cases)
+            .sum::<usize>()
+            .max(1);
+        out.push_str(&format!(
+            "\n| serving row, hidden item | cases | bought before | HR@{k} | HR@{k} +p |\n|---|---:|---:|---:|---:|\n"
+        ));
+        for g in &report.case_groups {
+            out.push_str(&format!(
+                "| {} | {:.1} % | {:.1} % | {:.4} | {:.4} |\n",
+                g.name,
+                100.0 * g.cases as f64 / total as f64,
+                100.0 * g.bought_before as f64 / g.cases.max(1) as f64,
+                g.hit_rate,
+                g.hit_rate_purchased
+            ));
+        }
     }
     out
 }
