@@ -283,6 +283,10 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
             "cart": pipeline.cart,
             "product": pipeline.product,
         },
+        "earlier_purchases": {
+            "half_life": pipeline.purchased_half_life,
+            "restock_scaling": pipeline.restock_scaling,
+        },
         "tuning": snapshot.tuning(),
         "variants": state.recommender.variant_labels(),
     }))

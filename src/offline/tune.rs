@@ -17,7 +17,11 @@
 //!    half of it, a product page one item. θ and substitute demotion guard what a hit rate
 //!    cannot see (five lunch bags of one print, a second camera beside a camera), so each
 //!    keeps its more protective value while that costs at most `tolerance` of the best score.
-//! 3. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
+//! 3. **The shape of earlier purchases**, which all touchpoints share: the half-life (from
+//!    "what they bought lately" to "what they buy most") and whether the cart's restock share
+//!    scales the weight, on the checkout cases that carry purchases; if it changes, each
+//!    touchpoint's purchases weight is chosen again under it.
+//! 4. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
 //!    alone, on requests with the cart alone, serves that signal alone.
 //!
 //! The caller refits on all the history with the chosen estimator settings and stores the
@@ -143,6 +147,14 @@ pub struct Tuning {
     pub min_support: Option<u32>,
     /// Per touchpoint: the choice and its scores.
     pub touchpoints: Vec<TouchpointTuning>,
+    /// The chosen half-life of earlier purchases, in purchases (when any validation case
+    /// carries some).
+    #[serde(default)]
+    pub purchased_half_life: Option<f32>,
+    /// Whether the chosen blend scales the purchases' weight by the cart's restock share (when
+    /// any validation case carries purchases).
+    #[serde(default)]
+    pub restock_scaling: Option<bool>,
     /// The tuned values as a partial `[pipeline]` table, which the server layers beneath the
     /// configuration.
     pub pipeline: serde_json::Value,
@@ -171,11 +183,14 @@ const MIN_CASES: usize = 200;
 /// Content weights searched.
 const CONTENT: [f32; 6] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8];
 /// Popularity weights searched.
-const POPULARITY: [f32; 3] = [0.0, 0.02, 0.1];
+const POPULARITY: [f32; 4] = [0.0, 0.02, 0.1, 0.3];
 /// θ values searched, most diverse first (the preferred order).
 const THETA: [f32; 4] = [0.85, 0.9, 0.95, 1.0];
 /// Weights of earlier purchases searched.
-const PURCHASED: [f32; 7] = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0];
+const PURCHASED: [f32; 8] = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0];
+/// Half-lives of earlier purchases searched, in purchases: from "what they bought lately" to
+/// "what they buy most".
+const PURCHASED_HALF_LIFE: [f32; 5] = [10.0, 30.0, 100.0, 300.0, 1000.0];
 /// Popularity weight of the single-signal configuration: a tie-break only.
 const FILL: f32 = 0.001;
 
@@ -246,6 +261,17 @@ impl Bench {
         };
         self.cache.push((touchpoint, with_purchased, s));
         s
+    }
+
+    /// Serves the shape of earlier purchases' signal from `base` from now on.
+    fn set_purchase_shape(&mut self, half_life: f32, restock_scaling: bool) {
+        if (self.base.purchased_half_life, self.base.restock_scaling)
+            != (half_life, restock_scaling)
+        {
+            self.base.purchased_half_life = half_life;
+            self.base.restock_scaling = restock_scaling;
+            self.cache.clear();
+        }
     }
 
     /// Picks a value of one setting: the best, or with `tolerance` the first value in
@@ -414,18 +440,25 @@ pub fn tune(
         cache: Vec::new(),
     };
     let mut touchpoints = Vec::with_capacity(3);
-    let mut pipeline = serde_json::Map::new();
     for (name, alone, with) in &cases.touchpoints {
         progress.message(name);
         bench.cache.clear();
-        let configured = match *name {
-            "checkout" => base_config.checkout,
-            "cart" => base_config.cart,
-            _ => base_config.product,
-        };
-        let tuning = tune_touchpoint(&mut bench, name, configured, alone, with, params.tolerance);
+        let configured = configured_touchpoint(base_config, name);
+        touchpoints.push(tune_touchpoint(
+            &mut bench,
+            name,
+            configured,
+            alone,
+            with,
+            params.tolerance,
+        ));
+    }
+    progress.message("earlier purchases");
+    let shape = tune_purchase_shape(&mut bench, &cases, &mut touchpoints);
+    let mut pipeline = serde_json::Map::new();
+    for tuning in &touchpoints {
         pipeline.insert(
-            name.to_string(),
+            tuning.touchpoint.clone(),
             serde_json::json!({
                 "collaborative": tuning.chosen.collaborative,
                 "content": tuning.chosen.content,
@@ -435,7 +468,10 @@ pub fn tune(
                 "demote_substitutes": tuning.chosen.demote_substitutes,
             }),
         );
-        touchpoints.push(tuning);
+    }
+    if let Some((half_life, restock_scaling)) = shape {
+        pipeline.insert("purchased_half_life".into(), half_life.into());
+        pipeline.insert("restock_scaling".into(), restock_scaling.into());
     }
     let tuned = base_params.measure.estimator == Estimator::SparseEase;
     let refit = TrainParams {
@@ -450,10 +486,74 @@ pub fn tune(
             lambda: tuned.then_some(chosen_measure.lambda),
             min_support: tuned.then_some(chosen_measure.min_support),
             touchpoints,
+            purchased_half_life: shape.map(|(h, _)| h),
+            restock_scaling: shape.map(|(_, r)| r),
             pipeline: serde_json::Value::Object(pipeline),
             seconds: started.elapsed().as_secs_f64(),
         },
     ))
+}
+
+fn configured_touchpoint(config: &PipelineConfig, name: &str) -> TouchpointConfig {
+    match name {
+        "checkout" => config.checkout,
+        "cart" => config.cart,
+        _ => config.product,
+    }
+}
+
+/// Chooses the shape of the earlier purchases' signal, which every touchpoint shares: its
+/// half-life, then whether the cart's restock share scales it, each on the checkout cases
+/// that carry purchases (ties keep the configured value). When the shape changes, each
+/// touchpoint's purchases weight is chosen again under it. Returns the shape, or `None`
+/// when no case carries purchases.
+fn tune_purchase_shape(
+    bench: &mut Bench,
+    cases: &Cases,
+    touchpoints: &mut [TouchpointTuning],
+) -> Option<(f32, bool)> {
+    let (_, _, with) = &cases.touchpoints[0];
+    let checkout = touchpoints.first()?.chosen;
+    if with.is_empty() || checkout.purchased <= 0.0 {
+        return None;
+    }
+    let configured = (bench.base.purchased_half_life, bench.base.restock_scaling);
+    let mut best = (configured, bench.score(with, checkout, true).key());
+    let half_lives = PURCHASED_HALF_LIFE.map(|h| (h, configured.1));
+    for stage in 0..2 {
+        let shapes = if stage == 0 {
+            half_lives.to_vec()
+        } else {
+            vec![(best.0 .0, !configured.1)]
+        };
+        for shape in shapes {
+            bench.set_purchase_shape(shape.0, shape.1);
+            let score = bench.score(with, checkout, true).key();
+            if score > best.1 {
+                best = (shape, score);
+            }
+        }
+    }
+    let shape = best.0;
+    bench.set_purchase_shape(shape.0, shape.1);
+    if shape != configured {
+        for (tuning, (_, _, with)) in touchpoints.iter_mut().zip(&cases.touchpoints) {
+            let Some(scores) = tuning.with_purchased.as_mut() else {
+                continue;
+            };
+            bench.cache.clear();
+            tuning.chosen = bench.pick(
+                with,
+                tuning.chosen,
+                &PURCHASED,
+                |c, v| c.purchased = v,
+                0.0,
+                true,
+            );
+            scores.tuned = bench.score(with, tuning.chosen, true).hit_rate;
+        }
+    }
+    Some(shape)
 }
 
 /// Coordinate ascent over one touchpoint's settings, then the guarantee.
@@ -629,11 +729,15 @@ impl Tuning {
             _ => "estimator as configured".to_string(),
         };
         format!(
-            "{} validation cases ({} with earlier purchases) from {} baskets, fitted on {}; {estimator}; {:.1} s",
+            "{} validation cases ({} with earlier purchases) from {} baskets, fitted on {}; {estimator}{}; {:.1} s",
             self.validation.cases,
             self.validation.cases_with_purchased,
             self.validation.baskets,
             self.validation.fit_baskets,
+            match (self.purchased_half_life, self.restock_scaling) {
+                (Some(h), Some(r)) => format!(", purchases' half-life {h}, restock scaling {r}"),
+                _ => String::new(),
+            },
             self.seconds
         )
     }
@@ -814,12 +918,25 @@ mod tests {
         // The stored table layers onto the defaults as a valid configuration.
         let mut layered = serde_json::to_value(&config).unwrap();
         for (name, values) in tuning.pipeline.as_object().unwrap() {
-            for (key, value) in values.as_object().unwrap() {
-                layered[name][key] = value.clone();
+            match values.as_object() {
+                Some(values) => {
+                    for (key, value) in values {
+                        layered[name][key] = value.clone();
+                    }
+                }
+                None => layered[name] = values.clone(),
             }
         }
         let served: PipelineConfig = serde_json::from_value(layered).unwrap();
         assert_eq!(served.checkout, tuning.touchpoints[0].chosen);
+        // The purchases' shape is chosen and stored with the blend when checkout reads them.
+        if served.checkout.purchased > 0.0 {
+            assert_eq!(Some(served.purchased_half_life), tuning.purchased_half_life);
+            assert_eq!(Some(served.restock_scaling), tuning.restock_scaling);
+        } else {
+            assert_eq!(tuning.purchased_half_life, None);
+            assert_eq!(served.purchased_half_life, config.purchased_half_life);
+        }
         served.validate().unwrap();
     }
 

@@ -205,9 +205,13 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
         lambda: Some(12.5),
         min_support: Some(1),
         touchpoints: Vec::new(),
+        purchased_half_life: Some(100.0),
+        restock_scaling: Some(false),
         pipeline: serde_json::json!({
             "checkout": {"content": 0.0, "theta": 1.0},
             "cart": {"popularity": 0.5},
+            "purchased_half_life": 100.0,
+            "restock_scaling": false,
         }),
         seconds: 0.5,
     });
@@ -243,6 +247,11 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
         "default: {body}"
     );
     assert_eq!(body["tuning"]["lambda"], 12.5, "{body}");
+    assert_eq!(
+        body["earlier_purchases"],
+        serde_json::json!({"half_life": 100.0, "restock_scaling": false}),
+        "tuned: {body}"
+    );
     assert!(
         body["stats"]["items_with_co_purchase"].as_u64().unwrap() > 0,
         "{body}"
