@@ -188,6 +188,8 @@ const POPULARITY: [f32; 4] = [0.0, 0.02, 0.1, 0.3];
 const THETA: [f32; 4] = [0.85, 0.9, 0.95, 1.0];
 /// Weights of earlier purchases searched.
 const PURCHASED: [f32; 8] = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0];
+/// Largest weight of earlier purchases searched beyond [`PURCHASED`].
+const MAX_PURCHASED: f32 = 20.0;
 /// Half-lives of earlier purchases searched, in purchases: from "what they bought lately" to
 /// "what they buy most".
 const PURCHASED_HALF_LIFE: [f32; 5] = [10.0, 30.0, 100.0, 300.0, 1000.0];
@@ -272,6 +274,37 @@ impl Bench {
             self.base.restock_scaling = restock_scaling;
             self.cache.clear();
         }
+    }
+
+    /// Picks the weight of earlier purchases on `cases` (which carry them): the best of
+    /// [`PURCHASED`], and while the best is the largest tried, larger ones (×1.6 up to
+    /// [`MAX_PURCHASED`]) as long as each scores better, for a shop whose shoppers mostly buy
+    /// again what they bought before.
+    fn pick_purchased(
+        &mut self,
+        cases: &[TestCase],
+        current: TouchpointConfig,
+    ) -> TouchpointConfig {
+        let mut chosen = self.pick(
+            cases,
+            current,
+            &PURCHASED,
+            |c, v| c.purchased = v,
+            0.0,
+            true,
+        );
+        let mut largest = PURCHASED[PURCHASED.len() - 1].max(current.purchased);
+        while chosen.purchased >= largest && largest < MAX_PURCHASED {
+            largest = (largest * 1.6).min(MAX_PURCHASED);
+            let mut larger = chosen;
+            larger.purchased = largest;
+            if self.score(cases, larger, true).key() > self.score(cases, chosen, true).key() {
+                chosen = larger;
+            } else {
+                break;
+            }
+        }
+        chosen
     }
 
     /// Picks a value of one setting: the best, or with `tolerance` the first value in
@@ -542,14 +575,7 @@ fn tune_purchase_shape(
                 continue;
             };
             bench.cache.clear();
-            tuning.chosen = bench.pick(
-                with,
-                tuning.chosen,
-                &PURCHASED,
-                |c, v| c.purchased = v,
-                0.0,
-                true,
-            );
+            tuning.chosen = bench.pick_purchased(with, tuning.chosen);
             scores.tuned = bench.score(with, tuning.chosen, true).hit_rate;
         }
     }
@@ -605,7 +631,7 @@ fn tune_touchpoint(
         collaborative: Some(single_score.hit_rate),
     };
     let with_purchased = (!with.is_empty()).then(|| {
-        current = bench.pick(with, current, &PURCHASED, |c, v| c.purchased = v, 0.0, true);
+        current = bench.pick_purchased(with, current);
         TouchpointScores {
             configured: bench.score(with, configured, true).hit_rate,
             tuned: bench.score(with, current, true).hit_rate,
