@@ -539,7 +539,8 @@ fn configured_touchpoint(config: &PipelineConfig, name: &str) -> TouchpointConfi
 /// half-life, then whether the cart's restock share scales it, each on the checkout cases
 /// that carry purchases (ties keep the configured value). When the shape changes, each
 /// touchpoint's purchases weight is chosen again under it. Returns the shape, or `None`
-/// when no case carries purchases.
+/// when no case carries purchases or checkout gives them no weight (the configured shape is
+/// then served).
 fn tune_purchase_shape(
     bench: &mut Bench,
     cases: &Cases,
@@ -550,6 +551,8 @@ fn tune_purchase_shape(
     if with.is_empty() || checkout.purchased <= 0.0 {
         return None;
     }
+    // The cache holds the last touchpoint's cases' scores.
+    bench.cache.clear();
     let configured = (bench.base.purchased_half_life, bench.base.restock_scaling);
     let mut best = (configured, bench.score(with, checkout, true).key());
     let half_lives = PURCHASED_HALF_LIFE.map(|h| (h, configured.1));
