@@ -555,21 +555,18 @@ fn tune_purchase_shape(
     bench.cache.clear();
     let configured = (bench.base.purchased_half_life, bench.base.restock_scaling);
     let mut best = (configured, bench.score(with, checkout, true).key());
-    let half_lives = PURCHASED_HALF_LIFE.map(|h| (h, configured.1));
-    for stage in 0..2 {
-        let shapes = if stage == 0 {
-            half_lives.to_vec()
-        } else {
-            vec![(best.0 .0, !configured.1)]
-        };
-        for shape in shapes {
-            bench.set_purchase_shape(shape.0, shape.1);
-            let score = bench.score(with, checkout, true).key();
-            if score > best.1 {
-                best = (shape, score);
-            }
+    let consider = |bench: &mut Bench, best: &mut ((f32, bool), f64), shape: (f32, bool)| {
+        bench.set_purchase_shape(shape.0, shape.1);
+        let score = bench.score(with, checkout, true).key();
+        if score > best.1 {
+            *best = (shape, score);
         }
+    };
+    for half_life in PURCHASED_HALF_LIFE {
+        consider(bench, &mut best, (half_life, configured.1));
     }
+    let other = (best.0 .0, !configured.1);
+    consider(bench, &mut best, other);
     let shape = best.0;
     bench.set_purchase_shape(shape.0, shape.1);
     if shape != configured {
