@@ -16,6 +16,12 @@
 //! queue ends once half the requests of an interval wait less than half the target, so that
 //! shedding, which itself shortens the waits, does not switch the tight bound off and on
 //! every interval.
+//!
+//! The tight target never sheds more than three requests in four of an interval. Against
+//! clients that ask again as soon as they are refused, shedding shortens nothing: every 503
+//! brings the next request at once, the queue stays as long as the clients are many, and a
+//! target below what that queue waits would refuse nearly everything while the server's core
+//! goes to answering 503s. Requests beyond the loose bound are shed whatever the share.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,9 +43,15 @@ pub struct QueueDelayLimit {
     over_target: AtomicU64,
     /// Of them, those that waited longer than half the target.
     over_half_target: AtomicU64,
+    /// Of them, those shed by the tight target.
+    shed_by_target: AtomicU64,
     /// Whether the last interval ended with a standing queue.
     standing: AtomicBool,
 }
+
+/// The largest share of an interval's requests the tight target may shed, as a fraction
+/// `MAX_TARGET_SHED.0 / MAX_TARGET_SHED.1` (see the module doc).
+const MAX_TARGET_SHED: (u64, u64) = (3, 4);
 
 impl QueueDelayLimit {
     /// A rule shedding beyond `bound`, or beyond `target` while a standing queue lasts, judged
@@ -54,6 +66,7 @@ impl QueueDelayLimit {
             seen: AtomicU64::new(0),
             over_target: AtomicU64::new(0),
             over_half_target: AtomicU64::new(0),
+            shed_by_target: AtomicU64::new(0),
             standing: AtomicBool::new(false),
         }
     }
@@ -76,6 +89,7 @@ impl QueueDelayLimit {
             let seen = self.seen.swap(0, Ordering::Relaxed);
             let over_target = self.over_target.swap(0, Ordering::Relaxed);
             let over_half_target = self.over_half_target.swap(0, Ordering::Relaxed);
+            self.shed_by_target.store(0, Ordering::Relaxed);
             let over = if self.standing.load(Ordering::Relaxed) {
                 over_half_target
             } else {
@@ -88,18 +102,22 @@ impl QueueDelayLimit {
                 .store(!idle && over.saturating_mul(2) > seen, Ordering::Relaxed);
         }
         // After the judgement, so a request that opens an interval counts in it.
-        self.seen.fetch_add(1, Ordering::Relaxed);
+        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
         if waited > self.target / 2 {
             self.over_half_target.fetch_add(1, Ordering::Relaxed);
             if waited > self.target {
                 self.over_target.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Duration::from_nanos(if self.standing.load(Ordering::Relaxed) {
-            self.target
-        } else {
-            self.bound
-        })
+        let tight = self.standing.load(Ordering::Relaxed)
+            && (waited <= self.target
+                || waited > self.bound
+                || self.shed_by_target.load(Ordering::Relaxed) * MAX_TARGET_SHED.1
+                    < seen * MAX_TARGET_SHED.0);
+        if tight && waited > self.target && waited <= self.bound {
+            self.shed_by_target.fetch_add(1, Ordering::Relaxed);
+        }
+        Duration::from_nanos(if tight { self.target } else { self.bound })
     }
 
     /// Whether the last interval ended with a standing queue.
@@ -162,6 +180,27 @@ mod tests {
         // Most below half the target: it has drained.
         assert_eq!(interval(&rule, 500, &[1]), Duration::from_millis(20));
         assert!(!rule.standing());
+    }
+
+    #[test]
+    fn the_tight_target_sheds_at_most_three_requests_in_four() {
+        let rule = rule();
+        interval(&rule, 100, &[9, 9]);
+        assert!(interval(&rule, 200, &[9]) == Duration::from_millis(5));
+        // Clients that ask again at once keep every request waiting past the target: of the
+        // next interval's requests three in four are shed by it, the rest only by the bound.
+        let limits: Vec<Duration> = (0..100)
+            .map(|i| rule.observe(300 * MS + i, Duration::from_millis(9)))
+            .collect();
+        let shed = limits
+            .iter()
+            .filter(|&&l| l < Duration::from_millis(9))
+            .count();
+        assert_eq!(shed, 75, "{limits:?}");
+        // Past the bound a request is shed whatever the share.
+        assert!(
+            rule.observe(300 * MS + 100, Duration::from_millis(30)) < Duration::from_millis(30)
+        );
     }
 
     #[test]
