@@ -966,6 +966,122 @@ mod tests {
         served.validate().unwrap();
     }
 
+    /// How the shoppers of [`shoppers_history`] buy.
+    #[derive(Clone, Copy)]
+    enum Shoppers {
+        /// Each shopper's favourite (from a shared pool) changes every six days and is in
+        /// each of their baskets beside two fillers from another: what they bought lately
+        /// predicts the hidden favourite, while their older favourites were bought more
+        /// often.
+        ReBuyLately,
+        /// Each shopper restocks two random items of a range of eight from a shared pool,
+        /// beside one item bought once ever: how often they bought an item predicts it,
+        /// while what they bought lately is mostly one-offs.
+        RestockRange,
+    }
+
+    /// Sixty days of baskets from forty shoppers, each shopping every other day, under
+    /// `kind`. The items a shopper buys again have too few baskets or too many owners for
+    /// co-purchase to find them, so the shape of earlier purchases decides.
+    fn shoppers_history(kind: Shoppers) -> History {
+        let mut csv = String::from(
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+        );
+        // A fixed linear congruential sequence: the same history on every run.
+        let mut state = 12_345u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) % n
+        };
+        let ranges: Vec<Vec<u64>> = (0..40)
+            .map(|_| {
+                let mut range = Vec::new();
+                while range.len() < 8 {
+                    let item = next(100);
+                    if !range.contains(&item) {
+                        range.push(item);
+                    }
+                }
+                range
+            })
+            .collect();
+        let mut invoice = 0u64;
+        for day in 0..60u64 {
+            for slot in 0..20u64 {
+                invoice += 1;
+                let customer = slot * 2 + day % 2;
+                let date = format!(
+                    "2011-{:02}-{:02} {:02}:{:02}:00",
+                    1 + day / 28,
+                    1 + day % 28,
+                    8 + slot / 2,
+                    slot % 2 * 30
+                );
+                let mut codes: Vec<String> = Vec::new();
+                match kind {
+                    Shoppers::ReBuyLately => {
+                        let favourite = (customer * 7 + day / 6 * 13) % 150;
+                        codes.push(format!("{}", 10_000 + favourite));
+                        while codes.len() < 3 {
+                            let filler = format!("{}", 90_000 + next(60));
+                            if !codes.contains(&filler) {
+                                codes.push(filler);
+                            }
+                        }
+                    }
+                    Shoppers::RestockRange => {
+                        let range = &ranges[customer as usize];
+                        while codes.len() < 2 {
+                            let item = format!("{}", 20_000 + range[next(8) as usize]);
+                            if !codes.contains(&item) {
+                                codes.push(item);
+                            }
+                        }
+                        codes.push(format!("{}", 30_000 + invoice));
+                    }
+                }
+                for code in codes {
+                    csv.push_str(&format!(
+                        "{invoice},{code},THING {code},1,{date},1.0,{}.0,UK\n",
+                        12_000 + customer
+                    ));
+                }
+            }
+        }
+        History::read(csv.as_bytes(), &ReadOptions::default())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn the_purchases_shape_follows_how_the_shops_shoppers_buy_again() {
+        let shape = |kind| {
+            let h = shoppers_history(kind);
+            let params = TuneParams {
+                threads: 2,
+                ..TuneParams::default()
+            };
+            let (_, tuning) = tune(
+                &h,
+                0..h.len(),
+                &train_params(),
+                &PipelineConfig::default(),
+                &params,
+                None,
+                &Progress::hidden(),
+            )
+            .unwrap();
+            (tuning.purchased_half_life, tuning.restock_scaling)
+        };
+        let lately = shape(Shoppers::ReBuyLately);
+        let range = shape(Shoppers::RestockRange);
+        assert!(lately.0.is_some_and(|h| h <= 30.0), "{lately:?}");
+        // About ninety purchases per shopper: from a half-life of 100 on, their counts decide.
+        assert!(range.0.is_some_and(|h| h >= 100.0), "{range:?}");
+    }
+
     #[test]
     fn a_short_history_is_not_tuned() {
         let h = history();
