@@ -15,7 +15,9 @@
 //! server does, as at a real storefront, spread evenly over the connections. A request whose
 //! connection was still waiting for the previous answer at its due time is sent as soon as that
 //! answer is in, and its latency counts from the due time, so a slow server cannot hide its
-//! queue by holding the generator back (coordinated omission).
+//! queue by holding the generator back (coordinated omission). Arrivals still waiting for
+//! their connection when the run ends are not counted, so under a growing backlog the
+//! latencies are lower bounds.
 //!
 //! Prints one line: `RESULT total_rps=… ok_rps=… shed_rps=… ok_p50_ms=… ok_p99_ms=…
 //! ok_max_ms=… shed_p50_ms=… shed_p99_ms=… other=… errors=…`.
@@ -157,6 +159,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let backoff = Duration::from_millis(backoff.parse()?);
     let rate: f64 = rate.parse()?;
+    anyhow::ensure!(
+        rate.is_finite() && rate >= 0.0,
+        "RATE must be a number >= 0"
+    );
     let paths: Vec<String> = std::fs::read_to_string(paths)?
         .lines()
         .filter(|l| !l.is_empty())

@@ -10,14 +10,15 @@
 //! because a task woken by the one running is polled right after it (the scheduler's LIFO
 //! slot) and some request of every interval waits next to nothing, overloaded or not. So the
 //! rule watches the median instead: while more than half the requests of an interval (100 ms
-//! by default) waited longer than the target (say 5 ms; by default the target equals the
-//! bound, which turns the rule off), the queue is standing, and requests that waited longer
+//! by default) waited longer than the target (5 ms by default; a target at or above the bound
+//! turns the rule off), the queue is standing, and requests that waited longer
 //! than the target are shed; otherwise only those beyond the loose bound are. The standing
 //! queue ends once half the requests of an interval wait less than half the target, so that
 //! shedding, which itself shortens the waits, does not switch the tight bound off and on
 //! every interval.
 //!
-//! The tight target never sheds more than three requests in four of an interval. Against
+//! The tight target sheds about three requests in four of an interval at most (the count is
+//! read and raised apart, so concurrent workers can pass it by one or two). Against
 //! clients that ask again as soon as they are refused, shedding shortens nothing: every 503
 //! brings the next request at once, the queue stays as long as the clients are many, and a
 //! target below what that queue waits would refuse nearly everything while the server's core
@@ -197,10 +198,6 @@ mod tests {
             .filter(|&&l| l < Duration::from_millis(9))
             .count();
         assert_eq!(shed, 75, "{limits:?}");
-        // Past the bound a request is shed whatever the share.
-        assert!(
-            rule.observe(300 * MS + 100, Duration::from_millis(30)) < Duration::from_millis(30)
-        );
     }
 
     #[test]

@@ -1057,8 +1057,14 @@ mod tests {
 
     #[test]
     fn the_purchases_shape_follows_how_the_shops_shoppers_buy_again() {
-        let shape = |kind| {
+        // Each search starts from the other end of the range, so only a search that moves
+        // passes.
+        let shape = |kind, configured_half_life| {
             let h = shoppers_history(kind);
+            let config = PipelineConfig {
+                purchased_half_life: configured_half_life,
+                ..PipelineConfig::default()
+            };
             let params = TuneParams {
                 threads: 2,
                 ..TuneParams::default()
@@ -1067,7 +1073,7 @@ mod tests {
                 &h,
                 0..h.len(),
                 &train_params(),
-                &PipelineConfig::default(),
+                &config,
                 &params,
                 None,
                 &Progress::hidden(),
@@ -1075,8 +1081,8 @@ mod tests {
             .unwrap();
             (tuning.purchased_half_life, tuning.restock_scaling)
         };
-        let lately = shape(Shoppers::ReBuyLately);
-        let range = shape(Shoppers::RestockRange);
+        let lately = shape(Shoppers::ReBuyLately, 1000.0);
+        let range = shape(Shoppers::RestockRange, 10.0);
         assert!(lately.0.is_some_and(|h| h <= 30.0), "{lately:?}");
         // About ninety purchases per shopper: from a half-life of 100 on, their counts decide.
         assert!(range.0.is_some_and(|h| h >= 100.0), "{range:?}");
