@@ -67,11 +67,16 @@ pub struct ConnectionLimits {
 }
 
 /// Whether a request waited too long to be served: only storefront routes are shed, so
-/// probes, metrics and admin calls answer however busy the server is.
-fn is_stale<B>(request: &hyper::Request<B>, waited: Duration, limit: Duration) -> bool {
-    waited > limit
-        && matches!(*request.method(), Method::GET | Method::POST)
+/// probes, metrics and admin calls answer however busy the server is. `limit` is asked only
+/// for storefront requests, so only they count in the shedding rule's intervals.
+fn is_stale<B>(
+    request: &hyper::Request<B>,
+    waited: Duration,
+    limit: impl FnOnce() -> Duration,
+) -> bool {
+    matches!(*request.method(), Method::GET | Method::POST)
         && matches!(request.uri().path(), "/recommendations" | "/events")
+        && waited > limit()
 }
 
 /// The answer to a shed request: the documented 503 `overloaded`, its body rendered once.
@@ -331,11 +336,9 @@ async fn serve_http(
             let in_flight = InFlight::start(&activity);
             let now = Instant::now();
             let waited = now.saturating_duration_since(clock.ready_since());
-            let stale = is_stale(
-                &request,
-                waited,
-                shared.queue_delay.observe(stamp(now), waited),
-            );
+            let stale = is_stale(&request, waited, || {
+                shared.queue_delay.observe(stamp(now), waited)
+            });
             let router = shared.router.clone();
             let metrics = shared.metrics.clone();
             async move {
@@ -441,18 +444,18 @@ mod tests {
                 .unwrap()
         };
         let recommendations = request(Method::GET, "/recommendations?cart=bag");
-        assert!(is_stale(&recommendations, long, limit));
-        assert!(!is_stale(&recommendations, limit, limit));
+        assert!(is_stale(&recommendations, long, || limit));
+        assert!(!is_stale(&recommendations, limit, || limit));
         assert!(is_stale(
             &request(Method::POST, "/recommendations"),
             long,
-            limit
+            || limit
         ));
-        assert!(is_stale(&request(Method::POST, "/events"), long, limit));
+        assert!(is_stale(&request(Method::POST, "/events"), long, || limit));
         // Probes, metrics and admin calls answer however long they waited.
         for path in ["/healthz", "/readyz", "/metrics", "/model", "/reload"] {
             assert!(
-                !is_stale(&request(Method::GET, path), long, limit),
+                !is_stale(&request(Method::GET, path), long, || limit),
                 "{path}"
             );
         }

@@ -27,7 +27,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The shared state of the rule: one per server, updated by every request.
+/// The shared state of the rule: one per server, updated by every storefront request.
 #[derive(Debug)]
 pub struct QueueDelayLimit {
     /// Bound while the queue drains now and then (nanoseconds).
