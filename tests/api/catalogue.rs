@@ -369,6 +369,9 @@ async fn a_replica_whose_listener_dropped_catches_up_on_reconnecting() {
         },
     )
     .await;
+    // The announcement can reach the follower after its first catch-up already applied the
+    // change; the catch-up it then triggers must be over before the silent change is written.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (before, _) = recommended(&client, &server, query).await;
     let sold_out: Vec<store::StoredItem> = before.iter().map(|id| item(id, false)).collect();
     // Changes whose announcement never arrives (as while the connection was down)...
