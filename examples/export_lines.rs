@@ -1,6 +1,7 @@
-//! Writes the cleaned baskets of an order-history file as order lines (`order_id,item_id`, one
-//! row per distinct item of each basket), the input of `scripts/jobs/count_cooccurrences.py`;
-//! and prints the in-process counting's time and size for comparison.
+//! Writes the cleaned baskets of an order-history file as order lines
+//! (`order_id,line_no,item_id`, one row per distinct item of each basket, numbered in the order
+//! of the item's first line), the input of `scripts/jobs/count_cooccurrences.py`; and prints the
+//! in-process counting's time and size for comparison.
 //!
 //! With a third argument, a counts directory (as the Spark job writes it), it also checks that
 //! those counts are the in-process counting's.
@@ -24,10 +25,10 @@ fn main() -> anyhow::Result<()> {
     };
     let (history, report) = History::read(File::open(input)?, &ReadOptions::default())?;
     let mut out = BufWriter::new(File::create(output)?);
-    writeln!(out, "order_id,item_id")?;
+    writeln!(out, "order_id,line_no,item_id")?;
     for b in 0..history.len() {
-        for &i in history.basket(b) {
-            writeln!(out, "{b},{}", history.items[i as usize].id)?;
+        for (line, &i) in history.basket_in_line_order(b).iter().enumerate() {
+            writeln!(out, "{b},{line},{}", history.items[i as usize].id)?;
         }
     }
     out.flush()?;

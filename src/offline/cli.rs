@@ -192,6 +192,10 @@ pub struct ModelArgs {
     /// EASE regularisation λ.
     #[arg(long, default_value_t = 50.0)]
     pub lambda: f64,
+    /// Weight of adjacent order lines in sparse-ease's Gram matrix (0: line order ignored;
+    /// tuning tries more).
+    #[arg(long, default_value_t = 0.0)]
+    pub adjacency: f64,
     /// BM25 k1.
     #[arg(long, default_value_t = 1.2)]
     pub bm25_k1: f64,
@@ -258,6 +262,7 @@ impl ModelArgs {
                 neighbourhood: self.neighbourhood,
                 neighbours: self.neighbours,
                 lambda: self.lambda,
+                adjacency: self.adjacency,
                 bm25_k1: self.bm25_k1,
                 bm25_b: self.bm25_b,
                 max_dense_items: self.max_dense_items,

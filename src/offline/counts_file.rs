@@ -6,12 +6,18 @@
 //! - `items.parquet`: `item_id` (string), `baskets` (integer): the baskets holding the item,
 //!   one row per item;
 //! - `pairs.parquet`: `item_id`, `other_item_id` (strings), `baskets` (integer): the baskets
-//!   holding both, one row per unordered pair that shares a basket, in either order.
+//!   holding both, one row per unordered pair that shares a basket, in either order; and,
+//!   optionally, `adjacent_baskets` (integer): how many of those baskets hold the two on
+//!   adjacent lines. A file without that column reads as 0 for each of its pairs, so counts
+//!   made without line order still read (and train as if line order were unknown).
 //!
 //! A basket is the distinct items of one order, cleaned as `tandem import` cleans (no
-//! cancelled orders, no lines with a quantity or price at or below zero). Integer columns may
-//! be 32- or 64-bit; nulls, negative counts, repeated items or pairs, and pairs naming an item
-//! missing from `items.parquet` are refused.
+//! cancelled orders, no lines with a quantity or price at or below zero). For adjacency, an
+//! order's lines are taken in line-number order, each item at its first line only (later
+//! repeats dropped), and two items are adjacent when no other item's first line comes between
+//! theirs. Integer columns may be 32- or 64-bit; nulls, negative counts, adjacent counts above
+//! the shared ones, repeated items or pairs, and pairs naming an item missing from
+//! `items.parquet` are refused.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,10 +39,13 @@ pub struct CountTables {
     pub items: Vec<String>,
     /// Baskets holding each item.
     pub item_baskets: Vec<u64>,
-    /// `(item, other, baskets)` by position in `items`, each unordered pair once with
-    /// `item < other`.
-    pub pairs: Vec<(u32, u32, u64)>,
+    /// `(item, other, shared baskets, of them on adjacent lines)` by position in `items`, each
+    /// unordered pair once with `item < other`.
+    pub pairs: Vec<(u32, u32, u64, u64)>,
 }
+
+/// Pair counts `(shared baskets, of them on adjacent lines)` by (smaller id, larger id).
+pub type PairsById = BTreeMap<(String, String), (u64, u64)>;
 
 /// Why counts could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +90,9 @@ impl CountTables {
         let mut pairs = Vec::with_capacity(counts.pairs() / 2);
         for a in 0..items.len() as u32 {
             let (others, shared) = counts.row(a);
-            for (&b, &c) in others.iter().zip(shared) {
+            for ((&b, &c), &n) in others.iter().zip(shared).zip(counts.adjacent_row(a)) {
                 if a < b {
-                    pairs.push((a, b, u64::from(c)));
+                    pairs.push((a, b, u64::from(c), u64::from(n)));
                 }
             }
         }
@@ -94,9 +103,9 @@ impl CountTables {
         }
     }
 
-    /// Item counts by id, and pair counts by (smaller id, larger id): a form two countings
-    /// can be compared in whatever order they name items.
-    pub fn by_id(&self) -> (BTreeMap<String, u64>, BTreeMap<(String, String), u64>) {
+    /// Item counts by id, and pair counts (shared, adjacent) by (smaller id, larger id): a form
+    /// two countings can be compared in whatever order they name items.
+    pub fn by_id(&self) -> (BTreeMap<String, u64>, PairsById) {
         let items = self
             .items
             .iter()
@@ -106,14 +115,14 @@ impl CountTables {
         let pairs = self
             .pairs
             .iter()
-            .map(|&(a, b, c)| {
+            .map(|&(a, b, c, n)| {
                 let (a, b) = (&self.items[a as usize], &self.items[b as usize]);
                 let key = if a < b {
                     (a.clone(), b.clone())
                 } else {
                     (b.clone(), a.clone())
                 };
-                (key, c)
+                (key, (c, n))
             })
             .collect();
         (items, pairs)
@@ -125,7 +134,9 @@ impl CountTables {
         let clamp = |c: u64| u32::try_from(c).unwrap_or(u32::MAX);
         Counts::from_pairs(
             self.item_baskets.iter().map(|&c| clamp(c)).collect(),
-            self.pairs.iter().map(|&(a, b, c)| (a, b, clamp(c))),
+            self.pairs
+                .iter()
+                .map(|&(a, b, c, n)| (a, b, clamp(c), clamp(n))),
             baskets,
             min_baskets,
         )
@@ -161,12 +172,46 @@ enum Column {
     Count(Vec<u64>),
 }
 
-/// Reads the named columns of every file of a table.
-fn read_columns(path: &Path, names: &[(&str, bool)]) -> Result<Vec<Column>, CountsFileError> {
-    let mut out: Vec<Column> = names
+/// A column a table is read for.
+struct Wanted<'a> {
+    name: &'a str,
+    text: bool,
+    /// When the column is absent from a file, its rows read as 0 (count columns only).
+    optional: bool,
+}
+
+impl<'a> Wanted<'a> {
+    fn text(name: &'a str) -> Self {
+        Self {
+            name,
+            text: true,
+            optional: false,
+        }
+    }
+
+    fn count(name: &'a str) -> Self {
+        Self {
+            name,
+            text: false,
+            optional: false,
+        }
+    }
+
+    fn optional_count(name: &'a str) -> Self {
+        Self {
+            name,
+            text: false,
+            optional: true,
+        }
+    }
+}
+
+/// Reads the wanted columns of every file of a table.
+fn read_columns(path: &Path, wanted: &[Wanted]) -> Result<Vec<Column>, CountsFileError> {
+    let mut out: Vec<Column> = wanted
         .iter()
-        .map(|&(_, text)| {
-            if text {
+        .map(|w| {
+            if w.text {
                 Column::Text(Vec::new())
             } else {
                 Column::Count(Vec::new())
@@ -188,17 +233,25 @@ fn read_columns(path: &Path, names: &[(&str, bool)]) -> Result<Vec<Column>, Coun
         })?;
         let reader = SerializedFileReader::new(handle).map_err(parquet)?;
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
-        let mut indices = Vec::with_capacity(names.len());
-        for &(name, _) in names {
-            let index = (0..schema.num_columns())
-                .find(|&i| schema.column(i).name() == name)
-                .ok_or_else(|| invalid(format!("no column {name}")))?;
+        let mut indices = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let index = (0..schema.num_columns()).find(|&i| schema.column(i).name() == w.name);
+            if index.is_none() && !w.optional {
+                return Err(invalid(format!("no column {}", w.name)));
+            }
             indices.push(index);
         }
         for g in 0..reader.num_row_groups() {
             let group = reader.get_row_group(g).map_err(parquet)?;
             let rows = group.metadata().num_rows() as usize;
-            for ((&index, &(name, _)), column) in indices.iter().zip(names).zip(out.iter_mut()) {
+            for ((&index, w), column) in indices.iter().zip(wanted).zip(out.iter_mut()) {
+                let name = w.name;
+                let Some(index) = index else {
+                    if let Column::Count(v) = column {
+                        v.resize(v.len() + rows, 0);
+                    }
+                    continue;
+                };
                 let reader = group.get_column_reader(index).map_err(parquet)?;
                 let before = match column {
                     Column::Text(v) => v.len(),
@@ -281,7 +334,10 @@ fn kinds_mismatch(path: &Path) -> CountsFileError {
 pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
     let items_path = dir.join("items.parquet");
     let pairs_path = dir.join("pairs.parquet");
-    let mut columns = read_columns(&items_path, &[("item_id", true), ("baskets", false)])?;
+    let mut columns = read_columns(
+        &items_path,
+        &[Wanted::text("item_id"), Wanted::count("baskets")],
+    )?;
     let (Column::Count(item_baskets), Column::Text(items)) = (columns.remove(1), columns.remove(0))
     else {
         return Err(kinds_mismatch(&items_path));
@@ -299,18 +355,28 @@ pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
     let mut columns = read_columns(
         &pairs_path,
         &[
-            ("item_id", true),
-            ("other_item_id", true),
-            ("baskets", false),
+            Wanted::text("item_id"),
+            Wanted::text("other_item_id"),
+            Wanted::count("baskets"),
+            Wanted::optional_count("adjacent_baskets"),
         ],
     )?;
-    let (Column::Count(shared), Column::Text(others), Column::Text(firsts)) =
-        (columns.remove(2), columns.remove(1), columns.remove(0))
+    let (
+        Column::Count(adjacent),
+        Column::Count(shared),
+        Column::Text(others),
+        Column::Text(firsts),
+    ) = (
+        columns.remove(3),
+        columns.remove(2),
+        columns.remove(1),
+        columns.remove(0),
+    )
     else {
         return Err(kinds_mismatch(&pairs_path));
     };
     let mut pairs = Vec::with_capacity(shared.len());
-    for ((a, b), c) in firsts.iter().zip(&others).zip(&shared) {
+    for (((a, b), &c), &n) in firsts.iter().zip(&others).zip(&shared).zip(&adjacent) {
         let find = |id: &String| {
             position
                 .get(id.as_str())
@@ -324,7 +390,17 @@ pub fn read_counts(dir: &Path) -> Result<CountTables, CountsFileError> {
                 format!("item {:?} paired with itself", items[a as usize]),
             ));
         }
-        pairs.push((a.min(b), a.max(b), *c));
+        if n > c {
+            return Err(invalid(
+                &pairs_path,
+                format!(
+                    "pair {:?}, {:?}: adjacent_baskets {n} exceeds its {c} shared baskets \
+                     (the adjacent baskets are some of the shared ones)",
+                    items[a as usize], items[b as usize]
+                ),
+            ));
+        }
+        pairs.push((a.min(b), a.max(b), c, n));
     }
     pairs.sort_unstable();
     if let Some(w) = pairs
@@ -358,18 +434,17 @@ mod tests {
     use super::*;
     use crate::offline::history::tests::fixture;
 
-    /// Writes one row group: string columns, then one count column, nullable (as Spark
-    /// writes) when `optional`.
-    fn write(path: &Path, text: &[Vec<String>], counts: &[i64], optional: bool, wide: bool) {
+    /// Writes one row group: string columns (`item_id`, `other_item_id`), then count columns
+    /// (`baskets`, `adjacent_baskets`), nullable (as Spark writes) when `optional`.
+    fn write(path: &Path, text: &[Vec<String>], counts: &[Vec<i64>], optional: bool, wide: bool) {
         let repetition = if optional { "optional" } else { "required" };
-        let names = ["item_id", "other_item_id"];
-        let mut fields: Vec<String> = (0..text.len())
-            .map(|i| format!("{repetition} binary {} (UTF8);", names[i]))
+        let text_names = ["item_id", "other_item_id"];
+        let count_names = ["baskets", "adjacent_baskets"];
+        let width = if wide { "int64" } else { "int32" };
+        let fields: Vec<String> = (0..text.len())
+            .map(|i| format!("{repetition} binary {} (UTF8);", text_names[i]))
+            .chain((0..counts.len()).map(|i| format!("{repetition} {width} {};", count_names[i])))
             .collect();
-        fields.push(format!(
-            "{repetition} {} baskets;",
-            if wide { "int64" } else { "int32" }
-        ));
         let schema = parse_message_type(&format!("message t {{ {} }}", fields.join(" "))).unwrap();
         let file = File::create(path).unwrap();
         let mut writer = SerializedFileWriter::new(
@@ -379,7 +454,7 @@ mod tests {
         )
         .unwrap();
         let mut group = writer.next_row_group().unwrap();
-        let levels = vec![1i16; counts.len()];
+        let levels = vec![1i16; counts[0].len()];
         let levels = optional.then_some(&levels[..]);
         let mut column = 0;
         while let Some(mut w) = group.next_column().unwrap() {
@@ -393,10 +468,13 @@ mod tests {
                     .unwrap();
             } else if wide {
                 w.typed::<Int64Type>()
-                    .write_batch(counts, levels, None)
+                    .write_batch(&counts[column - text.len()], levels, None)
                     .unwrap();
             } else {
-                let narrow: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+                let narrow: Vec<i32> = counts[column - text.len()]
+                    .iter()
+                    .map(|&c| c as i32)
+                    .collect();
                 w.typed::<Int32Type>()
                     .write_batch(&narrow, levels, None)
                     .unwrap();
@@ -408,19 +486,34 @@ mod tests {
         writer.close().unwrap();
     }
 
+    /// Writes `items.parquet` holding items `a` and `b`.
+    fn write_two_items(dir: &Path) {
+        write(
+            &dir.join("items.parquet"),
+            &[vec!["a".into(), "b".into()]],
+            &[vec![3, 2]],
+            false,
+            true,
+        );
+    }
+
     #[test]
     fn counts_written_by_another_engine_read_back_as_the_in_process_counts() {
         let h = fixture();
         let expected = CountTables::from_history(&h, 0..h.len());
         let (items, pairs) = expected.by_id();
         assert!(!pairs.is_empty());
+        assert!(
+            pairs.values().any(|&(_, n)| n > 0) && pairs.values().any(|&(c, n)| n < c),
+            "some pairs on adjacent lines, some not: {pairs:?}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let ids: Vec<String> = items.keys().cloned().collect();
         let counts: Vec<i64> = items.values().map(|&c| c as i64).collect();
         write(
             &dir.path().join("items.parquet"),
             &[ids],
-            &counts,
+            &[counts],
             false,
             true,
         );
@@ -428,7 +521,7 @@ mod tests {
         let parts = dir.path().join("pairs.parquet");
         std::fs::create_dir(&parts).unwrap();
         std::fs::write(parts.join("_SUCCESS"), "").unwrap();
-        let all: Vec<(&(String, String), &u64)> = pairs.iter().collect();
+        let all: Vec<_> = pairs.iter().collect();
         for (n, chunk) in all.chunks(all.len().div_ceil(2)).enumerate() {
             let first: Vec<String> = chunk
                 .iter()
@@ -438,11 +531,12 @@ mod tests {
                 .iter()
                 .map(|((a, b), _)| if n == 0 { b } else { a }.clone())
                 .collect();
-            let counts: Vec<i64> = chunk.iter().map(|(_, &c)| c as i64).collect();
+            let shared: Vec<i64> = chunk.iter().map(|(_, &(c, _))| c as i64).collect();
+            let adjacent: Vec<i64> = chunk.iter().map(|(_, &(_, a))| a as i64).collect();
             write(
                 &parts.join(format!("part-{n:05}.parquet")),
                 &[first, second],
-                &counts,
+                &[shared, adjacent],
                 true,
                 n == 0,
             );
@@ -451,24 +545,76 @@ mod tests {
         assert_eq!(read.by_id(), expected.by_id());
         let table = read.to_counts(h.len(), 1);
         assert_eq!(table.pairs(), 2 * pairs.len());
+        assert_eq!(
+            expected.to_counts(h.len(), 1),
+            Counts::from_baskets(&TrainingSet::new(&h, 0..h.len()).baskets, 1, 1),
+            "adjacent counts included, the tables give the counts the estimators count"
+        );
+    }
+
+    #[test]
+    fn pairs_without_the_adjacent_column_read_as_never_adjacent() {
+        let dir = tempfile::tempdir().unwrap();
+        write_two_items(dir.path());
+        write(
+            &dir.path().join("pairs.parquet"),
+            &[vec!["b".into()], vec!["a".into()]],
+            &[vec![2]],
+            false,
+            false,
+        );
+        let read = read_counts(dir.path()).unwrap();
+        assert_eq!(read.pairs, [(0, 1, 2, 0)]);
+        let counts = read.to_counts(3, 1);
+        assert_eq!(counts.shared(0, 1), 2);
+        assert!(!counts.has_adjacency());
+    }
+
+    #[test]
+    fn more_adjacent_than_shared_baskets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_two_items(dir.path());
+        let pairs = dir.path().join("pairs.parquet");
+        write(
+            &pairs,
+            &[vec!["a".into()], vec!["b".into()]],
+            &[vec![2], vec![2]],
+            false,
+            true,
+        );
+        assert_eq!(read_counts(dir.path()).unwrap().pairs, [(0, 1, 2, 2)]);
+        write(
+            &pairs,
+            &[vec!["a".into()], vec!["b".into()]],
+            &[vec![2], vec![3]],
+            false,
+            true,
+        );
+        let error = read_counts(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("adjacent_baskets 3 exceeds its 2 shared baskets"),
+            "{error}"
+        );
+        write(
+            &pairs,
+            &[vec!["a".into()], vec!["b".into()]],
+            &[vec![2], vec![-1]],
+            false,
+            true,
+        );
+        let error = read_counts(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("negative"), "{error}");
     }
 
     #[test]
     fn a_pair_naming_an_unknown_item_or_listed_twice_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = vec!["a".to_string(), "b".to_string()];
-        write(
-            &dir.path().join("items.parquet"),
-            &[ids],
-            &[3, 2],
-            false,
-            true,
-        );
+        write_two_items(dir.path());
         let pairs = dir.path().join("pairs.parquet");
         write(
             &pairs,
             &[vec!["a".into()], vec!["z".into()]],
-            &[1],
+            &[vec![1]],
             false,
             true,
         );
@@ -477,7 +623,7 @@ mod tests {
         write(
             &pairs,
             &[vec!["a".into(), "b".into()], vec!["b".into(), "a".into()]],
-            &[1, 1],
+            &[vec![1, 1]],
             false,
             true,
         );
@@ -486,7 +632,7 @@ mod tests {
         write(
             &pairs,
             &[vec!["a".into()], vec!["b".into()]],
-            &[-1],
+            &[vec![-1]],
             false,
             true,
         );

@@ -541,10 +541,12 @@ fn baseline_variants(
     }];
     for estimator in Estimator::ALL {
         progress.message(estimator.name());
-        // Baselines are exact: privacy is a property of the serving model under test.
+        // Baselines are exact: privacy is a property of the serving model under test. They
+        // read the baskets as published methods do, as sets.
         let measure = estimators::MeasureParams {
             estimator,
             dp: None,
+            adjacency: 0.0,
             ..params.train.measure.clone()
         };
         let (pairs, _) =
@@ -556,6 +558,13 @@ fn baseline_variants(
         });
         progress.inc(1);
     }
+    // The serving model's own table (tuned λ and adjacency weight) ranking by itself: the
+    // single signal the served pipeline must not fall below.
+    variants.push(Variant {
+        name: "co-purchase, serving table".into(),
+        snapshot: Arc::new(serving.snapshot_with_pairs(version, &serving.co_purchase)?),
+        config: ranking_config(serving_config, 1.0, 0.0, FILL),
+    });
     Ok(variants)
 }
 

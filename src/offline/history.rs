@@ -26,6 +26,9 @@ pub struct History {
     pub items: Vec<DerivedItem>,
     offsets: Vec<usize>,
     basket_items: Vec<u32>,
+    /// The same items per basket in the order of their first line (the order the shopper
+    /// added them, for a storefront that numbers lines so).
+    line_items: Vec<u32>,
     times: Vec<i64>,
     customers: Vec<u32>,
 }
@@ -45,6 +48,12 @@ impl History {
     #[inline]
     pub fn basket(&self, b: usize) -> &[u32] {
         &self.basket_items[self.offsets[b]..self.offsets[b + 1]]
+    }
+
+    /// The distinct item numbers of basket `b`, in the order of their first line.
+    #[inline]
+    pub fn basket_in_line_order(&self, b: usize) -> &[u32] {
+        &self.line_items[self.offsets[b]..self.offsets[b + 1]]
     }
 
     /// Time of basket `b` (UTC seconds).
@@ -105,7 +114,14 @@ impl History {
                 line_use == LineUse::Basket,
             );
             if line_use == LineUse::Basket {
-                builder.add(line.order_id, line.ordered_at, line.customer_id, item);
+                // A file's lines are in order: the row number orders an order's lines.
+                builder.add(
+                    line.order_id,
+                    line.ordered_at,
+                    line.customer_id,
+                    rows as u32,
+                    item,
+                );
             }
         })?;
         Ok((builder.finish(derived.finish()), report))
@@ -116,7 +132,8 @@ impl History {
 struct OpenBasket {
     time: i64,
     customer: u32,
-    items: Vec<u32>,
+    /// (line number, item number) of each line.
+    lines: Vec<(u32, u32)>,
 }
 
 /// Groups basket lines into baskets; items are numbered by the caller.
@@ -141,8 +158,9 @@ impl HistoryBuilder {
         }
     }
 
-    /// Adds item number `item` to order `order_id`; the basket's time is its earliest line's.
-    pub fn add(&mut self, order_id: &str, time: i64, customer: Option<&str>, item: u32) {
+    /// Adds item number `item` to order `order_id` as its line `line` (any numbering that
+    /// orders an order's lines); the basket's time is its earliest line's.
+    pub fn add(&mut self, order_id: &str, time: i64, customer: Option<&str>, line: u32, item: u32) {
         let customer = match customer {
             None => NO_CUSTOMER,
             Some(c) => match self.customers.get(c) {
@@ -160,7 +178,7 @@ impl HistoryBuilder {
                 if open.customer == NO_CUSTOMER {
                     open.customer = customer;
                 }
-                open.items.push(item);
+                open.lines.push((line, item));
             }
             None => {
                 self.orders.insert(
@@ -168,7 +186,7 @@ impl HistoryBuilder {
                     OpenBasket {
                         time,
                         customer,
-                        items: vec![item],
+                        lines: vec![(line, item)],
                     },
                 );
             }
@@ -182,7 +200,7 @@ impl HistoryBuilder {
         open.sort_unstable_by(|a, b| a.1.time.cmp(&b.1.time).then_with(|| a.0.cmp(&b.0)));
         let mut used = vec![false; items.len()];
         for (_, basket) in &open {
-            for &i in &basket.items {
+            for &(_, i) in &basket.lines {
                 used[i as usize] = true;
             }
         }
@@ -194,22 +212,33 @@ impl HistoryBuilder {
                 kept.push(item);
             }
         }
-        let lines: usize = open.iter().map(|(_, b)| b.items.len()).sum();
+        let lines: usize = open.iter().map(|(_, b)| b.lines.len()).sum();
         let mut history = History {
             items: kept,
             offsets: Vec::with_capacity(open.len() + 1),
             basket_items: Vec::with_capacity(lines),
+            line_items: Vec::with_capacity(lines),
             times: Vec::with_capacity(open.len()),
             customers: Vec::with_capacity(open.len()),
         };
         history.offsets.push(0);
+        let mut seen = vec![false; history.items.len()];
         for (_, mut basket) in open {
-            for i in &mut basket.items {
-                *i = renumber[*i as usize];
+            // Stable: lines with one number keep the order they were added in.
+            basket.lines.sort_by_key(|&(line, _)| line);
+            let start = history.line_items.len();
+            for &(_, i) in &basket.lines {
+                let i = renumber[i as usize];
+                if !std::mem::replace(&mut seen[i as usize], true) {
+                    history.line_items.push(i);
+                }
             }
-            basket.items.sort_unstable();
-            basket.items.dedup();
-            history.basket_items.extend_from_slice(&basket.items);
+            let in_order = &history.line_items[start..];
+            for &i in in_order {
+                seen[i as usize] = false;
+            }
+            history.basket_items.extend_from_slice(in_order);
+            history.basket_items[start..].sort_unstable();
             history.offsets.push(history.basket_items.len());
             history.times.push(basket.time);
             history.customers.push(basket.customer);
@@ -311,6 +340,7 @@ pub async fn load_history(
                 line.order_id,
                 line.ordered_at.timestamp(),
                 line.customer_id,
+                line.line_no,
                 n,
             );
         })
@@ -318,11 +348,14 @@ pub async fn load_history(
     }
     if matches!(source, HistorySource::Events | HistorySource::Both) {
         let mut baskets = EventBaskets::new(basket_gap);
+        // Events come in order of buyer, then time: their count orders a basket's purchases.
+        let mut purchases = 0u32;
         store::for_each_purchase_event(pool, until, |purchase| {
             let n = number(purchase.item_id);
             let time = purchase.occurred_at.timestamp();
             let (basket, customer) = baskets.next(purchase.buyer, purchase.is_shopper, time);
-            builder.add(basket, time, customer.as_deref(), n);
+            purchases = purchases.wrapping_add(1);
+            builder.add(basket, time, customer.as_deref(), purchases, n);
         })
         .await?;
     }

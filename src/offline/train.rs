@@ -185,14 +185,20 @@ pub struct TrainingSet {
 }
 
 impl TrainingSet {
-    /// Renumbers the items of `history`'s baskets in `range` densely, in history order.
+    /// Renumbers the items of `history`'s baskets in `range` densely, in history order; each
+    /// basket keeps the order of its lines.
     pub fn new(history: &History, range: Range<usize>) -> Self {
         let (history_items, model_item) = Self::numbering(history, range.clone());
         let mut baskets = Baskets::new(history_items.len());
         let mut buffer = Vec::with_capacity(256);
         for b in range {
             buffer.clear();
-            buffer.extend(history.basket(b).iter().map(|&i| model_item[i as usize]));
+            buffer.extend(
+                history
+                    .basket_in_line_order(b)
+                    .iter()
+                    .map(|&i| model_item[i as usize]),
+            );
             baskets.push(&buffer);
         }
         Self {

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::estimators::{self, Counts, Estimator, MeasureParams, Neighbours};
+use super::estimators::{self, Counts, Estimator, MeasureParams, Neighbours, Ridge};
 use super::evaluate::{self, TestCase, Variant};
 use super::history::History;
 use super::progress::Progress;
@@ -98,6 +98,9 @@ pub struct ValidationSplit {
 pub struct EstimatorTrial {
     /// EASE λ.
     pub lambda: f64,
+    /// Weight of adjacent order lines.
+    #[serde(default)]
+    pub adjacency: f64,
     /// Fewest shared baskets per pair.
     pub min_support: u32,
     /// HitRate@k of the table ranking by itself, cart alone, at checkout.
@@ -143,6 +146,9 @@ pub struct Tuning {
     pub estimator_trials: Vec<EstimatorTrial>,
     /// The chosen λ (when tuned).
     pub lambda: Option<f64>,
+    /// The chosen weight of adjacent order lines (when tuned).
+    #[serde(default)]
+    pub adjacency: Option<f64>,
     /// The minimum support the tables were fitted with (the configured one; not searched).
     pub min_support: Option<u32>,
     /// Per touchpoint: the choice and its scores.
@@ -193,6 +199,8 @@ const MAX_PURCHASED: f32 = 20.0;
 /// Half-lives of earlier purchases searched, in purchases: from "what they bought lately" to
 /// "what they buy most".
 const PURCHASED_HALF_LIFE: [f32; 5] = [10.0, 30.0, 100.0, 300.0, 1000.0];
+/// Weights of adjacent order lines searched (beside the configured one).
+const ADJACENCY: [f64; 3] = [0.5, 1.0, 2.0];
 /// Popularity weight of the single-signal configuration: a tie-break only.
 const FILL: f32 = 0.001;
 
@@ -517,6 +525,7 @@ pub fn tune(
             validation,
             estimator_trials: trials,
             lambda: tuned.then_some(chosen_measure.lambda),
+            adjacency: tuned.then_some(chosen_measure.adjacency),
             min_support: tuned.then_some(chosen_measure.min_support),
             touchpoints,
             purchased_half_life: shape.map(|(h, _)| h),
@@ -647,10 +656,12 @@ fn tune_touchpoint(
     }
 }
 
-/// Searches λ of a `sparse-ease` table on the checkout cases with
-/// the cart alone, each table ranking by itself; returns the chosen parameters, the trials and
-/// the chosen table's snapshot. λ takes a ×4 grid around the configured value (whose table
-/// `model` already holds), then ×2 steps around the best.
+/// Searches λ and the weight of adjacent lines of a `sparse-ease` table on the checkout cases
+/// with the cart alone, each table ranking by itself; returns the chosen parameters, the
+/// trials and the chosen table's snapshot. λ takes a ×4 grid around the configured value
+/// (whose table `model` already holds), then ×2 steps around the best; then, when the history
+/// has line order, the adjacency weights of [`ADJACENCY`] at that λ, and ×2 steps of λ again
+/// if the weight changed (the weight scales the Gram matrix, so the best λ moves with it).
 #[allow(clippy::too_many_arguments)]
 fn tune_estimator(
     history: &History,
@@ -683,6 +694,7 @@ fn tune_estimator(
         Ok(Trial {
             result: EstimatorTrial {
                 lambda: measure.lambda,
+                adjacency: measure.adjacency,
                 min_support: measure.min_support,
                 hit_rate: r.hit_rate,
                 ndcg: r.ndcg,
@@ -691,28 +703,51 @@ fn tune_estimator(
             snapshot,
         })
     };
-    // Each step's λ values are fitted in one pass, which shares their neighbourhoods.
-    let fit = |factors: [f64; 2], around: f64, trials: &mut Vec<Trial>| -> Result<(), TuneError> {
-        let lambdas: Vec<f64> = factors
-            .iter()
-            .map(|f| around * f)
-            .filter(|&lambda| trials.iter().all(|t| t.measure.lambda != lambda))
+    // Each step's settings are fitted in one pass, which shares their neighbourhoods.
+    let fit = |ridges: Vec<Ridge>, trials: &mut Vec<Trial>| -> Result<(), TuneError> {
+        let ridges: Vec<Ridge> = ridges
+            .into_iter()
+            .filter(|r| trials.iter().all(|t| t.measure.ridge() != *r))
             .collect();
-        let tables = estimators::co_purchase_for_lambdas(&counts, &groups, &base, &lambdas)
+        let tables = estimators::co_purchase_for_ridges(&counts, &groups, &base, &ridges)
             .map_err(TrainError::from)?;
-        for (&lambda, (pairs, _)) in lambdas.iter().zip(tables) {
+        for (ridge, (pairs, _)) in ridges.iter().zip(tables) {
             let measure = MeasureParams {
-                lambda,
+                lambda: ridge.lambda,
+                adjacency: ridge.adjacency,
                 ..base.clone()
             };
             trials.push(score(measure, pairs)?);
         }
         Ok(())
     };
+    let lambdas = |factors: [f64; 2], around: Ridge| {
+        factors
+            .iter()
+            .map(|f| Ridge {
+                lambda: around.lambda * f,
+                ..around
+            })
+            .collect::<Vec<_>>()
+    };
+    let best_ridge = |trials: &[Trial]| trials[best_trial(trials)].measure.ridge();
     trials.push(score(base.clone(), model.co_purchase.clone())?);
-    fit([0.25, 4.0], base.lambda, &mut trials)?;
-    let lambda = trials[best_trial(&trials)].measure.lambda;
-    fit([0.5, 2.0], lambda, &mut trials)?;
+    fit(lambdas([0.25, 4.0], base.ridge()), &mut trials)?;
+    fit(lambdas([0.5, 2.0], best_ridge(&trials)), &mut trials)?;
+    if counts.has_adjacency() {
+        let at = best_ridge(&trials);
+        let weights = ADJACENCY.iter().chain([&0.0]);
+        fit(
+            weights
+                .map(|&adjacency| Ridge { adjacency, ..at })
+                .collect(),
+            &mut trials,
+        )?;
+        let chosen = best_ridge(&trials);
+        if chosen.adjacency != at.adjacency {
+            fit(lambdas([0.5, 2.0], chosen), &mut trials)?;
+        }
+    }
     let best = best_trial(&trials);
     let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
     Ok((
@@ -921,6 +956,18 @@ mod tests {
         );
         assert!(tuning.validation.cases_with_purchased > 0);
         assert_eq!(Some(refit.measure.lambda), tuning.lambda);
+        assert_eq!(Some(refit.measure.adjacency), tuning.adjacency);
+        // Each basket lists a pair's two items on adjacent lines: the weights are tried.
+        for weight in ADJACENCY {
+            assert!(
+                tuning
+                    .estimator_trials
+                    .iter()
+                    .any(|t| t.adjacency == weight),
+                "{:?}",
+                tuning.estimator_trials
+            );
+        }
         assert!(tuning
             .estimator_trials
             .iter()

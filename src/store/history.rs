@@ -27,6 +27,8 @@ pub struct BasketLine<'a> {
     pub customer_id: Option<&'a str>,
     /// Item id.
     pub item_id: &'a str,
+    /// The line's number within its order.
+    pub line_no: u32,
 }
 
 /// Calls `line` with every basket line of the orders placed before `until` (all orders when
@@ -36,7 +38,8 @@ pub async fn for_each_basket_line(
     until: Option<chrono::DateTime<chrono::Utc>>,
     mut line: impl FnMut(BasketLine<'_>),
 ) -> Result<(), sqlx::Error> {
-    let statement = format!("SELECT o.id, o.ordered_at, o.customer_id, l.item_id {BASKET_LINES}");
+    let statement =
+        format!("SELECT o.id, o.ordered_at, o.customer_id, l.item_id, l.line_no {BASKET_LINES}");
     let mut rows = sqlx::query(&statement).bind(until).fetch(pool);
     while let Some(row) = rows.try_next().await? {
         line(BasketLine {
@@ -44,6 +47,7 @@ pub async fn for_each_basket_line(
             ordered_at: row.try_get(1)?,
             customer_id: row.try_get(2)?,
             item_id: row.try_get(3)?,
+            line_no: row.try_get::<i32, _>(4)?.max(0) as u32,
         });
     }
     Ok(())

@@ -203,6 +203,7 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
         validation: ValidationSplit::default(),
         estimator_trials: Vec::new(),
         lambda: Some(12.5),
+        adjacency: Some(1.0),
         min_support: Some(1),
         touchpoints: Vec::new(),
         purchased_half_life: Some(100.0),
@@ -266,6 +267,23 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
 async fn counts_made_in_postgres_equal_the_in_process_counts_and_train_a_served_version() {
     let db = fresh_database().await;
     import(&db.pool, order_file()).await;
+    // An order whose item ids sort otherwise than its lines, with a later repeat of an item and
+    // a zero-quantity line before an item's first counted line: by first basket line, 22423,
+    // 85099C, 85099B, 22386 follow one another.
+    let date = "2011-01-25 10:00:00,1.95,12050.0,United Kingdom";
+    import(
+        &db.pool,
+        format!(
+            "{HEADER}560100,22423,\"REGENCY CAKESTAND, 3 TIER\",1,{date}
+560100,85099C,JUMBO BAG BAROQUE BLACK WHITE,10,{date}
+560100,22423,\"REGENCY CAKESTAND, 3 TIER\",2,{date}
+560100,22386,JUMBO BAG PINK POLKADOT,0,{date}
+560100,85099B,JUMBO BAG RED RETROSPOT,10,{date}
+560100,22386,JUMBO BAG PINK POLKADOT,10,{date}
+"
+        ),
+    )
+    .await;
     let history = history::load_history(&db.pool, None, HistorySource::Orders, 0)
         .await
         .unwrap();
@@ -283,8 +301,23 @@ async fn counts_made_in_postgres_equal_the_in_process_counts_and_train_a_served_
             item_baskets: counted.item_baskets,
             pairs: counted.pairs,
         };
+        let (items, pairs) = tables.by_id();
+        assert!(
+            pairs.values().any(|&(_, n)| n > 0) && pairs.values().any(|&(c, n)| n < c),
+            "some pairs on adjacent lines, some not: {pairs:?}"
+        );
+        let key = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
-            tables.by_id(),
+            (
+                pairs[&key("22423", "85099C")],
+                pairs[&key("85099B", "85099C")].1
+            ),
+            ((1, 1), 1),
+            "next to each other only in the added order, where the repeat and the \
+             zero-quantity line leave no gap: {cut:?}"
+        );
+        assert_eq!(
+            (items, pairs),
             CountTables::from_history(&history, 0..end).by_id(),
             "{cut:?}"
         );

@@ -1,5 +1,6 @@
 //! The PySpark counting job (`scripts/jobs/count_cooccurrences.py`) run in local mode: the
-//! counts it writes read back as the in-process counting of the same history.
+//! counts it writes, adjacent lines included, read back as the in-process counting of the same
+//! history, whether line order comes from a line-number column or from the file's row order.
 //!
 //! Needs Java 17+ and PySpark; `scripts/test` provides both (`scripts/lib/spark.sh`) and names
 //! the interpreter in `TANDEM_SPARK_PYTHON`. Without them the test fails, saying so.
@@ -64,16 +65,41 @@ fn order_file() -> String {
     csv
 }
 
-/// The history's baskets as order lines, one per item of each basket, plus one line repeated
-/// within an order (a basket is the distinct items of an order).
-fn lines_file(h: &History) -> String {
-    let mut csv = String::from("order_id,item_id\n");
+/// The history's baskets as order lines, one per item of each basket in line order, plus a
+/// later repeat of an order's first item between its second and third lines (a basket is the
+/// distinct items of an order, each where its first line is, so the repeat leaves no gap).
+/// With `numbered`, a `line_no` column numbers each order's lines (in tens, the repeat in
+/// between) and the rows come grouped by item, so orders interleave and an order's lines come
+/// in item-id order, not line order. Without it, each order's lines come in line order, one
+/// order after another.
+fn lines_file(h: &History, numbered: bool) -> String {
+    let repeated = (0..h.len())
+        .find(|&b| h.basket(b).len() >= 3)
+        .expect("an order of three items or more");
+    // (order, line number, item) of each line.
+    let mut lines: Vec<(usize, u32, u32)> = Vec::new();
     for b in 0..h.len() {
-        for &i in h.basket(b) {
+        let items = h.basket_in_line_order(b);
+        for (p, &i) in items.iter().enumerate() {
+            lines.push((b, 10 * p as u32, i));
+            if b == repeated && p == 1 {
+                lines.push((b, 15, items[0]));
+            }
+        }
+    }
+    let mut csv = String::new();
+    if numbered {
+        lines.sort_by_key(|&(b, line, i)| (&h.items[i as usize].id, b, line));
+        csv.push_str("order_id,line_no,item_id\n");
+        for (b, line, i) in lines {
+            writeln!(csv, "order-{b},{line},{}", h.items[i as usize].id).unwrap();
+        }
+    } else {
+        csv.push_str("order_id,item_id\n");
+        for (b, _, i) in lines {
             writeln!(csv, "order-{b},{}", h.items[i as usize].id).unwrap();
         }
     }
-    writeln!(csv, "order-0,{}", h.items[h.basket(0)[0] as usize].id).unwrap();
     csv
 }
 
@@ -120,6 +146,35 @@ fn check_spark_runs(python: &Path) {
     );
 }
 
+/// Runs the job in local mode on `lines`, writing the counts to `out`.
+fn run_job(python: &Path, lines: &Path, out: &Path) {
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/jobs/count_cooccurrences.py");
+    let started = Instant::now();
+    let run = Command::new(python)
+        .arg(&job)
+        .args(["--master", "local[2]", "--lines"])
+        .arg(lines)
+        .arg("--out")
+        .arg(out)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{} {} failed ({}):\n{}\n{}",
+        python.display(),
+        job.display(),
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!(
+        "the Spark job on {} took {:.1} s",
+        lines.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[test]
 fn the_spark_job_counts_as_the_in_process_counting() {
     let (h, report) = History::read(
@@ -136,37 +191,26 @@ fn the_spark_job_counts_as_the_in_process_counting() {
     assert_eq!(items.len(), CODES.len());
     assert!(pairs.len() > 40, "{pairs:?}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let lines = dir.path().join("lines.csv");
-    std::fs::write(&lines, lines_file(&h)).unwrap();
-    let out = dir.path().join("counts");
-    let python = spark_python();
-    check_spark_runs(&python);
-    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/jobs/count_cooccurrences.py");
-    let started = Instant::now();
-    let run = Command::new(&python)
-        .arg(&job)
-        .args(["--master", "local[2]", "--lines"])
-        .arg(&lines)
-        .arg("--out")
-        .arg(&out)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .unwrap();
     assert!(
-        run.status.success(),
-        "{} {} failed ({}):\n{}\n{}",
-        python.display(),
-        job.display(),
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    eprintln!(
-        "the Spark job took {:.1} s",
-        started.elapsed().as_secs_f64()
+        pairs.values().any(|&(_, n)| n > 0) && pairs.values().any(|&(c, n)| n < c),
+        "some pairs on adjacent lines, some not: {pairs:?}"
     );
 
-    let read = read_counts(&out).unwrap();
-    assert_eq!(read.by_id(), expected.by_id());
+    let dir = tempfile::tempdir().unwrap();
+    let python = spark_python();
+    check_spark_runs(&python);
+    // Both ways of giving line order, side by side.
+    std::thread::scope(|scope| {
+        for (name, numbered) in [("numbered", true), ("in-file-order", false)] {
+            let (dir, python, h, expected) = (dir.path(), &python, &h, &expected);
+            scope.spawn(move || {
+                let lines = dir.join(format!("{name}.csv"));
+                std::fs::write(&lines, lines_file(h, numbered)).unwrap();
+                let out = dir.join(format!("{name}-counts"));
+                run_job(python, &lines, &out);
+                let read = read_counts(&out).unwrap();
+                assert_eq!(read.by_id(), expected.by_id(), "{name}");
+            });
+        }
+    });
 }

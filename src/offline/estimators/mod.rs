@@ -117,6 +117,10 @@ pub struct MeasureParams {
     pub neighbours: usize,
     /// EASE L2 regularisation λ.
     pub lambda: f64,
+    /// Weight, in the Gram matrix `sparse-ease` solves, of the baskets in which two items
+    /// are on adjacent lines, beside the baskets they share (0: line order ignored).
+    #[serde(default)]
+    pub adjacency: f64,
     /// BM25 term saturation `k1`.
     pub bm25_k1: f64,
     /// BM25 length normalisation `b`.
@@ -131,16 +135,39 @@ pub struct MeasureParams {
 }
 
 impl MeasureParams {
-    /// EASE's λ must be a positive number.
+    /// EASE's λ must be a positive number, the adjacency weight a number from 0.
     fn check_lambda(&self) -> Result<(), MeasureError> {
-        if self.lambda > 0.0 && self.lambda.is_finite() {
-            Ok(())
-        } else {
-            Err(MeasureError::InvalidParameter(
+        if !(self.lambda > 0.0 && self.lambda.is_finite()) {
+            return Err(MeasureError::InvalidParameter(
                 "lambda must be positive".into(),
-            ))
+            ));
+        }
+        if !(self.adjacency >= 0.0 && self.adjacency.is_finite()) {
+            return Err(MeasureError::InvalidParameter(
+                "the adjacency weight must be a number from 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ridge settings of these parameters.
+    pub fn ridge(&self) -> Ridge {
+        Ridge {
+            lambda: self.lambda,
+            adjacency: self.adjacency,
         }
     }
+}
+
+/// The settings of one `sparse-ease` fit that a single pass can vary: its Gram matrix is
+/// `C + adjacency × A + λI`, with `C` the shared baskets and `A` those on adjacent lines
+/// (the diagonal of `A` is each item's baskets).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ridge {
+    /// EASE L2 regularisation λ.
+    pub lambda: f64,
+    /// Weight of adjacent lines.
+    pub adjacency: f64,
 }
 
 fn default_min_baskets() -> u32 {
@@ -160,6 +187,7 @@ impl Default for MeasureParams {
             neighbourhood: default_neighbourhood(),
             neighbours: 100,
             lambda: 50.0,
+            adjacency: 0.0,
             bm25_k1: 1.2,
             bm25_b: 0.75,
             max_dense_items: 6000,
@@ -242,6 +270,11 @@ pub fn co_purchase(
     if let Some(dp) = &params.dp {
         dp.validate().map_err(MeasureError::InvalidParameter)?;
     }
+    if params.adjacency != 0.0 && params.estimator != Estimator::SparseEase {
+        return Err(MeasureError::InvalidParameter(
+            "only sparse-ease weighs adjacent lines (set the adjacency weight to 0)".into(),
+        ));
+    }
     let (neighbours, stats) = match params.estimator {
         Estimator::Ease => dense_ease::ease(baskets, variant_groups, params)?,
         Estimator::SparseEase => {
@@ -275,22 +308,22 @@ pub fn co_purchase_from_counts(
     variant_groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    let mut tables = co_purchase_for_lambdas(counts, variant_groups, params, &[params.lambda])?;
+    let mut tables = co_purchase_for_ridges(counts, variant_groups, params, &[params.ridge()])?;
     tables
         .pop()
         .ok_or_else(|| MeasureError::InvalidParameter("no table was fitted".into()))
 }
 
-/// [`co_purchase_from_counts`] for each of `lambdas` in place of `params.lambda`, in their
-/// order, from one pass that shares the work every λ needs (see
-/// [`sparse_ease::sparse_ease_lambdas`]).
-pub fn co_purchase_for_lambdas(
+/// [`co_purchase_from_counts`] for each of `ridges` in place of `params`' own, in their
+/// order, from one pass that shares the work every setting needs (see
+/// [`sparse_ease::sparse_ease_ridges`]).
+pub fn co_purchase_for_ridges(
     counts: &Counts,
     variant_groups: &[u32],
     params: &MeasureParams,
-    lambdas: &[f64],
+    ridges: &[Ridge],
 ) -> Result<Vec<(Neighbours, MeasureStats)>, MeasureError> {
-    if lambdas.is_empty() {
+    if ridges.is_empty() {
         return Ok(Vec::new());
     }
     let started = Instant::now();
@@ -310,13 +343,14 @@ pub fn co_purchase_for_lambdas(
             "one variant group per item is needed".into(),
         ));
     }
-    let tables = sparse_ease::sparse_ease_lambdas(counts, variant_groups, params, lambdas)?;
+    let tables = sparse_ease::sparse_ease_ridges(counts, variant_groups, params, ridges)?;
     Ok(tables
         .into_iter()
-        .zip(lambdas)
-        .map(|((neighbours, stats), &lambda)| {
+        .zip(ridges)
+        .map(|((neighbours, stats), ridge)| {
             let params = MeasureParams {
-                lambda,
+                lambda: ridge.lambda,
+                adjacency: ridge.adjacency,
                 ..params.clone()
             };
             finish_stats(neighbours, stats, &params, counts.baskets, started)

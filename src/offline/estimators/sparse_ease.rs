@@ -11,13 +11,18 @@
 //! with no `n²` term. Restricting each item's regression to its most related items is the
 //! idea of fsSLIM (Ning & Karypis, RecSys 2012), with EASE's closed-form ridge in place of
 //! SLIM's elastic net.
+//!
+//! `G` may also weigh line order: `G = C + αA`, with `C` the shared baskets and `A` the
+//! baskets in which the two items are on adjacent lines (`A`'s diagonal is each item's
+//! baskets). That is the Gram matrix of the baskets plus α times that of their adjacent line
+//! pairs, so it stays positive semi-definite and EASE applies unchanged.
 
 use pulp::{Simd, WithSimd};
 
 use super::counts::Counts;
 use super::neighbours::keep_strongest;
 use super::parallel::{join_all, rows_in_parallel, worker_threads};
-use super::{MeasureError, MeasureParams, MeasureStats, Neighbours};
+use super::{MeasureError, MeasureParams, MeasureStats, Neighbours, Ridge};
 use crate::pipeline::vector::dispatch;
 
 /// Most items whose shared counts [`PopularCounts`] holds densely (64 MiB at this size).
@@ -30,10 +35,12 @@ struct PopularCounts {
     position: Vec<u32>,
     size: usize,
     shared: Vec<u32>,
+    /// The adjacent-line counts likewise, when a fit weighs them (empty otherwise).
+    adjacent: Vec<u32>,
 }
 
 impl PopularCounts {
-    fn new(counts: &Counts) -> Self {
+    fn new(counts: &Counts, with_adjacency: bool) -> Self {
         let mut popular: Vec<u32> = (0..counts.items() as u32)
             .filter(|&i| counts.eligible(i))
             .collect();
@@ -49,12 +56,17 @@ impl PopularCounts {
             position[i as usize] = p as u32;
         }
         let mut shared = vec![0u32; size * size];
+        let mut adjacent = vec![0u32; if with_adjacency { size * size } else { 0 }];
         for (p, &i) in popular.iter().enumerate() {
             let (others, row_shared) = counts.row(i);
-            for (&o, &c) in others.iter().zip(row_shared) {
+            let row_adjacent = counts.adjacent_row(i);
+            for (k, (&o, &c)) in others.iter().zip(row_shared).enumerate() {
                 let q = position[o as usize];
                 if q != u32::MAX {
                     shared[p * size + q as usize] = c;
+                    if with_adjacency {
+                        adjacent[p * size + q as usize] = row_adjacent[k];
+                    }
                 }
             }
         }
@@ -62,6 +74,7 @@ impl PopularCounts {
             position,
             size,
             shared,
+            adjacent,
         }
     }
 
@@ -71,11 +84,15 @@ impl PopularCounts {
         self.position[a as usize] != u32::MAX
     }
 
-    /// The baskets `a` and `b` share, when both are in the table.
+    /// The baskets `a` and `b` share and, of them, those with the two on adjacent lines (0
+    /// when the table holds no adjacency), when both are in the table.
     #[inline]
-    fn get(&self, a: u32, b: u32) -> Option<u32> {
+    fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
         let (p, q) = (self.position[a as usize], self.position[b as usize]);
-        (p != u32::MAX && q != u32::MAX).then(|| self.shared[p as usize * self.size + q as usize])
+        (p != u32::MAX && q != u32::MAX).then(|| {
+            let at = p as usize * self.size + q as usize;
+            (self.shared[at], self.adjacent.get(at).copied().unwrap_or(0))
+        })
     }
 }
 
@@ -101,64 +118,86 @@ struct SolvedPart {
 /// Buffers one thread reuses for every item's solve.
 #[derive(Default)]
 struct Solver {
-    selected: Vec<(u32, u32)>,
+    /// The neighbourhood: (item, shared baskets, of them on adjacent lines).
+    selected: Vec<(u32, u32, u32)>,
     /// Position of each item in `selected`, `u32::MAX` for the others (reset after each
     /// solve, so it costs one pass over the catalogue per thread, not per item).
     position: Vec<u32>,
     gram: Vec<f64>,
+    /// `A` over the neighbourhood, like `gram` (filled only when a fit weighs it).
+    gram_adjacent: Vec<f64>,
     matrix: Vec<f64>,
     rhs: Vec<f64>,
 }
 
 impl Solver {
-    /// Solves item `j` over its neighbourhood once per λ and appends its diagonal entries and
-    /// off-diagonal estimates of `P` to `out`. The neighbourhood and its Gram matrix are built
-    /// once for all λ.
+    /// Solves item `j` over its neighbourhood once per ridge setting and appends its diagonal
+    /// entries and off-diagonal estimates of `P` to `out`. The neighbourhood and its Gram
+    /// matrices are built once for all settings.
     fn solve(
         &mut self,
         counts: &Counts,
         popular: &PopularCounts,
         j: u32,
-        lambdas: &[f64],
+        ridges: &[Ridge],
         size: usize,
         out: &mut SolvedPart,
     ) {
-        let own = f64::from(counts.item_baskets[j as usize]);
+        let baskets = f64::from(counts.item_baskets[j as usize]);
+        let own = |r: &Ridge| baskets * (1.0 + r.adjacency);
         let (others, shared) = counts.row(j);
+        let adjacent = counts.adjacent_row(j);
         self.selected.clear();
-        self.selected
-            .extend(others.iter().copied().zip(shared.iter().copied()));
+        self.selected.extend(
+            others
+                .iter()
+                .zip(shared)
+                .zip(adjacent)
+                .map(|((&o, &c), &a)| (o, c, a)),
+        );
         out.items.push(j);
         if self.selected.is_empty() {
             out.diagonals
-                .extend(lambdas.iter().map(|l| 1.0 / (own + l)));
+                .extend(ridges.iter().map(|r| 1.0 / (own(r) + r.lambda)));
             return;
         }
         if self.selected.len() > size {
             self.selected
                 .select_nth_unstable_by(size - 1, |a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             self.selected.truncate(size);
-            self.selected.sort_unstable_by_key(|&(item, _)| item);
+            self.selected.sort_unstable_by_key(|&(item, _, _)| item);
         }
         let m = self.selected.len();
-        self.fill_gram(counts, popular);
+        let with_adjacency = ridges.iter().any(|r| r.adjacency > 0.0);
+        self.fill_gram(counts, popular, with_adjacency);
         let first = out.inverses.len();
         out.pairs
-            .extend(self.selected.iter().map(|&(c, shared)| Pair {
+            .extend(self.selected.iter().map(|&(c, shared, _)| Pair {
                 low: j.min(c),
                 high: j.max(c),
                 shared,
             }));
-        out.inverses.resize(first + m * lambdas.len(), 0.0);
-        for (l, &lambda) in lambdas.iter().enumerate() {
+        out.inverses.resize(first + m * ridges.len(), 0.0);
+        for (l, ridge) in ridges.iter().enumerate() {
+            let (lambda, alpha) = (ridge.lambda, ridge.adjacency);
             self.matrix.clear();
-            self.matrix.extend_from_slice(&self.gram);
+            if alpha > 0.0 {
+                self.matrix.extend(
+                    self.gram
+                        .iter()
+                        .zip(&self.gram_adjacent)
+                        .map(|(c, a)| c + alpha * a),
+                );
+            } else {
+                self.matrix.extend_from_slice(&self.gram);
+            }
             for p in 0..m {
                 self.matrix[p * m + p] += lambda;
             }
+            let target = |&(_, c, a): &(u32, u32, u32)| f64::from(c) + alpha * f64::from(a);
             self.rhs.clear();
-            self.rhs
-                .extend(self.selected.iter().map(|&(_, c)| f64::from(c)));
+            self.rhs.extend(self.selected.iter().map(target));
+            let own = own(ridge);
             if !factor_and_solve(&mut self.matrix, m, &mut self.rhs) {
                 // G_SS is a Gram matrix and λ > 0, so this only happens through rounding: the
                 // item is then treated as unrelated to its neighbourhood.
@@ -169,51 +208,67 @@ impl Solver {
                 .selected
                 .iter()
                 .zip(&self.rhs)
-                .map(|(&(_, c), &beta)| f64::from(c) * beta)
+                .map(|(s, &beta)| target(s) * beta)
                 .sum();
             let diagonal = 1.0 / (own + lambda - explained).max(lambda);
             out.diagonals.push(diagonal);
-            // Values are stored pair-major: pair k of this solve, λ l at k × lambdas + l.
+            // Values are stored pair-major: pair k of this solve, setting l at k × ridges + l.
             for (k, &beta) in self.rhs.iter().enumerate() {
-                out.inverses[first + k * lambdas.len() + l] = -beta * diagonal;
+                out.inverses[first + k * ridges.len() + l] = -beta * diagonal;
             }
         }
     }
 
-    /// The lower triangle of `G_SS` over the selected items into `gram` (row-major `m × m`).
-    fn fill_gram(&mut self, counts: &Counts, popular: &PopularCounts) {
+    /// The lower triangle of `C_SS` over the selected items into `gram` (row-major `m × m`),
+    /// and of `A_SS` into `gram_adjacent` when `with_adjacency`.
+    fn fill_gram(&mut self, counts: &Counts, popular: &PopularCounts, with_adjacency: bool) {
         let m = self.selected.len();
         self.gram.clear();
         self.gram.resize(m * m, 0.0);
+        self.gram_adjacent.clear();
+        if with_adjacency {
+            self.gram_adjacent.resize(m * m, 0.0);
+        }
         if self.position.len() != counts.items() {
             self.position = vec![u32::MAX; counts.items()];
         }
-        for (p, &(a, _)) in self.selected.iter().enumerate() {
+        for (p, &(a, _, _)) in self.selected.iter().enumerate() {
             self.position[a as usize] = p as u32;
-            self.gram[p * m + p] = f64::from(counts.item_baskets[a as usize]);
+            let baskets = f64::from(counts.item_baskets[a as usize]);
+            self.gram[p * m + p] = baskets;
+            if with_adjacency {
+                self.gram_adjacent[p * m + p] = baskets;
+            }
         }
         // Pairs of two popular items come from the dense table; every other pair holds an item
         // outside it, whose row is short enough to scan whole (one pass over a row beats a
         // binary search per pair, which mispredicts every step).
-        for (p, &(a, _)) in self.selected.iter().enumerate() {
+        for (p, &(a, _, _)) in self.selected.iter().enumerate() {
             if popular.holds(a) {
-                for (q, &(b, _)) in self.selected[..p].iter().enumerate() {
-                    if let Some(shared) = popular.get(a, b) {
+                for (q, &(b, _, _)) in self.selected[..p].iter().enumerate() {
+                    if let Some((shared, adjacent)) = popular.get(a, b) {
                         self.gram[p * m + q] = f64::from(shared);
+                        if with_adjacency {
+                            self.gram_adjacent[p * m + q] = f64::from(adjacent);
+                        }
                     }
                 }
             } else {
                 let (row, row_shared) = counts.row(a);
-                for (&b, &shared) in row.iter().zip(row_shared) {
+                let row_adjacent = counts.adjacent_row(a);
+                for (k, (&b, &shared)) in row.iter().zip(row_shared).enumerate() {
                     let q = self.position[b as usize] as usize;
                     if q != u32::MAX as usize {
                         let (high, low) = if q < p { (p, q) } else { (q, p) };
                         self.gram[high * m + low] = f64::from(shared);
+                        if with_adjacency {
+                            self.gram_adjacent[high * m + low] = f64::from(row_adjacent[k]);
+                        }
                     }
                 }
             }
         }
-        for &(a, _) in &self.selected {
+        for &(a, _, _) in &self.selected {
             self.position[a as usize] = u32::MAX;
         }
     }
@@ -309,24 +364,26 @@ pub(super) fn sparse_ease(
     groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
-    let mut tables = sparse_ease_lambdas(counts, groups, params, &[params.lambda])?;
+    let mut tables = sparse_ease_ridges(counts, groups, params, &[params.ridge()])?;
     tables
         .pop()
         .ok_or_else(|| MeasureError::InvalidParameter("no table was fitted".into()))
 }
 
-/// [`sparse_ease`] for each of `lambdas` (in their order) in one pass: each item's
-/// neighbourhood and Gram matrix are built once and factored once per λ, and the estimates are
-/// merged once, so a search over λ pays the shared work once.
-pub(super) fn sparse_ease_lambdas(
+/// [`sparse_ease`] for each of `ridges` (in their order) in one pass: each item's
+/// neighbourhood and Gram matrices are built once and factored once per setting, and the
+/// estimates are merged once, so a search over λ and the adjacency weight pays the shared
+/// work once.
+pub(super) fn sparse_ease_ridges(
     counts: &Counts,
     groups: &[u32],
     params: &MeasureParams,
-    lambdas: &[f64],
+    ridges: &[Ridge],
 ) -> Result<Vec<(Neighbours, MeasureStats)>, MeasureError> {
-    for &lambda in lambdas {
+    for ridge in ridges {
         MeasureParams {
-            lambda,
+            lambda: ridge.lambda,
+            adjacency: ridge.adjacency,
             ..params.clone()
         }
         .check_lambda()?;
@@ -336,10 +393,10 @@ pub(super) fn sparse_ease_lambdas(
             "the ease neighbourhood must hold at least 1 item".into(),
         ));
     }
-    let width = lambdas.len();
+    let width = ridges.len();
     let items = counts.items();
     let threads = worker_threads(params.threads).clamp(1, items.max(1));
-    let popular = PopularCounts::new(counts);
+    let popular = PopularCounts::new(counts, ridges.iter().any(|r| r.adjacency > 0.0));
     let popular = &popular;
     let parts: Vec<SolvedPart> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -358,7 +415,7 @@ pub(super) fn sparse_ease_lambdas(
                     };
                     let mut solver = Solver::default();
                     for j in mine().filter(|&j| counts.eligible(j)) {
-                        solver.solve(counts, popular, j, lambdas, params.neighbourhood, &mut part);
+                        solver.solve(counts, popular, j, ridges, params.neighbourhood, &mut part);
                     }
                     part
                 })

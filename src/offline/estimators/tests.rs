@@ -333,7 +333,7 @@ fn sparse_ease_gives_rows_only_to_items_with_enough_baskets() {
 }
 
 #[test]
-fn one_pass_over_several_lambdas_gives_each_lambdas_own_table() {
+fn one_pass_over_several_settings_gives_each_setting_its_own_table() {
     let b = random_baskets();
     let groups = [u32::MAX; 12];
     let p = MeasureParams {
@@ -342,19 +342,53 @@ fn one_pass_over_several_lambdas_gives_each_lambdas_own_table() {
         ..params(Estimator::SparseEase)
     };
     let counts = Counts::from_baskets(&b, p.min_baskets, 2);
-    let lambdas = [2.0, 40.0, 300.0];
-    let together = co_purchase_for_lambdas(&counts, &groups, &p, &lambdas).unwrap();
-    assert_eq!(together.len(), 3);
-    for (&lambda, (table, _)) in lambdas.iter().zip(&together) {
+    let ridges = [(2.0, 0.0), (40.0, 0.0), (300.0, 0.0), (40.0, 1.0)]
+        .map(|(lambda, adjacency)| Ridge { lambda, adjacency });
+    let together = co_purchase_for_ridges(&counts, &groups, &p, &ridges).unwrap();
+    assert_eq!(together.len(), 4);
+    for (ridge, (table, _)) in ridges.iter().zip(&together) {
         let alone = MeasureParams {
-            lambda,
+            lambda: ridge.lambda,
+            adjacency: ridge.adjacency,
             ..p.clone()
         };
         assert_eq!(
             &co_purchase_from_counts(&counts, &groups, &alone).unwrap().0,
             table,
-            "λ {lambda}"
+            "{ridge:?}"
         );
     }
     assert_ne!(together[0].0, together[2].0, "λ changes the weights");
+    assert_ne!(together[1].0, together[3].0, "so do adjacent lines");
+}
+
+#[test]
+fn adjacent_lines_tell_apart_items_that_share_the_same_baskets() {
+    // 0 and 1 are always added one after the other, as are 2 and 3; every basket holds all
+    // four, so the shared baskets alone cannot tell the pairs apart.
+    let b = baskets(4, &[&[0u32, 1, 2, 3][..], &[2, 3, 0, 1]].repeat(10));
+    let plain = table(&b, &params(Estimator::SparseEase));
+    let (to_partner, to_other) = (score(&plain, 0, 1), score(&plain, 0, 2));
+    assert_eq!(to_partner, to_other, "ties without line order");
+    let ordered = table(
+        &b,
+        &MeasureParams {
+            adjacency: 1.0,
+            ..params(Estimator::SparseEase)
+        },
+    );
+    let weight = |j| score(&ordered, 0, j).unwrap_or(f32::NEG_INFINITY);
+    assert!(weight(1) > weight(3), "{ordered:?}");
+    assert!(
+        weight(3) > weight(2),
+        "next to it in half the baskets: {ordered:?}"
+    );
+    let dense = MeasureParams {
+        adjacency: 1.0,
+        ..params(Estimator::Ease)
+    };
+    assert!(
+        co_purchase(&b, &[u32::MAX; 4], &dense).is_err(),
+        "only sparse-ease weighs line order"
+    );
 }
