@@ -659,9 +659,10 @@ fn tune_touchpoint(
 /// Searches λ and the weight of adjacent lines of a `sparse-ease` table on the checkout cases
 /// with the cart alone, each table ranking by itself; returns the chosen parameters, the
 /// trials and the chosen table's snapshot. λ takes a ×4 grid around the configured value
-/// (whose table `model` already holds), then ×2 steps around the best; then, when the history
-/// has line order, the adjacency weights of [`ADJACENCY`] at that λ, and ×2 steps of λ again
-/// if the weight changed (the weight scales the Gram matrix, so the best λ moves with it).
+/// (whose table `model` already holds), then ×2 steps around the best with, when the history
+/// has line order, one other adjacency weight beside them (1, or 0 when one is configured);
+/// only if that weight scores best, the others of [`ADJACENCY`] and ×2 steps of λ at it (the
+/// weight scales the Gram matrix, so the best λ can move with it).
 #[allow(clippy::too_many_arguments)]
 fn tune_estimator(
     history: &History,
@@ -733,20 +734,30 @@ fn tune_estimator(
     let best_ridge = |trials: &[Trial]| trials[best_trial(trials)].measure.ridge();
     trials.push(score(base.clone(), model.co_purchase.clone())?);
     fit(lambdas([0.25, 4.0], base.ridge()), &mut trials)?;
-    fit(lambdas([0.5, 2.0], best_ridge(&trials)), &mut trials)?;
+    let at = best_ridge(&trials);
+    let mut step = lambdas([0.5, 2.0], at);
+    // One other adjacency weight rides along with the λ step: a shop whose line order says
+    // nothing pays one more solve per item for it, not another pass.
+    let probe = Ridge {
+        adjacency: if at.adjacency == 0.0 {
+            ADJACENCY[1]
+        } else {
+            0.0
+        },
+        ..at
+    };
     if counts.has_adjacency() {
-        let at = best_ridge(&trials);
-        let weights = ADJACENCY.iter().chain([&0.0]);
-        fit(
-            weights
-                .map(|&adjacency| Ridge { adjacency, ..at })
-                .collect(),
-            &mut trials,
-        )?;
-        let chosen = best_ridge(&trials);
-        if chosen.adjacency != at.adjacency {
-            fit(lambdas([0.5, 2.0], chosen), &mut trials)?;
-        }
+        step.push(probe);
+    }
+    fit(step, &mut trials)?;
+    let best = best_ridge(&trials);
+    if best.adjacency != at.adjacency {
+        let mut step: Vec<Ridge> = ADJACENCY
+            .iter()
+            .map(|&adjacency| Ridge { adjacency, ..best })
+            .collect();
+        step.extend(lambdas([0.5, 2.0], best));
+        fit(step, &mut trials)?;
     }
     let best = best_trial(&trials);
     let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
@@ -786,7 +797,10 @@ impl Tuning {
     /// One line: the split and the estimator's choice.
     pub fn headline(&self) -> String {
         let estimator = match (self.lambda, self.min_support) {
-            (Some(lambda), Some(support)) => format!("λ {lambda}, min support {support}"),
+            (Some(lambda), Some(support)) => format!(
+                "λ {lambda}, adjacent lines {}, min support {support}",
+                self.adjacency.unwrap_or(0.0)
+            ),
             _ => "estimator as configured".to_string(),
         };
         format!(
@@ -957,17 +971,21 @@ mod tests {
         assert!(tuning.validation.cases_with_purchased > 0);
         assert_eq!(Some(refit.measure.lambda), tuning.lambda);
         assert_eq!(Some(refit.measure.adjacency), tuning.adjacency);
-        // Each basket lists a pair's two items on adjacent lines: the weights are tried.
-        for weight in ADJACENCY {
-            assert!(
-                tuning
-                    .estimator_trials
-                    .iter()
-                    .any(|t| t.adjacency == weight),
-                "{:?}",
-                tuning.estimator_trials
-            );
-        }
+        // Each basket lists a pair's two items on adjacent lines: line order is tried, and
+        // the other weights only when it scored best.
+        let tried = |weight| {
+            tuning
+                .estimator_trials
+                .iter()
+                .any(|t| t.adjacency == weight)
+        };
+        assert!(tried(ADJACENCY[1]), "{:?}", tuning.estimator_trials);
+        assert_eq!(
+            tried(ADJACENCY[0]),
+            tuning.adjacency != Some(0.0),
+            "{:?}",
+            tuning.estimator_trials
+        );
         assert!(tuning
             .estimator_trials
             .iter()

@@ -25,7 +25,8 @@ use super::parallel::{join_all, rows_in_parallel, worker_threads};
 use super::{MeasureError, MeasureParams, MeasureStats, Neighbours, Ridge};
 use crate::pipeline::vector::dispatch;
 
-/// Most items whose shared counts [`PopularCounts`] holds densely (64 MiB at this size).
+/// Most items whose shared counts [`PopularCounts`] holds densely (64 MiB at this size, twice
+/// that with the adjacent-line counts).
 const POPULAR_ITEMS: usize = 4096;
 
 /// The shared counts among the eligible items in most baskets, as a dense table: items'
@@ -34,9 +35,14 @@ const POPULAR_ITEMS: usize = 4096;
 struct PopularCounts {
     position: Vec<u32>,
     size: usize,
-    shared: Vec<u32>,
-    /// The adjacent-line counts likewise, when a fit weighs them (empty otherwise).
-    adjacent: Vec<u32>,
+    cells: Cells,
+}
+
+/// The dense table's cells: shared baskets alone, or with the adjacent-line count beside each
+/// (one load fetches both, where two tables would cost two cache misses per pair).
+enum Cells {
+    Shared(Vec<u32>),
+    WithAdjacent(Vec<[u32; 2]>),
 }
 
 impl PopularCounts {
@@ -55,17 +61,21 @@ impl PopularCounts {
         for (p, &i) in popular.iter().enumerate() {
             position[i as usize] = p as u32;
         }
-        let mut shared = vec![0u32; size * size];
-        let mut adjacent = vec![0u32; if with_adjacency { size * size } else { 0 }];
+        let mut cells = if with_adjacency {
+            Cells::WithAdjacent(vec![[0; 2]; size * size])
+        } else {
+            Cells::Shared(vec![0; size * size])
+        };
         for (p, &i) in popular.iter().enumerate() {
             let (others, row_shared) = counts.row(i);
             let row_adjacent = counts.adjacent_row(i);
             for (k, (&o, &c)) in others.iter().zip(row_shared).enumerate() {
                 let q = position[o as usize];
                 if q != u32::MAX {
-                    shared[p * size + q as usize] = c;
-                    if with_adjacency {
-                        adjacent[p * size + q as usize] = row_adjacent[k];
+                    let at = p * size + q as usize;
+                    match &mut cells {
+                        Cells::Shared(shared) => shared[at] = c,
+                        Cells::WithAdjacent(both) => both[at] = [c, row_adjacent[k]],
                     }
                 }
             }
@@ -73,8 +83,7 @@ impl PopularCounts {
         Self {
             position,
             size,
-            shared,
-            adjacent,
+            cells,
         }
     }
 
@@ -91,7 +100,10 @@ impl PopularCounts {
         let (p, q) = (self.position[a as usize], self.position[b as usize]);
         (p != u32::MAX && q != u32::MAX).then(|| {
             let at = p as usize * self.size + q as usize;
-            (self.shared[at], self.adjacent.get(at).copied().unwrap_or(0))
+            match &self.cells {
+                Cells::Shared(shared) => (shared[at], 0),
+                Cells::WithAdjacent(both) => (both[at][0], both[at][1]),
+            }
         })
     }
 }
