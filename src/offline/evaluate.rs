@@ -517,8 +517,9 @@ pub fn standard_variants(
     Ok(variants)
 }
 
-/// The popularity row and one row per co-purchase estimator, each trained on the same
-/// baskets as the serving model and ranking by its own signal.
+/// The popularity row, one row per co-purchase estimator (each trained on the same baskets as
+/// the serving model, without line order) and the serving model's own table, each ranking by
+/// its own signal.
 fn baseline_variants(
     history: &History,
     range: Range<usize>,

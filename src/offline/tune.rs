@@ -7,7 +7,8 @@
 //! the cart, the customer's strictly earlier purchases as `purchased`. A model fitted on the
 //! baskets before the split then answers them:
 //! 1. **Estimator** (`sparse-ease` only): λ on a ×4 grid around the configured value refined
-//!    by ×2, each table ranked by its own signal. The minimum support is not searched: above
+//!    by ×2, with one weight of adjacent order lines beside the refinement (and more weights
+//!    and λ only if it wins), each table ranked by its own signal. The minimum support is not searched: above
 //!    1 it leaves items with enough baskets but only single shared ones without any
 //!    neighbour, and every item with enough baskets must have some.
 //! 2. **Blend, per touchpoint**, by coordinate ascent from the configured values: the content

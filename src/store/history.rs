@@ -47,7 +47,8 @@ pub async fn for_each_basket_line(
             ordered_at: row.try_get(1)?,
             customer_id: row.try_get(2)?,
             item_id: row.try_get(3)?,
-            line_no: row.try_get::<i32, _>(4)?.max(0) as u32,
+            // Order-preserving over all of i32: a writer may number lines from below zero.
+            line_no: (i64::from(row.try_get::<i32, _>(4)?) - i64::from(i32::MIN)) as u32,
         });
     }
     Ok(())

@@ -72,7 +72,7 @@ impl Counts {
                 for &j in touched.iter() {
                     let c = std::mem::take(&mut count[j as usize]);
                     // The row's score slot carries the adjacent count (exact below 2^24).
-                    let a = std::mem::take(&mut adjacent[j as usize]);
+                    let a = std::mem::take(&mut adjacent[j as usize]).min(c);
                     part.push_row(&[(j, a as f32, c)]);
                 }
                 touched.clear();

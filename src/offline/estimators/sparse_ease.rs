@@ -13,9 +13,12 @@
 //! SLIM's elastic net.
 //!
 //! `G` may also weigh line order: `G = C + αA`, with `C` the shared baskets and `A` the
-//! baskets in which the two items are on adjacent lines (`A`'s diagonal is each item's
-//! baskets). That is the Gram matrix of the baskets plus α times that of their adjacent line
-//! pairs, so it stays positive semi-definite and EASE applies unchanged.
+//! baskets in which the two items are on adjacent lines, `A`'s diagonal each item's adjacent
+//! pairs (the row's sum). That is the Gram matrix of the baskets plus α times that of their
+//! adjacent line pairs (each pair a two-item pseudo-basket), so it stays positive
+//! semi-definite and EASE applies unchanged. (Each item's baskets on the diagonal instead
+//! would not be: an ordered set bought whole gives `A` a negative direction, and the solves
+//! would fail.)
 
 use pulp::{Simd, WithSimd};
 
@@ -146,17 +149,20 @@ impl Solver {
     /// Solves item `j` over its neighbourhood once per ridge setting and appends its diagonal
     /// entries and off-diagonal estimates of `P` to `out`. The neighbourhood and its Gram
     /// matrices are built once for all settings.
+    #[allow(clippy::too_many_arguments)]
     fn solve(
         &mut self,
         counts: &Counts,
         popular: &PopularCounts,
+        degrees: &[u32],
         j: u32,
         ridges: &[Ridge],
         size: usize,
         out: &mut SolvedPart,
     ) {
         let baskets = f64::from(counts.item_baskets[j as usize]);
-        let own = |r: &Ridge| baskets * (1.0 + r.adjacency);
+        let degree = f64::from(degrees.get(j as usize).copied().unwrap_or(0));
+        let own = |r: &Ridge| baskets + r.adjacency * degree;
         let (others, shared) = counts.row(j);
         let adjacent = counts.adjacent_row(j);
         self.selected.clear();
@@ -181,7 +187,7 @@ impl Solver {
         }
         let m = self.selected.len();
         let with_adjacency = ridges.iter().any(|r| r.adjacency > 0.0);
-        self.fill_gram(counts, popular, with_adjacency);
+        self.fill_gram(counts, popular, with_adjacency.then_some(degrees));
         let first = out.inverses.len();
         out.pairs
             .extend(self.selected.iter().map(|&(c, shared, _)| Pair {
@@ -232,8 +238,9 @@ impl Solver {
     }
 
     /// The lower triangle of `C_SS` over the selected items into `gram` (row-major `m × m`),
-    /// and of `A_SS` into `gram_adjacent` when `with_adjacency`.
-    fn fill_gram(&mut self, counts: &Counts, popular: &PopularCounts, with_adjacency: bool) {
+    /// and of `A_SS` into `gram_adjacent` when given the items' adjacent-pair `degrees`.
+    fn fill_gram(&mut self, counts: &Counts, popular: &PopularCounts, degrees: Option<&[u32]>) {
+        let with_adjacency = degrees.is_some();
         let m = self.selected.len();
         self.gram.clear();
         self.gram.resize(m * m, 0.0);
@@ -246,10 +253,9 @@ impl Solver {
         }
         for (p, &(a, _, _)) in self.selected.iter().enumerate() {
             self.position[a as usize] = p as u32;
-            let baskets = f64::from(counts.item_baskets[a as usize]);
-            self.gram[p * m + p] = baskets;
-            if with_adjacency {
-                self.gram_adjacent[p * m + p] = baskets;
+            self.gram[p * m + p] = f64::from(counts.item_baskets[a as usize]);
+            if let Some(degrees) = degrees {
+                self.gram_adjacent[p * m + p] = f64::from(degrees[a as usize]);
             }
         }
         // Pairs of two popular items come from the dense table; every other pair holds an item
@@ -408,7 +414,17 @@ pub(super) fn sparse_ease_ridges(
     let width = ridges.len();
     let items = counts.items();
     let threads = worker_threads(params.threads).clamp(1, items.max(1));
-    let popular = PopularCounts::new(counts, ridges.iter().any(|r| r.adjacency > 0.0));
+    let with_adjacency = ridges.iter().any(|r| r.adjacency > 0.0);
+    let popular = PopularCounts::new(counts, with_adjacency);
+    // `A`'s diagonal: each item's adjacent pairs (see the module doc).
+    let degrees: Vec<u32> = if with_adjacency {
+        (0..items as u32)
+            .map(|i| counts.adjacent_row(i).iter().sum())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let degrees = &degrees;
     let popular = &popular;
     let parts: Vec<SolvedPart> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -427,7 +443,15 @@ pub(super) fn sparse_ease_ridges(
                     };
                     let mut solver = Solver::default();
                     for j in mine().filter(|&j| counts.eligible(j)) {
-                        solver.solve(counts, popular, j, ridges, params.neighbourhood, &mut part);
+                        solver.solve(
+                            counts,
+                            popular,
+                            degrees,
+                            j,
+                            ridges,
+                            params.neighbourhood,
+                            &mut part,
+                        );
                     }
                     part
                 })

@@ -392,3 +392,25 @@ fn adjacent_lines_tell_apart_items_that_share_the_same_baskets() {
         "only sparse-ease weighs line order"
     );
 }
+
+#[test]
+fn a_set_always_bought_whole_in_one_order_keeps_its_neighbours_under_line_order() {
+    // With each item's baskets on the diagonal of the adjacent-line matrix this Gram matrix
+    // has a negative direction (+1, −1, +1, −1, +1) and every solve fails; with each item's
+    // adjacent pairs there it stays positive semi-definite.
+    let b = baskets(5, &[&[0u32, 1, 2, 3, 4][..]].repeat(100));
+    for adjacency in [0.5, 1.0, 2.0, 4.0] {
+        let p = MeasureParams {
+            adjacency,
+            ..params(Estimator::SparseEase)
+        };
+        let ordered = table(&b, &p);
+        for i in 0..5 {
+            assert_eq!(
+                ordered.row(i).0.len(),
+                4,
+                "α {adjacency}, item {i}: {ordered:?}"
+            );
+        }
+    }
+}
