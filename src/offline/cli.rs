@@ -303,6 +303,10 @@ pub struct TuneArgs {
     /// Most validation cases scored per touchpoint and setting.
     #[arg(long, default_value_t = 2000)]
     pub tune_cases: usize,
+    /// Also try weighing adjacent order lines in sparse-ease (off by default: on a synthetic
+    /// history the weight that won validation lowered the hit rate with purchases).
+    #[arg(long)]
+    pub tune_adjacency: bool,
 }
 
 impl TuneArgs {
@@ -312,6 +316,7 @@ impl TuneArgs {
             validation_days: self.validation_days,
             validation_share: self.validation_share,
             max_cases: self.tune_cases.max(1),
+            adjacency: self.tune_adjacency,
             threads,
             ..TuneParams::default()
         })

@@ -7,8 +7,8 @@
 //! the cart, the customer's strictly earlier purchases as `purchased`. A model fitted on the
 //! baskets before the split then answers them:
 //! 1. **Estimator** (`sparse-ease` only): λ on a ×4 grid around the configured value refined
-//!    by ×2, with one weight of adjacent order lines beside the refinement (and more weights
-//!    and λ only if it wins), each table ranked by its own signal. The minimum support is not searched: above
+//!    by ×2, with, when asked, one weight of adjacent order lines beside the refinement (and
+//!    more weights and λ only if it wins), each table ranked by its own signal. The minimum support is not searched: above
 //!    1 it leaves items with enough baskets but only single shared ones without any
 //!    neighbour, and every item with enough baskets must have some.
 //! 2. **Blend, per touchpoint**, by coordinate ascent from the configured values: the content
@@ -59,6 +59,8 @@ pub struct TuneParams {
     pub seed: u64,
     /// Relative score a protective setting (lower θ, substitute demotion) may cost.
     pub tolerance: f64,
+    /// Whether to try weighing adjacent order lines (`sparse-ease`).
+    pub adjacency: bool,
     /// Worker threads (0 = available cores).
     pub threads: usize,
 }
@@ -72,6 +74,7 @@ impl Default for TuneParams {
             k: 10,
             seed: 1,
             tolerance: 0.01,
+            adjacency: false,
             threads: 0,
         }
     }
@@ -660,8 +663,9 @@ fn tune_touchpoint(
 /// Searches λ and the weight of adjacent lines of a `sparse-ease` table on the checkout cases
 /// with the cart alone, each table ranking by itself; returns the chosen parameters, the
 /// trials and the chosen table's snapshot. λ takes a ×4 grid around the configured value
-/// (whose table `model` already holds), then ×2 steps around the best with, when the history
-/// has line order, one other adjacency weight beside them (1, or 0 when one is configured);
+/// (whose table `model` already holds), then ×2 steps around the best with, when asked and the
+/// history has line order, one other adjacency weight beside them (1, or 0 when one is
+/// configured);
 /// only if that weight scores best, the others of [`ADJACENCY`] and ×2 steps of λ at it (the
 /// weight scales the Gram matrix, so the best λ can move with it).
 #[allow(clippy::too_many_arguments)]
@@ -747,7 +751,7 @@ fn tune_estimator(
         },
         ..at
     };
-    if counts.has_adjacency() {
+    if params.adjacency && counts.has_adjacency() {
         step.push(probe);
     }
     fit(step, &mut trials)?;
@@ -951,6 +955,7 @@ mod tests {
         let config = PipelineConfig::default();
         let params = TuneParams {
             threads: 2,
+            adjacency: true,
             ..TuneParams::default()
         };
         let content = train::Content::new(&h, 0..h.len(), &train_params());
