@@ -8,9 +8,9 @@
 //! baskets before the split then answers them:
 //! 1. **Estimator** (`sparse-ease` only): λ on a ×4 grid around the configured value refined
 //!    by ×2, with, when asked, one weight of adjacent order lines beside the refinement (and
-//!    more weights and λ only if it wins), each table ranked by its own signal. The minimum support is not searched: above
-//!    1 it leaves items with enough baskets but only single shared ones without any
-//!    neighbour, and every item with enough baskets must have some.
+//!    more weights and λ only if it wins), each table ranked by its own signal. The minimum
+//!    support is not searched: above 1 it leaves items with enough baskets but only single
+//!    shared ones without any neighbour, and every item with enough baskets must have some.
 //! 2. **Blend, per touchpoint**, by coordinate ascent from the configured values: the content
 //!    and popularity weights, θ and substitute demotion on requests with the cart alone, then
 //!    the weight of earlier purchases on requests that carry them. Touchpoints differ in how
@@ -665,9 +665,8 @@ fn tune_touchpoint(
 /// trials and the chosen table's snapshot. λ takes a ×4 grid around the configured value
 /// (whose table `model` already holds), then ×2 steps around the best with, when asked and the
 /// history has line order, one other adjacency weight beside them (1, or 0 when one is
-/// configured);
-/// only if that weight scores best, the others of [`ADJACENCY`] and ×2 steps of λ at it (the
-/// weight scales the Gram matrix, so the best λ can move with it).
+/// configured); only if that weight scores best, the others of [`ADJACENCY`] and ×2 steps of
+/// λ at it (the weight scales the Gram matrix, so the best λ can move with it).
 #[allow(clippy::too_many_arguments)]
 fn tune_estimator(
     history: &History,
