@@ -46,7 +46,8 @@ fn is_full_run() -> bool {
 }
 
 /// The Online Retail model and 256 five-item carts from held-out baskets, then the same carts
-/// with their customers' training-period purchases (the newest 200) as `purchased`.
+/// with their customers' training-period purchases (the newest 200, each order in line order)
+/// as `purchased`.
 fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>) {
     let file = std::fs::File::open(ONLINE_RETAIL)
         .unwrap_or_else(|e| panic!("{ONLINE_RETAIL}: {e} (run from the project root)"));
@@ -65,7 +66,7 @@ fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>) {
     for b in 0..split {
         bought.entry(history.customer(b)).or_default().extend(
             history
-                .basket(b)
+                .basket_in_line_order(b)
                 .iter()
                 .map(|&i| history.items[i as usize].id.clone()),
         );
@@ -160,6 +161,17 @@ fn bench_recommend(c: &mut Criterion) {
             &snapshot,
             &with_purchases,
             &config,
+        );
+        bench_pair(
+            &mut group,
+            "online_retail_5_item_cart_with_purchases_beside_cart_k10",
+            snapshot.len(),
+            &snapshot,
+            &with_purchases,
+            &PipelineConfig {
+                purchased_beside_cart: 1.0,
+                ..config.clone()
+            },
         );
     }
     for items in snapshot_sizes() {

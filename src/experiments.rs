@@ -71,6 +71,10 @@ pub struct VariantConfig {
     /// can test the scaling itself, or give a `purchased` weight that is taken as it stands.
     #[serde(default)]
     pub restock_scaling: Option<bool>,
+    /// Weight of having been bought beside a cart item (`pipeline.purchased_beside_cart`),
+    /// for the requests this variant serves.
+    #[serde(default)]
+    pub purchased_beside_cart: Option<f32>,
 }
 
 impl VariantConfig {
@@ -88,6 +92,7 @@ impl VariantConfig {
             theta: None,
             demote_substitutes: None,
             restock_scaling: None,
+            purchased_beside_cart: None,
         }
     }
 }
@@ -199,6 +204,9 @@ impl Experiments {
                 // Pipeline-wide, but a variant's configuration only serves the requests
                 // assigned to it, which are on the experiment's touchpoints.
                 pipeline.restock_scaling = v.restock_scaling.unwrap_or(base.restock_scaling);
+                pipeline.purchased_beside_cart = v
+                    .purchased_beside_cart
+                    .unwrap_or(base.purchased_beside_cart);
                 let k = v.k.unwrap_or(base.default_k);
                 pipeline.default_k = k;
                 if !(1..=MAX_K).contains(&k) {
@@ -407,6 +415,7 @@ mod tests {
         let mut config = experiment("restock", vec![Touchpoint::Checkout], &[0.5, 0.5]);
         config.variants[1].restock_scaling = Some(false);
         config.variants[1].purchased = Some(0.5);
+        config.variants[1].purchased_beside_cart = Some(2.0);
         let experiments = Experiments::build(&[config], &base).unwrap();
         let mut seen = [false, false];
         for shopper in 0..200 {
@@ -416,6 +425,12 @@ mod tests {
                 .unwrap();
             let unscaled = v.label.ends_with("/v1");
             assert_eq!(v.pipeline.restock_scaling, !unscaled);
+            let beside = if unscaled {
+                2.0
+            } else {
+                base.purchased_beside_cart
+            };
+            assert_eq!(v.pipeline.purchased_beside_cart, beside);
             let purchased = if unscaled {
                 0.5
             } else {

@@ -286,6 +286,8 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         "earlier_purchases": {
             "half_life": pipeline.purchased_half_life,
             "restock_scaling": pipeline.restock_scaling,
+            "beside_cart": pipeline.purchased_beside_cart,
+            "beside_lines": pipeline.purchased_beside_lines,
         },
         "tuning": snapshot.tuning(),
         "variants": state.recommender.variant_labels(),

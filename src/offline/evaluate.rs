@@ -213,8 +213,9 @@ pub fn test_cases(
                 continue;
             }
             bought.entry(customer).or_default().extend(
+                // In line order, as a shop lists an order's purchases.
                 history
-                    .basket(e)
+                    .basket_in_line_order(e)
                     .iter()
                     .map(|&i| history.items[i as usize].id.as_str())
                     .filter(|id| known.contains(id)),
@@ -473,8 +474,12 @@ pub fn standard_variants(
             snapshot: snapshot.clone(),
             config: ranking_config(serving_config, 0.0, 1.0, FILL),
         });
-        // "Buy again" alone: what the shopper's earlier purchases find without the cart.
-        let mut purchases_only = ranking_config(serving_config, 0.0, 0.0, FILL);
+        // "Buy again" alone: what the shopper's earlier purchases find without the cart (so
+        // without weighing what was bought beside a cart item).
+        let mut purchases_only = PipelineConfig {
+            purchased_beside_cart: 0.0,
+            ..ranking_config(serving_config, 0.0, 0.0, FILL)
+        };
         for touchpoint in [
             &mut purchases_only.checkout,
             &mut purchases_only.cart,

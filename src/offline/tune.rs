@@ -19,9 +19,10 @@
 //!    cannot see (five lunch bags of one print, a second camera beside a camera), so each
 //!    keeps its more protective value while that costs at most `tolerance` of the best score.
 //! 3. **The shape of earlier purchases**, which all touchpoints share: the half-life (from
-//!    "what they bought lately" to "what they buy most") and whether the cart's restock share
-//!    scales the weight, on the checkout cases that carry purchases; if it changes, each
-//!    touchpoint's purchases weight is chosen again under it.
+//!    "what they bought lately" to "what they buy most"), whether the cart's restock share
+//!    scales the weight, and how much having been bought beside a cart item counts, on the
+//!    checkout cases that carry purchases; if it changes, each touchpoint's purchases weight
+//!    is chosen again under it.
 //! 4. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
 //!    alone, on requests with the cart alone, serves that signal alone.
 //!
@@ -165,6 +166,10 @@ pub struct Tuning {
     /// any validation case carries purchases).
     #[serde(default)]
     pub restock_scaling: Option<bool>,
+    /// The chosen weight of having been bought beside a cart item (when any validation case
+    /// carries purchases).
+    #[serde(default)]
+    pub purchased_beside_cart: Option<f32>,
     /// The tuned values as a partial `[pipeline]` table, which the server layers beneath the
     /// configuration.
     pub pipeline: serde_json::Value,
@@ -203,6 +208,8 @@ const MAX_PURCHASED: f32 = 20.0;
 /// Half-lives of earlier purchases searched, in purchases: from "what they bought lately" to
 /// "what they buy most".
 const PURCHASED_HALF_LIFE: [f32; 5] = [10.0, 30.0, 100.0, 300.0, 1000.0];
+/// Weights of having been bought beside a cart item searched (beside the configured one).
+const PURCHASED_BESIDE_CART: [f32; 5] = [0.0, 1.0, 2.0, 4.0, 8.0];
 /// Weights of adjacent order lines searched (beside the configured one).
 const ADJACENCY: [f64; 3] = [0.5, 1.0, 2.0];
 /// Popularity weight of the single-signal configuration: a tie-break only.
@@ -278,12 +285,11 @@ impl Bench {
     }
 
     /// Serves the shape of earlier purchases' signal from `base` from now on.
-    fn set_purchase_shape(&mut self, half_life: f32, restock_scaling: bool) {
-        if (self.base.purchased_half_life, self.base.restock_scaling)
-            != (half_life, restock_scaling)
-        {
-            self.base.purchased_half_life = half_life;
-            self.base.restock_scaling = restock_scaling;
+    fn set_purchase_shape(&mut self, shape: PurchaseShape) {
+        if PurchaseShape::of(&self.base) != shape {
+            self.base.purchased_half_life = shape.half_life;
+            self.base.restock_scaling = shape.restock_scaling;
+            self.base.purchased_beside_cart = shape.beside_cart;
             self.cache.clear();
         }
     }
@@ -514,9 +520,10 @@ pub fn tune(
             }),
         );
     }
-    if let Some((half_life, restock_scaling)) = shape {
-        pipeline.insert("purchased_half_life".into(), half_life.into());
-        pipeline.insert("restock_scaling".into(), restock_scaling.into());
+    if let Some(shape) = shape {
+        pipeline.insert("purchased_half_life".into(), shape.half_life.into());
+        pipeline.insert("restock_scaling".into(), shape.restock_scaling.into());
+        pipeline.insert("purchased_beside_cart".into(), shape.beside_cart.into());
     }
     let tuned = base_params.measure.estimator == Estimator::SparseEase;
     let refit = TrainParams {
@@ -532,8 +539,9 @@ pub fn tune(
             adjacency: tuned.then_some(chosen_measure.adjacency),
             min_support: tuned.then_some(chosen_measure.min_support),
             touchpoints,
-            purchased_half_life: shape.map(|(h, _)| h),
-            restock_scaling: shape.map(|(_, r)| r),
+            purchased_half_life: shape.map(|s| s.half_life),
+            restock_scaling: shape.map(|s| s.restock_scaling),
+            purchased_beside_cart: shape.map(|s| s.beside_cart),
             pipeline: serde_json::Value::Object(pipeline),
             seconds: started.elapsed().as_secs_f64(),
         },
@@ -548,17 +556,35 @@ fn configured_touchpoint(config: &PipelineConfig, name: &str) -> TouchpointConfi
     }
 }
 
+/// The shape of the earlier purchases' signal, which every touchpoint shares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PurchaseShape {
+    half_life: f32,
+    restock_scaling: bool,
+    beside_cart: f32,
+}
+
+impl PurchaseShape {
+    fn of(config: &PipelineConfig) -> Self {
+        Self {
+            half_life: config.purchased_half_life,
+            restock_scaling: config.restock_scaling,
+            beside_cart: config.purchased_beside_cart,
+        }
+    }
+}
+
 /// Chooses the shape of the earlier purchases' signal, which every touchpoint shares: its
-/// half-life, then whether the cart's restock share scales it, each on the checkout cases
-/// that carry purchases (ties keep the configured value). When the shape changes, each
-/// touchpoint's purchases weight is chosen again under it. Returns the shape, or `None`
-/// when no case carries purchases or checkout gives them no weight (the configured shape is
-/// then served).
+/// half-life, then whether the cart's restock share scales it, then the weight of having been
+/// bought beside a cart item, each on the checkout cases that carry purchases (ties keep the
+/// configured value). When the shape changes, each touchpoint's purchases weight is chosen
+/// again under it. Returns the shape, or `None` when no case carries purchases or checkout
+/// gives them no weight (the configured shape is then served).
 fn tune_purchase_shape(
     bench: &mut Bench,
     cases: &Cases,
     touchpoints: &mut [TouchpointTuning],
-) -> Option<(f32, bool)> {
+) -> Option<PurchaseShape> {
     let (_, _, with) = &cases.touchpoints[0];
     let checkout = touchpoints.first()?.chosen;
     if with.is_empty() || checkout.purchased <= 0.0 {
@@ -566,22 +592,39 @@ fn tune_purchase_shape(
     }
     // The cache holds the last touchpoint's cases' scores.
     bench.cache.clear();
-    let configured = (bench.base.purchased_half_life, bench.base.restock_scaling);
+    let configured = PurchaseShape::of(&bench.base);
     let mut best = (configured, bench.score(with, checkout, true).key());
-    let consider = |bench: &mut Bench, best: &mut ((f32, bool), f64), shape: (f32, bool)| {
-        bench.set_purchase_shape(shape.0, shape.1);
+    let consider = |bench: &mut Bench, best: &mut (PurchaseShape, f64), shape: PurchaseShape| {
+        bench.set_purchase_shape(shape);
         let score = bench.score(with, checkout, true).key();
         if score > best.1 {
             *best = (shape, score);
         }
     };
     for half_life in PURCHASED_HALF_LIFE {
-        consider(bench, &mut best, (half_life, configured.1));
+        consider(
+            bench,
+            &mut best,
+            PurchaseShape {
+                half_life,
+                ..configured
+            },
+        );
     }
-    let other = (best.0 .0, !configured.1);
+    let other = PurchaseShape {
+        restock_scaling: !configured.restock_scaling,
+        ..best.0
+    };
     consider(bench, &mut best, other);
+    for beside_cart in PURCHASED_BESIDE_CART {
+        let shape = PurchaseShape {
+            beside_cart,
+            ..best.0
+        };
+        consider(bench, &mut best, shape);
+    }
     let shape = best.0;
-    bench.set_purchase_shape(shape.0, shape.1);
+    bench.set_purchase_shape(shape);
     if shape != configured {
         for (tuning, (_, _, with)) in touchpoints.iter_mut().zip(&cases.touchpoints) {
             let Some(scores) = tuning.with_purchased.as_mut() else {
@@ -814,7 +857,10 @@ impl Tuning {
             self.validation.baskets,
             self.validation.fit_baskets,
             match (self.purchased_half_life, self.restock_scaling) {
-                (Some(h), Some(r)) => format!(", purchases' half-life {h}, restock scaling {r}"),
+                (Some(h), Some(r)) => format!(
+                    ", purchases' half-life {h}, restock scaling {r}, bought beside the cart {}",
+                    self.purchased_beside_cart.unwrap_or(0.0)
+                ),
                 _ => String::new(),
             },
             self.seconds
@@ -1048,6 +1094,11 @@ mod tests {
         /// beside one item bought once ever: how often they bought an item predicts it,
         /// while what they bought lately is mostly one-offs.
         RestockRange,
+        /// Each shopper has twelve pairs of their own from a shared pool of thirty items and
+        /// restocks two of them per basket, each pair on adjacent lines, beside one item
+        /// bought once ever: in the shopper's own history a cart item's partner was bought
+        /// beside it, while co-purchase spreads each item over thirty-odd pairs.
+        RestockPairs,
     }
 
     /// Sixty days of baskets from forty shoppers, each shopping every other day, under
@@ -1076,6 +1127,17 @@ mod tests {
                 }
                 range
             })
+            .collect();
+        // Drawn from a sequence of their own, so the other kinds' histories stay as they were.
+        let mut pair_state = 54_321u64;
+        let mut pair_item = || {
+            pair_state = pair_state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (pair_state >> 33) % 30
+        };
+        let pairs: Vec<Vec<(u64, u64)>> = (0..40)
+            .map(|_| (0..12).map(|_| (pair_item(), pair_item())).collect())
             .collect();
         let mut invoice = 0u64;
         for day in 0..60u64 {
@@ -1107,6 +1169,20 @@ mod tests {
                             let item = format!("{}", 20_000 + range[next(8) as usize]);
                             if !codes.contains(&item) {
                                 codes.push(item);
+                            }
+                        }
+                        codes.push(format!("{}", 30_000 + invoice));
+                    }
+                    Shoppers::RestockPairs => {
+                        let own = &pairs[customer as usize];
+                        let first = next(12) as usize;
+                        let second = (first + 1 + next(11) as usize) % 12;
+                        for (a, b) in [own[first], own[second]] {
+                            for item in [a, b] {
+                                let code = format!("{}", 20_000 + item);
+                                if !codes.contains(&code) {
+                                    codes.push(code);
+                                }
                             }
                         }
                         codes.push(format!("{}", 30_000 + invoice));
@@ -1149,13 +1225,19 @@ mod tests {
                 &Progress::hidden(),
             )
             .unwrap();
-            (tuning.purchased_half_life, tuning.restock_scaling)
+            (
+                tuning.purchased_half_life,
+                tuning.restock_scaling,
+                tuning.purchased_beside_cart,
+            )
         };
         let lately = shape(Shoppers::ReBuyLately, 1000.0);
         let range = shape(Shoppers::RestockRange, 10.0);
         assert!(lately.0.is_some_and(|h| h <= 30.0), "{lately:?}");
         // About ninety purchases per shopper: from a half-life of 100 on, their counts decide.
         assert!(range.0.is_some_and(|h| h >= 100.0), "{range:?}");
+        let pairs = shape(Shoppers::RestockPairs, 300.0);
+        assert!(pairs.2.is_some_and(|w| w > 0.0), "{pairs:?}");
     }
 
     #[test]

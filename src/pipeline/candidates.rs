@@ -27,6 +27,9 @@ pub(super) struct Candidate {
     /// Recency-weighted count of the shopper's earlier purchases of this item; the signals
     /// stage replaces it by `ln(1 + count)`.
     pub purchased: f32,
+    /// How near, in the shopper's earlier purchases, this item was bought to an item now in
+    /// the cart (the closest such item 1).
+    pub bought_beside_cart: f32,
     /// Content neighbour of a cart item (cosine of the closest); refined by the signals stage.
     pub content: f32,
     /// The cart item it is the content neighbour of.
@@ -52,6 +55,7 @@ impl Candidate {
             session_anchor: NO_ANCHOR,
             session_best: 0.0,
             purchased: 0.0,
+            bought_beside_cart: 0.0,
             content: 0.0,
             content_anchor: NO_ANCHOR,
             relevance: 0.0,
@@ -250,6 +254,15 @@ impl<'a> CandidatePool<'a> {
         for &(item, weight) in purchased {
             if let Some(c) = self.entry(item) {
                 c.purchased += weight;
+            }
+        }
+    }
+
+    /// Adds how near each earlier purchase was bought to an item now in the cart.
+    pub(super) fn add_bought_beside_cart(&mut self, beside: &[(ItemIndex, f32)]) {
+        for &(item, closeness) in beside {
+            if let Some(c) = self.entry(item) {
+                c.bought_beside_cart += closeness;
             }
         }
     }

@@ -79,6 +79,13 @@ pub struct PipelineConfig {
     /// shopper's other past purchases the likely completions, a cart of new items makes
     /// co-purchase the better guide.
     pub restock_scaling: bool,
+    /// Weight, within an earlier purchase's signal, of its having been bought on a line near
+    /// an item now in the cart (within `purchased_beside_lines` of it in `purchased`, closer
+    /// lines counting more), beside `ln(1 + sum)` of its purchases: a shop's regulars restock
+    /// what they bought together before. 0 = off.
+    pub purchased_beside_cart: f32,
+    /// How many purchases either side of a cart item in `purchased` count as bought beside it.
+    pub purchased_beside_lines: usize,
     /// Cosine at or above which a same-category item counts as a substitute of a cart item.
     pub substitute_similarity: f32,
     /// Factor applied to a substitute's score when its touchpoint demotes substitutes.
@@ -112,6 +119,8 @@ impl Default for PipelineConfig {
             session_half_life: 3.0,
             purchased_half_life: 300.0,
             restock_scaling: true,
+            purchased_beside_cart: 0.0,
+            purchased_beside_lines: 3,
             substitute_similarity: 0.9,
             substitute_penalty: 0.5,
             promoted_boost: 0.0,
@@ -149,6 +158,7 @@ impl PipelineConfig {
         let finite_non_negative = [
             ("session_half_life", self.session_half_life),
             ("purchased_half_life", self.purchased_half_life),
+            ("purchased_beside_cart", self.purchased_beside_cart),
             ("substitute_penalty", self.substitute_penalty),
             ("promoted_boost", self.promoted_boost),
             ("margin_boost", self.margin_boost),

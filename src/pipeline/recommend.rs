@@ -46,10 +46,23 @@ pub fn recommend<'r>(
     } else {
         Vec::new()
     };
-    let purchased = if request.personalize && weights.purchased > 0.0 {
-        earlier_purchases(snapshot, &request.purchased, config.purchased_half_life)
+    let (purchased, bought_beside) = if request.personalize && weights.purchased > 0.0 {
+        let resolved: Vec<Option<ItemIndex>> = request
+            .purchased
+            .iter()
+            .map(|id| snapshot.index_of(id))
+            .collect();
+        let beside = if config.purchased_beside_cart > 0.0 {
+            bought_beside_cart(&resolved, &cart, config.purchased_beside_lines)
+        } else {
+            Vec::new()
+        };
+        (
+            earlier_purchases(&resolved, config.purchased_half_life),
+            beside,
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let request_weights = TouchpointConfig {
         purchased: if config.restock_scaling {
@@ -74,6 +87,7 @@ pub fn recommend<'r>(
         }
         pool.add_session(snapshot, &viewed, config.neighbours_per_anchor);
         pool.add_purchased(&purchased);
+        pool.add_bought_beside_cart(&bought_beside);
         // The fallback, for carts whose neighbours cannot fill the DPP's pool: with a full
         // pool, an item that is only popular never made a list on the Online Retail data.
         if pool.len() < config.diversity_pool.max(k) {
@@ -179,29 +193,64 @@ fn recent_views(snapshot: &Snapshot, viewed: &[String], half_life: f32) -> Vec<(
         .collect()
 }
 
-/// The known items of `purchased` (sent most recent last), newest first, each purchase with
-/// its weight: the newest weighs 1, each older one decays by `half_life`. An item bought again
-/// appears again; the candidate pool adds its purchases up and the blend takes `ln(1 + sum)`.
-/// Purchases whose weight has decayed to nothing (a tiny half-life) are left out, as in
-/// [`recent_views`].
-fn earlier_purchases(
-    snapshot: &Snapshot,
-    purchased: &[String],
-    half_life: f32,
-) -> Vec<(ItemIndex, f32)> {
+/// The known items of `purchased` (resolved, sent most recent last), newest first, each
+/// purchase with its weight: the newest weighs 1, each older one decays by `half_life`. An
+/// item bought again appears again; the candidate pool adds its purchases up and the blend
+/// takes `ln(1 + sum)`. Purchases whose weight has decayed to nothing (a tiny half-life) are
+/// left out, as in [`recent_views`].
+fn earlier_purchases(purchased: &[Option<ItemIndex>], half_life: f32) -> Vec<(ItemIndex, f32)> {
     let decay = 0.5f32.powf(1.0 / half_life);
     let mut weight = 1.0;
     let mut items = Vec::with_capacity(purchased.len());
-    for id in purchased.iter().rev() {
+    for item in purchased.iter().rev() {
         if weight <= 0.0 {
             break;
         }
-        if let Some(item) = snapshot.index_of(id) {
+        if let Some(item) = *item {
             items.push((item, weight));
         }
         weight *= decay;
     }
     items
+}
+
+/// Each earlier purchase bought within `lines` places of an item now in the cart, in
+/// `purchased` as sent (an order's lines in their order), with how near: `1 / distance`
+/// summed over such places, scaled so the nearest item is 1. A shop's regulars restock what
+/// they bought together before, and an order lists what belongs together side by side.
+fn bought_beside_cart(
+    purchased: &[Option<ItemIndex>],
+    cart: &[ItemIndex],
+    lines: usize,
+) -> Vec<(ItemIndex, f32)> {
+    let mut beside: Vec<(ItemIndex, f32)> = Vec::new();
+    if lines == 0 || cart.is_empty() {
+        return beside;
+    }
+    let in_cart = |item: &Option<ItemIndex>| item.is_some_and(|i| cart.contains(&i));
+    for (at, _) in purchased.iter().enumerate().filter(|(_, i)| in_cart(i)) {
+        let from = at.saturating_sub(lines);
+        let to = (at + lines).min(purchased.len() - 1);
+        for (near, item) in purchased[from..=to].iter().enumerate() {
+            let distance = (from + near).abs_diff(at);
+            if let (Some(item), false) = (*item, distance == 0 || in_cart(item)) {
+                beside.push((item, 1.0 / distance as f32));
+            }
+        }
+    }
+    beside.sort_unstable_by_key(|&(item, _)| item);
+    beside.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
+        }
+        same
+    });
+    let nearest = beside.iter().map(|&(_, c)| c).fold(0.0, f32::max);
+    if nearest > 0.0 {
+        beside.iter_mut().for_each(|(_, c)| *c /= nearest);
+    }
+    beside
 }
 
 #[cfg(test)]
@@ -285,15 +334,16 @@ mod tests {
         let index = |id: &str| s.index_of(id).unwrap();
         // A half-life this small underflows every weight but the newest to zero.
         assert_eq!(recent_views(&s, &sent, 1e-30), vec![(index("bag"), 1.0)]);
+        let resolved: Vec<Option<ItemIndex>> = sent.iter().map(|id| s.index_of(id)).collect();
         assert_eq!(
-            earlier_purchases(&s, &sent, 1e-30),
+            earlier_purchases(&resolved, 1e-30),
             vec![(index("bag"), 1.0)]
         );
         // An ordinary one keeps them all, decayed.
         let views = recent_views(&s, &sent, 1.0);
         assert_eq!(views.len(), 3);
         assert_eq!(views[0], (index("mug"), 0.25));
-        let purchases = earlier_purchases(&s, &sent, 1.0);
+        let purchases = earlier_purchases(&resolved, 1.0);
         assert_eq!(purchases.len(), 3);
         assert_eq!(purchases[2], (index("mug"), 0.25));
     }
@@ -327,6 +377,67 @@ mod tests {
             .iter()
             .all(|i| i.reason.kind != ReasonKind::BoughtBefore
                 && i.contributions.unwrap().purchased == 0.0));
+    }
+
+    #[test]
+    fn purchases_near_a_cart_item_count_by_closeness_within_the_window() {
+        let (bag, cable, strap, mug, lens) = (0, 1, 2, 5, 3);
+        // Sent oldest first: mug and strap beside the bag, cable two away, lens three away (an
+        // unknown item still takes its place), ink four away.
+        let ink = 4;
+        let purchased = [
+            Some(cable),
+            Some(mug),
+            Some(bag),
+            Some(strap),
+            None,
+            Some(lens),
+            Some(ink),
+        ];
+        let beside = bought_beside_cart(&purchased, &[bag], 3);
+        assert_eq!(
+            beside,
+            vec![(cable, 0.5), (strap, 1.0), (lens, 1.0 / 3.0), (mug, 1.0)]
+        );
+        // Two cart places add up; the nearest sum is scaled to 1.
+        let purchased = [Some(mug), Some(bag), Some(strap), Some(bag)];
+        let beside = bought_beside_cart(&purchased, &[bag], 1);
+        assert_eq!(beside, vec![(strap, 1.0), (mug, 0.5)]);
+        // Cart items never count as beside another cart item; no window, no signal.
+        assert_eq!(
+            bought_beside_cart(&[Some(bag), Some(cable)], &[bag, cable], 3),
+            vec![]
+        );
+        assert_eq!(
+            bought_beside_cart(&[Some(bag), Some(mug)], &[bag], 0),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_purchase_made_beside_a_cart_item_outranks_one_bought_more_often() {
+        let s = small_snapshot();
+        let mut req = request(&["cable"], 6);
+        // The strap was bought once, on the line after the cable; the mug four times, apart.
+        req.purchased = ["mug", "mug", "mug", "mug", "bag", "cable", "strap"]
+            .map(String::from)
+            .to_vec();
+        req.explain = true;
+        let purchased = |r: &Recommendations<'_>, id: &str| {
+            r.items
+                .iter()
+                .find(|i| s.item_id(i.item) == id)
+                .map_or(0.0, |i| i.contributions.unwrap().purchased)
+        };
+        let off = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
+        assert!(purchased(&off, "mug") > purchased(&off, "strap"));
+        let config = PipelineConfig {
+            purchased_beside_cart: 2.0,
+            purchased_beside_lines: 1,
+            ..PipelineConfig::default()
+        };
+        let on = recommend(&s, &req, &config, &NoCaps);
+        assert!(purchased(&on, "strap") > purchased(&on, "mug"));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(super) fn blend(
         // Sublinear, so a staple bought every week does not drown every other purchase. Most
         // candidates were never bought: skipping `ln_1p(0)` spares them a logarithm each.
         if c.purchased != 0.0 {
-            c.purchased = c.purchased.ln_1p();
+            c.purchased = c.purchased.ln_1p() + config.purchased_beside_cart * c.bought_beside_cart;
         }
         blend.collaborative_max = blend.collaborative_max.max(c.collaborative);
         blend.session_max = blend.session_max.max(c.session);

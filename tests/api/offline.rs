@@ -208,11 +208,13 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
         touchpoints: Vec::new(),
         purchased_half_life: Some(100.0),
         restock_scaling: Some(false),
+        purchased_beside_cart: Some(2.0),
         pipeline: serde_json::json!({
             "checkout": {"content": 0.0, "theta": 1.0},
             "cart": {"popularity": 0.5},
             "purchased_half_life": 100.0,
             "restock_scaling": false,
+            "purchased_beside_cart": 2.0,
         }),
         seconds: 0.5,
     });
@@ -250,7 +252,12 @@ async fn a_versions_tuned_settings_are_served_beneath_the_configured_ones() {
     assert_eq!(body["tuning"]["lambda"], 12.5, "{body}");
     assert_eq!(
         body["earlier_purchases"],
-        serde_json::json!({"half_life": 100.0, "restock_scaling": false}),
+        serde_json::json!({
+            "half_life": 100.0,
+            "restock_scaling": false,
+            "beside_cart": 2.0,
+            "beside_lines": 3,
+        }),
         "tuned: {body}"
     );
     assert!(
