@@ -227,10 +227,15 @@ fn bought_beside_cart(
     if lines == 0 || cart.is_empty() {
         return beside;
     }
-    let in_cart = |item: &Option<ItemIndex>| item.is_some_and(|i| cart.contains(&i));
+    // Sorted once and searched, as in `restock_share`: up to 100 cart items against up to 200
+    // purchases, each looked at once per place in its window.
+    let mut sorted_cart = cart.to_vec();
+    sorted_cart.sort_unstable();
+    let in_cart =
+        |item: &Option<ItemIndex>| item.is_some_and(|i| sorted_cart.binary_search(&i).is_ok());
     for (at, _) in purchased.iter().enumerate().filter(|(_, i)| in_cart(i)) {
         let from = at.saturating_sub(lines);
-        let to = (at + lines).min(purchased.len() - 1);
+        let to = at.saturating_add(lines).min(purchased.len() - 1);
         for (near, item) in purchased[from..=to].iter().enumerate() {
             let distance = (from + near).abs_diff(at);
             if let (Some(item), false) = (*item, distance == 0 || in_cart(item)) {
@@ -411,6 +416,11 @@ mod tests {
         assert_eq!(
             bought_beside_cart(&[Some(bag), Some(mug)], &[bag], 0),
             vec![]
+        );
+        // A window wider than any list reaches its ends without overflowing.
+        assert_eq!(
+            bought_beside_cart(&[Some(bag), Some(mug)], &[bag], usize::MAX),
+            vec![(mug, 1.0)]
         );
     }
 
