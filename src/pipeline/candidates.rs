@@ -25,7 +25,7 @@ pub(super) struct Candidate {
     pub session_anchor: ItemIndex,
     session_best: f32,
     /// Recency-weighted count of the shopper's earlier purchases of this item; the signals
-    /// stage replaces it by `ln(1 + count)`.
+    /// stage replaces it by `ln(1 + count)` plus the weighted [`Self::bought_beside_cart`].
     pub purchased: f32,
     /// How near, in the shopper's earlier purchases, this item was bought to an item now in
     /// the cart (the closest such item 1).
