@@ -311,38 +311,42 @@ impl Content {
     }
 }
 
-/// What the behavioural embedding is computed from.
-enum CoOccurrences<'a> {
-    Baskets(&'a Baskets),
-    Counts(&'a Counts),
-}
-
-/// The diversity embeddings and their dimension: the behavioural embeddings (see
-/// [`behaviour`]), joined with the title embeddings when `params.behaviour_weight` is below 1;
-/// none (dimension 0) when `params.behaviour_dim` is 0.
-fn diversity_embeddings(
-    text: &[f32],
-    items: usize,
-    source: CoOccurrences<'_>,
+/// The behavioural embeddings (see [`behaviour`]) from `counts`, or from counting `baskets`
+/// when the estimator did not count them; none when `params.behaviour_dim` or
+/// `params.behaviour_weight` is 0.
+fn behavioural_embeddings(
+    baskets: Option<&Baskets>,
+    counts: Option<&Counts>,
     params: &TrainParams,
-) -> (Vec<f32>, usize) {
+) -> Option<Vec<f32>> {
     // The behavioural embedding reads raw co-purchases, which differential privacy forbids.
     let private = params.measure.dp.is_some();
     if params.behaviour_dim == 0 || params.behaviour_weight <= 0.0 || private {
-        return (Vec::new(), 0);
+        return None;
     }
-    let (dim, max_items, seed) = (
-        params.behaviour_dim,
-        params.measure.max_dense_items,
-        params.seed,
-    );
-    let behavioural = match source {
-        CoOccurrences::Baskets(baskets) => behaviour::embed(baskets, dim, max_items, seed),
-        CoOccurrences::Counts(counts) => {
-            behaviour::embed_gram(counts.dense_gram(max_items), counts.items(), dim, seed)
+    let (dim, seed, threads) = (params.behaviour_dim, params.seed, params.measure.threads);
+    match (counts, baskets) {
+        (Some(counts), _) => Some(behaviour::embed(counts, dim, seed, threads)),
+        (None, Some(baskets)) => {
+            let counts = Counts::from_baskets(baskets, params.measure.min_baskets, threads);
+            Some(behaviour::embed(&counts, dim, seed, threads))
         }
-    };
+        (None, None) => None,
+    }
+}
 
+/// The diversity embeddings and their dimension: the behavioural embeddings, joined with the
+/// title embeddings when `params.behaviour_weight` is below 1; none (dimension 0) without
+/// behavioural embeddings.
+fn diversity_embeddings(
+    text: &[f32],
+    items: usize,
+    behavioural: Option<Vec<f32>>,
+    params: &TrainParams,
+) -> (Vec<f32>, usize) {
+    let Some(behavioural) = behavioural else {
+        return (Vec::new(), 0);
+    };
     if params.behaviour_weight >= 1.0 {
         return (behavioural, params.behaviour_dim);
     }
@@ -433,8 +437,11 @@ pub fn train_sharing_content(
     let groups = params.variant_groups(items.iter().map(|i| i.id.as_str()));
     progress.inc(1);
     progress.message(params.measure.estimator.name());
-    let (co_purchase, measure_stats) =
-        estimators::co_purchase(&set.baskets, &groups, &params.measure)?;
+    let (co_purchase, measure_stats, counts) =
+        estimators::co_purchase_keeping_counts(&set.baskets, &groups, &params.measure)?;
+    // Before the counts are dropped, so that they are held no longer than needed.
+    let behavioural = behavioural_embeddings(Some(&set.baskets), counts.as_ref(), params);
+    drop(counts);
     let mut items = items;
     if let Some(released) = &measure_stats.released_item_counts {
         // Under differential privacy only released counts may leave training.
@@ -462,15 +469,11 @@ pub fn train_sharing_content(
         groups,
         co_purchase,
         measure_stats,
+        behavioural,
         stats,
         started,
     };
-    Ok(parts.finish(
-        CoOccurrences::Baskets(&set.baskets),
-        shared,
-        params,
-        progress,
-    ))
+    Ok(parts.finish(shared, params, progress))
 }
 
 /// Trains from co-occurrence counts alone (counted in Postgres or by an outside job; see
@@ -501,10 +504,11 @@ pub fn train_from_counts(
         groups,
         co_purchase,
         measure_stats,
+        behavioural: behavioural_embeddings(None, Some(counts), params),
         stats,
         started,
     };
-    Ok(parts.finish(CoOccurrences::Counts(counts), None, params, progress))
+    Ok(parts.finish(None, params, progress))
 }
 
 /// What both ways of training share once the co-purchase table is made.
@@ -513,6 +517,8 @@ struct Assembly {
     groups: Vec<u32>,
     co_purchase: Neighbours,
     measure_stats: MeasureStats,
+    /// The behavioural embeddings, made while the co-occurrence counts were at hand.
+    behavioural: Option<Vec<f32>>,
     stats: TrainStats,
     started: Instant,
 }
@@ -521,7 +527,6 @@ impl Assembly {
     /// Adds the title embeddings, content neighbours and diversity embeddings.
     fn finish(
         self,
-        source: CoOccurrences<'_>,
         shared: Option<(Vec<f32>, Neighbours)>,
         params: &TrainParams,
         progress: &Progress,
@@ -536,7 +541,7 @@ impl Assembly {
             }
         };
         let (diversity, diversity_dim) =
-            diversity_embeddings(&embeddings, self.items.len(), source, params);
+            diversity_embeddings(&embeddings, self.items.len(), self.behavioural, params);
         progress.inc(1);
         let stats = TrainStats {
             items: self.items.len(),

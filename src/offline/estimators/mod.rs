@@ -251,6 +251,17 @@ pub fn co_purchase(
     variant_groups: &[u32],
     params: &MeasureParams,
 ) -> Result<(Neighbours, MeasureStats), MeasureError> {
+    co_purchase_keeping_counts(baskets, variant_groups, params)
+        .map(|(neighbours, stats, _)| (neighbours, stats))
+}
+
+/// [`co_purchase`], also handing back the co-occurrence counts when the estimator counted them
+/// (`sparse-ease`), so that training reads them again instead of counting twice.
+pub fn co_purchase_keeping_counts(
+    baskets: &Baskets,
+    variant_groups: &[u32],
+    params: &MeasureParams,
+) -> Result<(Neighbours, MeasureStats, Option<Counts>), MeasureError> {
     let started = Instant::now();
     if params.neighbours == 0 {
         return Err(MeasureError::InvalidParameter(
@@ -275,30 +286,30 @@ pub fn co_purchase(
             "only sparse-ease weighs adjacent lines (set the adjacency weight to 0)".into(),
         ));
     }
-    let (neighbours, stats) = match params.estimator {
-        Estimator::Ease => dense_ease::ease(baskets, variant_groups, params)?,
+    let (neighbours, stats, counts) = match params.estimator {
+        Estimator::Ease => {
+            let (neighbours, stats) = dense_ease::ease(baskets, variant_groups, params)?;
+            (neighbours, stats, None)
+        }
         Estimator::SparseEase => {
             let counting = Instant::now();
             let counts = Counts::from_baskets(baskets, params.min_baskets, params.threads);
             let counting = counting.elapsed().as_secs_f64();
             let (neighbours, stats) = sparse_ease::sparse_ease(&counts, variant_groups, params)?;
-            (
-                neighbours,
-                MeasureStats {
-                    counting_seconds: counting,
-                    ..stats
-                },
-            )
+            let stats = MeasureStats {
+                counting_seconds: counting,
+                ..stats
+            };
+            (neighbours, stats, Some(counts))
         }
-        estimator => similarity::sparse(baskets, variant_groups, params, estimator)?,
+        estimator => {
+            let (neighbours, stats) =
+                similarity::sparse(baskets, variant_groups, params, estimator)?;
+            (neighbours, stats, None)
+        }
     };
-    Ok(finish_stats(
-        neighbours,
-        stats,
-        params,
-        baskets.len(),
-        started,
-    ))
+    let (neighbours, stats) = finish_stats(neighbours, stats, params, baskets.len(), started);
+    Ok((neighbours, stats, counts))
 }
 
 /// Computes the co-purchase table from co-occurrence counts alone, for the estimators that
