@@ -7,10 +7,8 @@
 //! family's colours from one page, the pieces of a set): items that share many baskets
 //! *next to each other* are more closely tied than items that merely share baskets.
 
-use faer::Mat;
-
 use super::parallel::{rows_in_parallel, worker_threads};
-use super::{Baskets, DenseGram};
+use super::Baskets;
 
 /// Baskets per item and, for every item with at least `min_baskets` of them, the baskets it
 /// shares with each other such item (and in how many of them the two are on adjacent lines),
@@ -143,45 +141,6 @@ impl Counts {
         }
     }
 
-    /// The Gram matrix over the `max_items` items in most baskets (ties by item number), as
-    /// [`super::dense_gram`] gives it from the baskets themselves.
-    pub fn dense_gram(&self, max_items: usize) -> DenseGram {
-        let items = self.items();
-        let mut dense: Vec<u32> = (0..items as u32)
-            .filter(|&i| self.item_baskets[i as usize] > 0)
-            .collect();
-        dense.sort_unstable_by(|&a, &b| {
-            self.item_baskets[b as usize]
-                .cmp(&self.item_baskets[a as usize])
-                .then(a.cmp(&b))
-        });
-        let left_out = dense.len().saturating_sub(max_items);
-        dense.truncate(max_items);
-        dense.sort_unstable();
-        let mut position = vec![u32::MAX; items];
-        for (p, &i) in dense.iter().enumerate() {
-            position[i as usize] = p as u32;
-        }
-        let m = dense.len();
-        let mut gram = Mat::<f64>::zeros(m, m);
-        for (p, &i) in dense.iter().enumerate() {
-            let column = gram.col_as_slice_mut(p);
-            column[p] = f64::from(self.item_baskets[i as usize]);
-            let (others, shared) = self.row(i);
-            for (&o, &c) in others.iter().zip(shared) {
-                if let Some(q) = Some(position[o as usize]).filter(|&q| q != u32::MAX) {
-                    column[q as usize] = f64::from(c);
-                }
-            }
-        }
-        DenseGram {
-            items: dense,
-            position,
-            gram,
-            left_out,
-        }
-    }
-
     /// Number of items.
     pub fn items(&self) -> usize {
         self.item_baskets.len()
@@ -266,10 +225,6 @@ mod tests {
         assert_eq!(one.shared(3, 2), 2);
         assert_eq!(one.eligible_items(), 4);
         assert_eq!(one.pairs(), 12);
-        let from_counts = Counts::from_baskets(&b, 1, 2).dense_gram(3);
-        let from_baskets = crate::offline::estimators::dense_gram(&b, 3, true);
-        assert_eq!(from_counts.items, from_baskets.items);
-        assert_eq!(from_counts.gram, from_baskets.gram);
         let pairs = (0..5u32).flat_map(|a| {
             let (others, shared) = one.row(a);
             others
