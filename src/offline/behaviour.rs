@@ -52,6 +52,11 @@ pub fn embed(counts: &Counts, dim: usize, seed: u64, threads: usize) -> Vec<f32>
     let vectors = &basis * eigen.U();
     let values = eigen.S().column_vector();
     for (p, &item) in rows.iter().enumerate() {
+        // An item that shares no basket with another one is alike to none: its true row is
+        // zero, and normalising what is left of the random start would point it anywhere.
+        if counts.row(item).0.is_empty() {
+            continue;
+        }
         let row = &mut out[item as usize * dim..(item as usize + 1) * dim];
         // With fewer items than dimensions, the dimensions past the rank stay zero.
         for (d, value) in row.iter_mut().enumerate().take(rank) {
@@ -190,15 +195,18 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
-    /// Two groups of items always bought within their group, never across, and item 6
-    /// bought once.
+    /// Two groups of items always bought within their group, never across, item 6 bought
+    /// once and item 7 only ever alone.
     fn two_groups() -> Counts {
-        let mut baskets = Baskets::new(7);
+        let mut baskets = Baskets::new(8);
         for round in 0..30u32 {
             baskets.push(&[0, 1, 2][..(2 + round as usize % 2)]);
             baskets.push(&[3, 4, 5][(round as usize % 2)..]);
         }
         baskets.push(&[0, 6]);
+        for _ in 0..3 {
+            baskets.push(&[7]);
+        }
         Counts::from_baskets(&baskets, 2, 1)
     }
 
@@ -217,9 +225,10 @@ mod tests {
     }
 
     #[test]
-    fn items_below_the_minimum_of_baskets_get_zero_vectors() {
+    fn items_below_the_minimum_of_baskets_or_bought_alone_get_zero_vectors() {
         let e = embed(&two_groups(), 2, 7, 1);
         assert_eq!(e[12..14], [0.0, 0.0]);
+        assert_eq!(e[14..16], [0.0, 0.0], "alike to no other item");
         assert!((0..6).all(|i| e[i * 2..i * 2 + 2] != [0.0, 0.0]));
     }
 
@@ -227,10 +236,10 @@ mod tests {
     fn more_dimensions_than_items_leave_the_extra_dimensions_zero() {
         let dim = 32;
         let e = embed(&two_groups(), dim, 7, 1);
-        assert_eq!(e.len(), 7 * dim);
+        assert_eq!(e.len(), 8 * dim);
         assert!(e.iter().all(|v| v.is_finite()));
-        // Six items span at most six directions.
-        assert!((0..6).all(|i| e[i * dim + 6..(i + 1) * dim].iter().all(|&v| v == 0.0)));
+        // Seven items with rows (item 7 alone) span at most seven directions.
+        assert!((0..6).all(|i| e[i * dim + 7..(i + 1) * dim].iter().all(|&v| v == 0.0)));
         assert!(dot(&e[..dim], &e[dim..2 * dim]) > 0.9);
     }
 

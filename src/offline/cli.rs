@@ -180,7 +180,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 1)]
     pub min_support: u32,
     /// Fewest training baskets an item needs to get co-purchase neighbours (sparse-ease;
-    /// items below it keep their content neighbours).
+    /// items below it keep their content neighbours) and a behavioural diversity embedding.
     #[arg(long, default_value_t = 5)]
     pub min_baskets: u32,
     /// Items each item's sparse-ease solve covers (those sharing most baskets with it).

@@ -313,7 +313,7 @@ impl Content {
 
 /// The behavioural embeddings (see [`behaviour`]) from `counts`, or from counting `baskets`
 /// when the estimator did not count them; none when `params.behaviour_dim` or
-/// `params.behaviour_weight` is 0.
+/// `params.behaviour_weight` is 0, and none under differential privacy.
 fn behavioural_embeddings(
     baskets: Option<&Baskets>,
     counts: Option<&Counts>,
@@ -464,6 +464,8 @@ pub fn train_sharing_content(
         ..TrainStats::default()
     };
     let shared = content.map(|c| c.for_items(&set.history_items, params.dim));
+    // The baskets are not read again; the content step below needs the memory more.
+    drop(set);
     let parts = Assembly {
         items,
         groups,

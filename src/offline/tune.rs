@@ -682,7 +682,8 @@ fn tune_purchase_shape(
     Some(shape)
 }
 
-/// Coordinate ascent over one touchpoint's settings, then the guarantee.
+/// Coordinate ascent over one touchpoint's settings, then its protective values, the
+/// guarantee, and the weight of earlier purchases (with θ checked on those requests too).
 fn tune_touchpoint(
     bench: &mut Bench,
     name: &str,
@@ -746,8 +747,12 @@ fn tune_touchpoint(
             .theta;
         if theta > current.theta {
             current.theta = theta;
-            current = bench.pick_purchased(with, current);
+            // Demotion was chosen under the lower θ: it stays only within the same floor.
+            if current.demote_substitutes && bench.score(alone, current, false).key() < floor {
+                current.demote_substitutes = false;
+            }
             serve_single_if_better(bench, &mut current);
+            current = bench.pick_purchased(with, current);
         }
         TouchpointScores {
             configured: bench.score(with, configured, true).hit_rate,

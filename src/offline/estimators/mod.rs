@@ -106,7 +106,8 @@ pub struct MeasureParams {
     pub estimator: Estimator,
     /// Fewest baskets a pair must share.
     pub min_support: u32,
-    /// Fewest baskets an item needs to get co-purchase neighbours (`sparse-ease`).
+    /// Fewest baskets an item needs to get co-purchase neighbours (`sparse-ease`) and, under
+    /// every estimator, a behavioural diversity embedding.
     #[serde(default = "default_min_baskets")]
     pub min_baskets: u32,
     /// Items each item's EASE solve covers: those sharing most baskets with it
