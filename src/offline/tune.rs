@@ -24,8 +24,7 @@
 //!    "what they bought lately" to "what they buy most"), whether the cart's restock share
 //!    scales the weight, and how much having been bought beside a cart item counts (only if
 //!    that beats not counting it by half of `tolerance`), on the checkout cases that carry
-//!    purchases; if it changes, each touchpoint's purchases weight
-//!    is chosen again under it.
+//!    purchases; if it changes, each touchpoint's purchases weight is chosen again under it.
 //! 4. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
 //!    alone, on requests with the cart alone, serves that signal alone.
 //!
@@ -605,9 +604,10 @@ impl PurchaseShape {
 /// Chooses the shape of the earlier purchases' signal, which every touchpoint shares: its
 /// half-life, then whether the cart's restock share scales it, then the weight of having been
 /// bought beside a cart item (off unless it beats off by half of `tolerance`), each on the
-/// checkout cases that carry purchases (ties keep the configured value). When the shape changes, each touchpoint's purchases weight is chosen
-/// again under it. Returns the shape, or `None` when no case carries purchases or checkout
-/// gives them no weight (the configured shape is then served).
+/// checkout cases that carry purchases (ties keep the configured value). When the shape
+/// changes, each touchpoint's purchases weight is chosen again under it. Returns the shape, or
+/// `None` when no case carries purchases or checkout gives them no weight (the configured
+/// shape is then served).
 fn tune_purchase_shape(
     bench: &mut Bench,
     cases: &Cases,
