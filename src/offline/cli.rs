@@ -25,6 +25,7 @@ use super::report;
 use super::train::{self, TrainParams};
 use super::tune::{self, TuneError, TuneParams};
 use crate::config::Settings;
+use crate::domain::Touchpoint;
 use crate::store;
 
 /// How to read an order-history file: column names (defaults: UCI Online Retail).
@@ -323,6 +324,11 @@ impl TuneArgs {
     }
 }
 
+fn parse_touchpoint(text: &str) -> Result<Touchpoint, String> {
+    text.parse()
+        .map_err(|()| format!("expected checkout, cart or product, not {text}"))
+}
+
 /// A number in [0, 1], as f64.
 fn unit_interval_f64(text: &str) -> Result<f64, String> {
     unit_interval(text).map(f64::from)
@@ -402,6 +408,10 @@ pub struct EvaluateArgs {
     /// Only the serving pipeline's rows (skip the baselines, which train every estimator).
     #[arg(long)]
     pub serving_only: bool,
+    /// The touchpoint evaluated: each test cart is cut to what it knows (checkout the whole
+    /// cart, cart the first half, product its first item) and served with its settings.
+    #[arg(long, default_value = "checkout", value_parser = parse_touchpoint)]
+    pub touchpoint: Touchpoint,
     /// Model parameters of the serving model.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -771,6 +781,7 @@ pub async fn run_evaluate(
         threads: args.model.threads,
         baselines: !args.serving_only,
         tune: args.tune.tune_params(args.model.threads),
+        touchpoint: args.touchpoint,
     };
     let configured = settings.pipeline.clone();
     let report = tokio::task::spawn_blocking(move || {

@@ -39,7 +39,7 @@ use super::history::{History, NO_CUSTOMER};
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel};
 use super::tune::{self, TuneError, TuneParams, Tuning};
-use crate::domain::ModelVersion;
+use crate::domain::{ModelVersion, Touchpoint};
 use crate::model::{ModelError, Snapshot, NO_CATEGORY};
 use crate::pipeline::vector::dot;
 use crate::pipeline::{self, PipelineConfig, Request, TouchpointConfig, MAX_PURCHASED_ITEMS};
@@ -65,6 +65,9 @@ pub struct EvaluateParams {
     /// Tune the serving model on the training history first (`None`: serve the configured
     /// settings).
     pub tune: Option<TuneParams>,
+    /// The touchpoint whose requests are evaluated: each test cart is cut to what that
+    /// touchpoint knows ([`touchpoint_cart`]) and served with its settings.
+    pub touchpoint: Touchpoint,
 }
 
 /// One way of recommending, evaluated as a row.
@@ -157,7 +160,7 @@ pub struct EvaluationReport {
     pub skipped_baskets: usize,
     /// Items in the trained model.
     pub model_items: usize,
-    /// DPP theta of the serving configuration at checkout (the touchpoint evaluated).
+    /// DPP theta of the serving configuration at the touchpoint evaluated.
     pub serving_theta: f32,
     /// What tuning chose on the training history, when it ran.
     pub tuning: Option<Tuning>,
@@ -187,6 +190,16 @@ pub enum EvaluateError {
     /// The split leaves nothing to test.
     #[error("no test basket has two items known in training")]
     NoTestCases,
+}
+
+/// The part of a test cart a request from `touchpoint` knows: checkout the whole cart, the
+/// cart page the first half of it (a basket being filled), a product page its first item.
+pub fn touchpoint_cart(touchpoint: Touchpoint, cart: &[String]) -> &[String] {
+    match touchpoint {
+        Touchpoint::Checkout => cart,
+        Touchpoint::Cart => &cart[..cart.len().div_ceil(2)],
+        Touchpoint::Product => &cart[..cart.len().min(1)],
+    }
 }
 
 /// The test cases of the baskets in `test` (see the module doc).
@@ -585,11 +598,17 @@ pub fn evaluate(
 ) -> Result<EvaluationReport, EvaluateError> {
     let started = Instant::now();
     let split = history.split_at(params.until);
+    // Every row is answered in the checkout slot; the touchpoint evaluated lends it its
+    // settings and its share of the cart.
+    let at_touchpoint = |config: &PipelineConfig| PipelineConfig {
+        checkout: *config.touchpoint(params.touchpoint),
+        ..config.clone()
+    };
     let mut train_params = TrainParams {
         until: Some(params.until),
         ..params.train.clone()
     };
-    let mut serving_config = configured.clone();
+    let mut serving_config = at_touchpoint(configured);
     let mut tuning = None;
     let content = params
         .tune
@@ -607,7 +626,8 @@ pub fn evaluate(
             &progress,
         ) {
             Ok((tuned_params, chosen)) => {
-                serving_config = resolve(&chosen.pipeline).map_err(EvaluateError::Settings)?;
+                serving_config =
+                    at_touchpoint(&resolve(&chosen.pipeline).map_err(EvaluateError::Settings)?);
                 progress.finish(&chosen.headline());
                 train_params = tuned_params;
                 tuning = Some(chosen);
@@ -643,9 +663,13 @@ pub fn evaluate(
         "{} baskets, {} items, {} pairs{privacy}",
         model.stats.baskets, model.stats.items, model.stats.co_purchase.pairs_kept
     ));
-    let (cases, skipped) = test_cases(history, split..history.len(), &model, params.seed);
+    let (mut cases, skipped) = test_cases(history, split..history.len(), &model, params.seed);
     if cases.is_empty() {
         return Err(EvaluateError::NoTestCases);
+    }
+    for case in &mut cases {
+        let known = touchpoint_cart(params.touchpoint, &case.cart).len();
+        case.cart.truncate(known);
     }
     let cart_alone: Vec<TestCase> = cases
         .iter()
@@ -661,7 +685,7 @@ pub fn evaluate(
         params,
         &model,
         &serving_config,
-        configured,
+        &at_touchpoint(configured),
         &progress,
     )?;
     progress.finish(&format!("{} variants built", variants.len()));
@@ -809,6 +833,12 @@ impl EvaluationReport {
         out.push_str(
             "Every row: requests with the cart alone; \"+p\": the same requests with the shopper's earlier purchases, for rows that read them.\n",
         );
+        if self.params.touchpoint != Touchpoint::Checkout {
+            out.push_str(&format!(
+                "Touchpoint {}: each cart cut to what it knows, served with its settings.\n",
+                self.params.touchpoint.as_str()
+            ));
+        }
         out.push_str(&format!(
             "{} training baskets, {} test baskets ({} cases, {} with fewer than 2 known items skipped), {} items\n",
             self.train_baskets,
@@ -899,6 +929,7 @@ mod tests {
             threads: 2,
             baselines: true,
             tune: None,
+            touchpoint: Touchpoint::Checkout,
         }
     }
 
@@ -965,6 +996,27 @@ mod tests {
     }
 
     #[test]
+    fn a_touchpoint_is_evaluated_with_its_own_settings() {
+        let h = paired_history();
+        let mut config = PipelineConfig::default();
+        config.product.theta = 0.8;
+        let params = EvaluateParams {
+            baselines: false,
+            touchpoint: Touchpoint::Product,
+            ..params()
+        };
+        let report = evaluate(&h, &params, &config, &|_| Ok(config.clone())).unwrap();
+        assert_eq!(report.serving_theta, 0.8);
+        assert!(report.table().contains("Touchpoint product"));
+        // A product page knows one item of a pair's basket and finds the other.
+        let serving = &report.variants[0];
+        assert!(
+            serving.name.ends_with(SERVING) && serving.hit_rate > 0.5,
+            "{serving:?}"
+        );
+    }
+
+    #[test]
     fn purchased_lists_hold_the_customers_strictly_earlier_baskets_only() {
         // Stock codes are products only when they start with a digit.
         let mut csv = String::from(
@@ -1017,6 +1069,15 @@ mod tests {
                 vec![],
             ]
         );
+    }
+
+    #[test]
+    fn each_touchpoint_knows_its_share_of_the_cart() {
+        let cart: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert_eq!(touchpoint_cart(Touchpoint::Checkout, &cart), &cart[..]);
+        assert_eq!(touchpoint_cart(Touchpoint::Cart, &cart), &cart[..2]);
+        assert_eq!(touchpoint_cart(Touchpoint::Product, &cart), &cart[..1]);
+        assert!(touchpoint_cart(Touchpoint::Product, &[]).is_empty());
     }
 
     #[test]

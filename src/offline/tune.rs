@@ -43,7 +43,7 @@ use super::evaluate::{self, TestCase, Variant};
 use super::history::History;
 use super::progress::Progress;
 use super::train::{self, TrainError, TrainParams, TrainedModel, TrainingSet};
-use crate::domain::ModelVersion;
+use crate::domain::{ModelVersion, Touchpoint};
 use crate::model::{ModelError, Snapshot};
 use crate::pipeline::{PipelineConfig, TouchpointConfig};
 
@@ -207,15 +207,61 @@ const THETA: [f32; 4] = [0.85, 0.9, 0.95, 1.0];
 const PURCHASED: [f32; 8] = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0];
 /// Largest weight of earlier purchases searched beyond [`PURCHASED`].
 const MAX_PURCHASED: f32 = 20.0;
+/// Largest content or popularity weight searched beyond [`CONTENT`] and [`POPULARITY`]: at 4
+/// against the collaborative signal's 1 the co-purchase signal only breaks ties.
+const MAX_BLEND_WEIGHT: f32 = 4.0;
 /// Half-lives of earlier purchases searched, in purchases: from "what they bought lately" to
 /// "what they buy most".
 const PURCHASED_HALF_LIFE: [f32; 5] = [10.0, 30.0, 100.0, 300.0, 1000.0];
+/// Shortest and longest half-lives searched past [`PURCHASED_HALF_LIFE`].
+const MIN_HALF_LIFE: f32 = 1.0;
+/// See [`MIN_HALF_LIFE`].
+const MAX_HALF_LIFE: f32 = 10_000.0;
 /// Weights of having been bought beside a cart item searched against none.
 const PURCHASED_BESIDE_CART: [f32; 4] = [1.0, 2.0, 4.0, 8.0];
+/// Most ×2 steps of λ past the ends of its grid.
+const MAX_LAMBDA_STEPS: usize = 4;
 /// Weights of adjacent order lines searched (beside the configured one).
 const ADJACENCY: [f64; 3] = [0.5, 1.0, 2.0];
 /// Popularity weight of the single-signal configuration: a tie-break only.
 const FILL: f32 = 0.001;
+
+/// A blend weight the ascent may grow past its grid.
+#[derive(Debug, Clone, Copy)]
+enum Weight {
+    Content,
+    Popularity,
+    Purchased,
+}
+
+impl Weight {
+    fn get(self, c: &TouchpointConfig) -> f32 {
+        match self {
+            Weight::Content => c.content,
+            Weight::Popularity => c.popularity,
+            Weight::Purchased => c.purchased,
+        }
+    }
+
+    fn set(self, c: &mut TouchpointConfig, v: f32) {
+        match self {
+            Weight::Content => c.content = v,
+            Weight::Popularity => c.popularity = v,
+            Weight::Purchased => c.purchased = v,
+        }
+    }
+
+    /// The next weight past `largest`, if any: up to [`MAX_PURCHASED`] for earlier purchases
+    /// (×1.6), up to [`MAX_BLEND_WEIGHT`] for content and popularity (×2), both against the
+    /// collaborative signal's 1.
+    fn grown(self, largest: f32) -> Option<f32> {
+        let (factor, max) = match self {
+            Weight::Purchased => (1.6, MAX_PURCHASED),
+            Weight::Content | Weight::Popularity => (2.0, MAX_BLEND_WEIGHT),
+        };
+        (largest < max && largest > 0.0).then(|| (largest * factor).min(max))
+    }
+}
 
 /// The first validation basket: see the module doc.
 pub fn validation_start(history: &History, range: &Range<usize>, params: &TuneParams) -> usize {
@@ -296,35 +342,47 @@ impl Bench {
         }
     }
 
-    /// Picks the weight of earlier purchases on `cases` (which carry them): the best of
-    /// [`PURCHASED`], and while the best is the largest tried, larger ones (×1.6 up to
-    /// [`MAX_PURCHASED`]) as long as each scores better, for a shop whose shoppers mostly buy
-    /// again what they bought before.
+    /// Picks the weight of earlier purchases on `cases` (which carry them), growing past
+    /// [`PURCHASED`] up to [`MAX_PURCHASED`] for a shop whose shoppers mostly buy again what
+    /// they bought before.
     fn pick_purchased(
         &mut self,
         cases: &[TestCase],
         current: TouchpointConfig,
     ) -> TouchpointConfig {
-        let mut chosen = self.pick(
+        self.pick_growing(cases, current, &PURCHASED, Weight::Purchased, true)
+    }
+
+    /// Picks one weight among `values` (ascending) and the current one; while the largest
+    /// tried wins, tries [`Weight::grown`] steps beyond it, each kept only if it scores
+    /// better. A grid fitted to one shop ends where that shop's best lay; another shop's best
+    /// may lie past it.
+    fn pick_growing(
+        &mut self,
+        cases: &[TestCase],
+        current: TouchpointConfig,
+        values: &[f32],
+        weight: Weight,
+        with_purchased: bool,
+    ) -> TouchpointConfig {
+        let mut tried = values.to_vec();
+        let now = weight.get(&current);
+        if !tried.contains(&now) {
+            tried.push(now);
+            tried.sort_by(f32::total_cmp);
+        }
+        let chosen = self.pick(
             cases,
             current,
-            &PURCHASED,
-            |c, v| c.purchased = v,
+            &tried,
+            |c, v| weight.set(c, v),
             0.0,
-            true,
+            with_purchased,
         );
-        let mut largest = PURCHASED[PURCHASED.len() - 1].max(current.purchased);
-        while chosen.purchased >= largest && largest < MAX_PURCHASED {
-            largest = (largest * 1.6).min(MAX_PURCHASED);
-            let mut larger = chosen;
-            larger.purchased = largest;
-            if self.score(cases, larger, true).key() > self.score(cases, chosen, true).key() {
-                chosen = larger;
-            } else {
-                break;
-            }
-        }
-        chosen
+        let largest = tried.last().copied().unwrap_or(now);
+        grow_past(chosen, largest, weight, |c| {
+            self.score(cases, c, with_purchased).key()
+        })
     }
 
     /// Picks a value of one setting: the best, or with `tolerance` the first value in
@@ -371,6 +429,30 @@ impl Bench {
             .find(|&&(_, s)| s == best)
             .map_or(current, |&(c, _)| c)
     }
+}
+
+/// `chosen` with `weight` grown past `largest` (the largest tried) by [`Weight::grown`] steps
+/// while `chosen` holds it and each step scores better by `score`.
+fn grow_past(
+    mut chosen: TouchpointConfig,
+    mut largest: f32,
+    weight: Weight,
+    mut score: impl FnMut(TouchpointConfig) -> f64,
+) -> TouchpointConfig {
+    while weight.get(&chosen) >= largest {
+        let Some(next) = weight.grown(largest) else {
+            break;
+        };
+        largest = next;
+        let mut larger = chosen;
+        weight.set(&mut larger, largest);
+        if score(larger) > score(chosen) {
+            chosen = larger;
+        } else {
+            break;
+        }
+    }
+    chosen
 }
 
 /// The most diverse θ, then substitute demotion when `demotes`, whose blend still scores at
@@ -420,11 +502,11 @@ impl Cases {
     fn new(all: Vec<TestCase>, max_cases: usize) -> Self {
         let step = all.len().div_ceil(max_cases.max(1)).max(1);
         let chosen: Vec<TestCase> = all.into_iter().step_by(step).collect();
-        let shape = |keep: &dyn Fn(&[String]) -> Vec<String>| {
+        let shape = |touchpoint: Touchpoint| {
             let with: Vec<TestCase> = chosen
                 .iter()
                 .map(|c| TestCase {
-                    cart: keep(&c.cart),
+                    cart: evaluate::touchpoint_cart(touchpoint, &c.cart).to_vec(),
                     ..c.clone()
                 })
                 .collect();
@@ -441,9 +523,9 @@ impl Cases {
                 .collect();
             (alone, with)
         };
-        let (checkout, checkout_with) = shape(&|cart| cart.to_vec());
-        let (cart, cart_with) = shape(&|cart| cart[..cart.len().div_ceil(2)].to_vec());
-        let (product, product_with) = shape(&|cart| cart[..1].to_vec());
+        let (checkout, checkout_with) = shape(Touchpoint::Checkout);
+        let (cart, cart_with) = shape(Touchpoint::Cart);
+        let (product, product_with) = shape(Touchpoint::Product);
         Self {
             touchpoints: [
                 ("checkout", checkout, checkout_with),
@@ -640,6 +722,30 @@ fn tune_purchase_shape(
             },
         );
     }
+    // Past the grid's ends while its end wins: shoppers may restock by their last few
+    // purchases, or by everything they ever bought.
+    let ends = [
+        (PURCHASED_HALF_LIFE[0], 1.0 / 3.0),
+        (PURCHASED_HALF_LIFE[PURCHASED_HALF_LIFE.len() - 1], 3.0),
+    ];
+    for (end, factor) in ends {
+        let mut at = end;
+        while best.0.half_life == at {
+            let next = at * factor;
+            if !(MIN_HALF_LIFE..=MAX_HALF_LIFE).contains(&next) {
+                break;
+            }
+            consider(
+                bench,
+                &mut best,
+                PurchaseShape {
+                    half_life: next,
+                    ..configured
+                },
+            );
+            at = next;
+        }
+    }
     let other = PurchaseShape {
         restock_scaling: !configured.restock_scaling,
         ..best.0
@@ -695,15 +801,8 @@ fn tune_touchpoint(
     let mut current = configured;
     for _round in 0..2 {
         let before = current;
-        current = bench.pick(alone, current, &CONTENT, |c, v| c.content = v, 0.0, false);
-        current = bench.pick(
-            alone,
-            current,
-            &POPULARITY,
-            |c, v| c.popularity = v,
-            0.0,
-            false,
-        );
+        current = bench.pick_growing(alone, current, &CONTENT, Weight::Content, false);
+        current = bench.pick_growing(alone, current, &POPULARITY, Weight::Popularity, false);
         current = bench.pick(alone, current, &THETA, |c, v| c.theta = v, 0.0, false);
         // A product page shows alternatives on purpose; only the basket touchpoints demote.
         if name != "product" {
@@ -877,6 +976,31 @@ fn tune_estimator(
             .collect();
         step.extend(lambdas([0.5, 2.0], best));
         fit(step, &mut trials)?;
+    }
+    // Past the grid's ends while its end wins: the best λ grows with how many baskets the most
+    // bought items have, so a large shop's may lie well above a small one's.
+    for _ in 0..MAX_LAMBDA_STEPS {
+        let best = best_ridge(&trials);
+        let tried = trials
+            .iter()
+            .map(|t| t.measure.ridge())
+            .filter(|r| r.adjacency == best.adjacency)
+            .map(|r| r.lambda);
+        let (lowest, highest) = tried.fold((f64::INFINITY, 0.0f64), |(lo, hi), l| {
+            (lo.min(l), hi.max(l))
+        });
+        let factor = if best.lambda >= highest {
+            2.0
+        } else if best.lambda <= lowest {
+            0.5
+        } else {
+            break;
+        };
+        let next = Ridge {
+            lambda: best.lambda * factor,
+            ..best
+        };
+        fit(vec![next], &mut trials)?;
     }
     let best = best_trial(&trials);
     let (measure, snapshot) = (trials[best].measure.clone(), trials[best].snapshot.clone());
@@ -1186,6 +1310,40 @@ mod tests {
         // Nothing within the floor: the best blend stays.
         let chosen = protect(best, true, 1.0, score(0.008));
         assert_eq!((chosen.theta, chosen.demote_substitutes), (1.0, false));
+    }
+
+    #[test]
+    fn a_weight_grows_past_its_grid_while_the_grids_end_wins() {
+        // The score peaks at a popularity weight of 1.
+        let score = |c: TouchpointConfig| -(f64::from(c.popularity) - 1.0).abs();
+        let at = |popularity| TouchpointConfig {
+            popularity,
+            ..PipelineConfig::default().checkout
+        };
+        let largest = POPULARITY[POPULARITY.len() - 1];
+        // 0.3 → 0.6 → 1.2 (better than 0.6), → 2.4 is worse: 1.2 is kept.
+        let chosen = grow_past(at(largest), largest, Weight::Popularity, score);
+        assert_eq!(chosen.popularity, 1.2);
+        // Not at the grid's end: nothing is tried.
+        let chosen = grow_past(at(0.1), largest, Weight::Popularity, |_| {
+            unreachable!("no step is scored")
+        });
+        assert_eq!(chosen.popularity, 0.1);
+        // Never past the largest weight searched.
+        let content = TouchpointConfig {
+            content: 0.8,
+            ..at(0.0)
+        };
+        let chosen = grow_past(content, 0.8, Weight::Content, |c| f64::from(c.content));
+        assert_eq!(chosen.content, MAX_BLEND_WEIGHT);
+        let purchased = TouchpointConfig {
+            purchased: 5.0,
+            ..at(0.0)
+        };
+        let chosen = grow_past(purchased, 5.0, Weight::Purchased, |c| {
+            f64::from(c.purchased)
+        });
+        assert_eq!(chosen.purchased, MAX_PURCHASED);
     }
 
     /// How the shoppers of [`shoppers_history`] buy.
