@@ -450,7 +450,8 @@ pub fn ranking_config(
     }
 }
 
-/// The serving configuration with its checkout slot (which holds the touchpoint evaluated) changed by `f`.
+/// The serving configuration with its checkout slot (which holds the touchpoint evaluated)
+/// changed by `f`.
 fn serving_with(serving: &PipelineConfig, f: impl FnOnce(&mut TouchpointConfig)) -> PipelineConfig {
     let mut config = serving.clone();
     f(&mut config.checkout);
