@@ -28,6 +28,9 @@
 //! 4. **The guarantee**: a touchpoint whose tuned blend scores below the collaborative signal
 //!    alone, on requests with the cart alone, serves that signal alone.
 //!
+//! The grids are where one shop's best lay; λ, the blend weights and the half-life grow past
+//! the end of theirs while that end scores best, for a shop whose best lies further out.
+//!
 //! The caller refits on all the history with the chosen estimator settings and stores the
 //! [`Tuning`] with the version; the server reads its `pipeline` table beneath any value set in
 //! a configuration file or the environment.
