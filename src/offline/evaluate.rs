@@ -609,7 +609,8 @@ pub fn evaluate(
         until: Some(params.until),
         ..params.train.clone()
     };
-    let mut serving_config = at_touchpoint(configured);
+    let configured_here = at_touchpoint(configured);
+    let mut serving_config = configured_here.clone();
     let mut tuning = None;
     let content = params
         .tune
@@ -686,7 +687,7 @@ pub fn evaluate(
         params,
         &model,
         &serving_config,
-        &at_touchpoint(configured),
+        &configured_here,
         &progress,
     )?;
     progress.finish(&format!("{} variants built", variants.len()));
