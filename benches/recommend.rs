@@ -47,8 +47,9 @@ fn is_full_run() -> bool {
 
 /// The Online Retail model and 256 five-item carts from held-out baskets, then the same carts
 /// with their customers' training-period purchases (the newest 200, each order in line order)
-/// as `purchased`.
-fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>) {
+/// as `purchased`, then the held-out baskets of 200 known items or more as whole carts (a
+/// wholesale checkout).
+fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>, Vec<Request>) {
     let file = std::fs::File::open(ONLINE_RETAIL)
         .unwrap_or_else(|e| panic!("{ONLINE_RETAIL}: {e} (run from the project root)"));
     let (history, _) = History::read(file, &ReadOptions::default()).unwrap();
@@ -102,7 +103,21 @@ fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>) {
         })
         .take(256)
         .unzip();
-    (snapshot, requests, with_purchases)
+    let wholesale = (split..history.len())
+        .map(|b| Request {
+            cart: history
+                .basket(b)
+                .iter()
+                .map(|&i| history.items[i as usize].id.clone())
+                .filter(|id| snapshot.index_of(id).is_some())
+                .collect(),
+            k: 10,
+            personalize: true,
+            ..Default::default()
+        })
+        .filter(|r| r.cart.len() >= 200)
+        .collect();
+    (snapshot, requests, with_purchases, wholesale)
 }
 
 fn bench_pair(
@@ -145,7 +160,7 @@ fn bench_recommend(c: &mut Criterion) {
     let config = PipelineConfig::default();
     let mut group = c.benchmark_group("recommend");
     if is_full_run() {
-        let (snapshot, requests, with_purchases) = online_retail();
+        let (snapshot, requests, with_purchases, wholesale) = online_retail();
         bench_pair(
             &mut group,
             "online_retail_5_item_cart_k10",
@@ -172,6 +187,14 @@ fn bench_recommend(c: &mut Criterion) {
                 purchased_beside_cart: 1.0,
                 ..config.clone()
             },
+        );
+        bench_pair(
+            &mut group,
+            "online_retail_wholesale_cart_k10",
+            snapshot.len(),
+            &snapshot,
+            &wholesale,
+            &config,
         );
     }
     for items in snapshot_sizes() {

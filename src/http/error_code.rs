@@ -45,7 +45,7 @@ macro_rules! error_codes {
 
 error_codes! {
     InvalidCart = ("invalid_cart", BAD_REQUEST,
-        "`cart` has more than 100 ids, or an id that is empty, longer than 128 bytes or holds a \
+        "`cart` has more than 2000 ids, or an id that is empty, longer than 128 bytes or holds a \
          control character"),
     InvalidViewed = ("invalid_viewed", BAD_REQUEST,
         "`viewed` has more than 50 ids, or an id that is empty, longer than 128 bytes or holds a \

@@ -5,6 +5,7 @@
 //! `train` writes a version when it has one (or with `--dry-run` only reports), and
 //! `evaluate` reads history from `--orders FILE` or else from the database.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -398,6 +399,11 @@ pub struct EvaluateArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write every test case (cart, hidden item, earlier purchases) with whether the
+    /// serving row listed it, one JSON object per line, to replay against a running server
+    /// (`scripts/served-quality`).
+    #[arg(long)]
+    pub cases: Option<PathBuf>,
     /// Also write JSON, a Markdown table and an SVG chart of HitRate@k against diversity
     /// across theta into this directory.
     #[arg(long)]
@@ -755,6 +761,17 @@ async fn write_model(
     Ok(())
 }
 
+/// Writes `cases` as JSON lines.
+fn write_cases(path: &Path, cases: &[evaluate::ServedCase]) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for case in cases {
+        serde_json::to_writer(&mut out, case)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Runs `tandem evaluate`; `serving` is the configured pipeline (the "serving" rows).
 pub async fn run_evaluate(
     args: EvaluateArgs,
@@ -799,6 +816,10 @@ pub async fn run_evaluate(
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.cases {
+        write_cases(path, &report.served_cases)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = &args.report {

@@ -168,8 +168,27 @@ pub struct EvaluationReport {
     pub variants: Vec<VariantResult>,
     /// The serving row's cases by what ties the hidden item to the cart.
     pub case_groups: Vec<CaseGroup>,
+    /// Every test case with whether the serving row listed its hidden item, for replaying
+    /// the same requests against a running server (`tandem evaluate --cases`).
+    #[serde(skip)]
+    pub served_cases: Vec<ServedCase>,
     /// Seconds for everything.
     pub seconds: f64,
+}
+
+/// One test case as sent to the serving row, and whether that row listed the hidden item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServedCase {
+    /// Cart item ids, as the evaluated touchpoint knows them.
+    pub cart: Vec<String>,
+    /// The hidden item id.
+    pub hidden: String,
+    /// The customer's earlier purchases, oldest first.
+    pub purchased: Vec<String>,
+    /// Whether the serving row listed the hidden item for the cart alone.
+    pub listed: bool,
+    /// Whether it listed it with the earlier purchases.
+    pub listed_with_purchased: bool,
 }
 
 /// Why an evaluation failed.
@@ -694,6 +713,7 @@ pub fn evaluate(
     let progress = Progress::start("evaluate", Some(variants.len() as u64), "variants");
     let mut results = Vec::with_capacity(variants.len());
     let mut groups = Vec::new();
+    let mut served_cases = Vec::new();
     for variant in &variants {
         progress.message(&variant.name);
         let (mut result, listed) =
@@ -710,6 +730,18 @@ pub fn evaluate(
                 });
             if serving {
                 groups = case_groups(variant, &cases, &listed, &listed_with);
+                served_cases = cases
+                    .iter()
+                    .zip(&listed)
+                    .zip(&listed_with)
+                    .map(|((case, &listed), &listed_with_purchased)| ServedCase {
+                        cart: case.cart.clone(),
+                        hidden: case.hidden.clone(),
+                        purchased: case.purchased.clone(),
+                        listed,
+                        listed_with_purchased,
+                    })
+                    .collect();
             }
         }
         results.push(result);
@@ -730,6 +762,7 @@ pub fn evaluate(
         tuning,
         variants: results,
         case_groups: groups,
+        served_cases,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

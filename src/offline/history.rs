@@ -194,7 +194,7 @@ impl HistoryBuilder {
     }
 
     /// Orders the baskets by time (then order id), keeps only the items that appear in a
-    /// basket (renumbered in order of first appearance in `items`), and builds the history.
+    /// basket (numbered in order of their ids), and builds the history.
     pub fn finish(self, items: Vec<DerivedItem>) -> History {
         let mut open: Vec<(Box<str>, OpenBasket)> = self.orders.into_iter().collect();
         open.sort_unstable_by(|a, b| a.1.time.cmp(&b.1.time).then_with(|| a.0.cmp(&b.0)));
@@ -204,14 +204,17 @@ impl HistoryBuilder {
                 used[i as usize] = true;
             }
         }
+        // Items are numbered in id order, not in the order the source listed them (a database
+        // streams rows in whatever order its plan gives), so one set of baskets makes one model
+        // whichever way it was read: ties and seeded initialisations follow the numbering.
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| used[i]).collect();
+        order.sort_unstable_by(|&a, &b| items[a].id.cmp(&items[b].id));
         let mut renumber = vec![u32::MAX; items.len()];
-        let mut kept = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            if used[i] {
-                renumber[i] = kept.len() as u32;
-                kept.push(item);
-            }
+        for (n, &i) in order.iter().enumerate() {
+            renumber[i] = n as u32;
         }
+        let mut slots: Vec<Option<DerivedItem>> = items.into_iter().map(Some).collect();
+        let kept: Vec<DerivedItem> = order.iter().filter_map(|&i| slots[i].take()).collect();
         let lines: usize = open.iter().map(|(_, b)| b.lines.len()).sum();
         let mut history = History {
             items: kept,
@@ -446,6 +449,43 @@ C4,10004,LUNCH BOX,-1,2011-01-04 10:00:00,3.0,2.0,UK
         assert_eq!(h.split_at(feb), 4);
         assert_eq!(h.items[0].title, "RED TEA CUP");
         assert_eq!(h.items[0].category.as_deref(), Some("cup"));
+    }
+
+    #[test]
+    fn one_set_of_lines_makes_one_history_whatever_order_it_is_read_in() {
+        let lines = [
+            ("o1", 10, "p3", 1),
+            ("o1", 10, "p1", 2),
+            ("o2", 20, "p2", 1),
+            ("o2", 20, "p3", 2),
+        ];
+        let build = |order: &[usize]| {
+            let mut ids: Vec<&str> = Vec::new();
+            let mut builder = HistoryBuilder::new();
+            for &l in order {
+                let (order_id, time, item, line) = lines[l];
+                let n = ids.iter().position(|&i| i == item).unwrap_or_else(|| {
+                    ids.push(item);
+                    ids.len() - 1
+                });
+                builder.add(order_id, time, Some("c"), line, n as u32);
+            }
+            let items = ids
+                .iter()
+                .map(|&id| DerivedItem {
+                    id: id.to_string(),
+                    title: id.to_string(),
+                    category: None,
+                    price: None,
+                })
+                .collect();
+            builder.finish(items)
+        };
+        let forward = build(&[0, 1, 2, 3]);
+        let backward = build(&[3, 2, 1, 0]);
+        assert_eq!(forward, backward);
+        let ids: Vec<&str> = forward.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2", "p3"]);
     }
 
     fn parse(date: &str) -> i64 {

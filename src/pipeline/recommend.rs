@@ -29,16 +29,7 @@ pub fn recommend<'r>(
     config: &PipelineConfig,
     caps: &dyn CapView,
 ) -> Recommendations<'r> {
-    let mut unknown_items = Vec::new();
-    let mut cart: Vec<ItemIndex> = Vec::with_capacity(request.cart.len());
-    for id in &request.cart {
-        match snapshot.index_of(id) {
-            Some(index) if !cart.contains(&index) => cart.push(index),
-            Some(_) => {}
-            None if !unknown_items.contains(&id.as_str()) => unknown_items.push(id.as_str()),
-            None => {}
-        }
-    }
+    let (cart, unknown_items) = resolve_cart(snapshot, &request.cart);
     let weights = config.touchpoint(request.touchpoint);
     // Most recent last: the newest view weighs 1, each older one decays by the half-life.
     let viewed = if request.personalize && weights.session > 0.0 {
@@ -155,6 +146,45 @@ pub fn recommend<'r>(
     }
 }
 
+/// Carts up to this size are deduplicated by scanning what was kept so far.
+const SCANNED_CART: usize = 32;
+
+/// The cart's known items, each once in the order first given, and its unknown ids, each once.
+/// A wholesale cart of hundreds of lines is deduplicated through hash sets, so its cost stays
+/// linear in its length.
+fn resolve_cart<'r>(snapshot: &Snapshot, ids: &'r [String]) -> (Vec<ItemIndex>, Vec<&'r str>) {
+    let mut cart: Vec<ItemIndex> = Vec::with_capacity(ids.len());
+    let mut unknown: Vec<&str> = Vec::new();
+    if ids.len() <= SCANNED_CART {
+        for id in ids {
+            match snapshot.index_of(id) {
+                Some(index) if !cart.contains(&index) => cart.push(index),
+                Some(_) => {}
+                None if !unknown.contains(&id.as_str()) => unknown.push(id.as_str()),
+                None => {}
+            }
+        }
+    } else {
+        let mut seen_items = foldhash::HashSet::default();
+        let mut seen_unknown = foldhash::HashSet::default();
+        for id in ids {
+            match snapshot.index_of(id) {
+                Some(index) => {
+                    if seen_items.insert(index) {
+                        cart.push(index);
+                    }
+                }
+                None => {
+                    if seen_unknown.insert(id.as_str()) {
+                        unknown.push(id.as_str());
+                    }
+                }
+            }
+        }
+    }
+    (cart, unknown)
+}
+
 /// How much the cart looks like a restock: the share of its items the shopper bought before,
 /// smoothed towards one half (`(bought + 1) / (items + 2)`), so one repeated item in a
 /// one-item cart is evidence, not certainty.
@@ -162,7 +192,7 @@ fn restock_share(cart: &[ItemIndex], purchased: &[(ItemIndex, f32)]) -> f32 {
     if purchased.is_empty() {
         return 1.0 / (cart.len() + 2) as f32;
     }
-    // Sorted once and searched: up to 100 cart items against up to 200 purchases one by one
+    // Sorted once and searched: up to 2,000 cart items against up to 200 purchases one by one
     // would be more work than the rest of the request.
     let mut bought_items: Vec<ItemIndex> = purchased.iter().map(|&(item, _)| item).collect();
     bought_items.sort_unstable();
@@ -227,7 +257,7 @@ fn bought_beside_cart(
     if lines == 0 || cart.is_empty() {
         return beside;
     }
-    // Sorted once and searched, as in `restock_share`: up to 100 cart items against up to 200
+    // Sorted once and searched, as in `restock_share`: up to 2,000 cart items against up to 200
     // purchases, each looked at once per place in its window.
     let mut sorted_cart = cart.to_vec();
     sorted_cart.sort_unstable();
@@ -311,6 +341,26 @@ mod tests {
         let r = recommend(&s, &req, &PipelineConfig::default(), &NoCaps);
         assert_eq!(r.unknown_items, ["nope"]);
         assert_eq!(r.items.len(), 2);
+    }
+
+    #[test]
+    fn a_large_cart_is_deduplicated_like_a_small_one() {
+        let s = small_snapshot();
+        let mut ids: Vec<String> = (0..SCANNED_CART).map(|i| format!("unknown-{i}")).collect();
+        ids.extend(["bag", "unknown-3", "bag", "mug"].map(String::from));
+        let (cart, unknown) = resolve_cart(&s, &ids);
+        assert_eq!(
+            cart,
+            [s.index_of("bag").unwrap(), s.index_of("mug").unwrap()]
+        );
+        assert_eq!(unknown.len(), SCANNED_CART);
+        assert_eq!(unknown[3], "unknown-3");
+        let (small_cart, small_unknown) = resolve_cart(&s, &ids[SCANNED_CART - 1..]);
+        assert_eq!(small_cart, cart);
+        assert_eq!(
+            small_unknown,
+            [format!("unknown-{}", SCANNED_CART - 1), "unknown-3".into()]
+        );
     }
 
     #[test]

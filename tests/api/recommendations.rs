@@ -81,7 +81,7 @@ async fn bad_input_gets_400_with_its_code_through_the_real_server() {
     let app = spawn_app().await;
     write_version(&app.db.pool, 50, 3).await;
     app.wait_until_ready().await;
-    let too_many: Vec<String> = (0..101).map(|i| format!("i{i}")).collect();
+    let too_many = vec!["a"; 2001];
     let cases = [
         (format!("cart={}", too_many.join(",")), "invalid_cart"),
         (format!("cart={}", "y".repeat(129)), "invalid_cart"),
