@@ -4,7 +4,7 @@
 //! Protocol: train on baskets before `until`; for every basket at or after it with at least
 //! two items the model knows, hide one known item (chosen by a ChaCha8 generator seeded with
 //! `seed` and the basket's number, so the choice does not depend on threads or variants) and
-//! ask for `k` items with the other known items as the cart and, as `purchased`, what the
+//! ask for `k` items with the other known items as the cart (in line order) and, as `purchased`, what the
 //! basket's customer bought in every earlier basket (strictly earlier in time, training or test
 //! period alike: what the shop knows at that checkout; none without a customer id).
 //! Metrics: HitRate@k, NDCG@k (one relevant item: `1 / log2(rank + 1)`), MRR@k (reciprocal
@@ -254,8 +254,10 @@ pub fn test_cases(
             );
         }
         pending = pending.max(earlier);
+        // In line order, the order the shopper added them: the cart page's first half and the
+        // product page's item are the basket's first lines.
         let cart: Vec<&str> = history
-            .basket(b)
+            .basket_in_line_order(b)
             .iter()
             .map(|&i| history.items[i as usize].id.as_str())
             .filter(|id| known.contains(id))
@@ -1128,6 +1130,16 @@ mod tests {
         assert!(a
             .iter()
             .all(|c| c.cart.len() == 2 && !c.cart.contains(&c.hidden)));
+        // The cart keeps the basket's line order (a touchpoint's share is its first lines).
+        for (i, case) in a.iter().enumerate() {
+            let in_line_order: Vec<&str> = h
+                .basket_in_line_order(split + i)
+                .iter()
+                .map(|&item| h.items[item as usize].id.as_str())
+                .filter(|&id| id != case.hidden)
+                .collect();
+            assert_eq!(case.cart, in_line_order);
+        }
         let (c, _) = test_cases(&h, split..h.len(), &model, 8);
         assert_ne!(a, c);
     }
