@@ -303,7 +303,7 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 0.1, value_parser = unit_interval_f64)]
     pub validation_share: f64,
     /// Most validation cases scored per touchpoint and setting.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = TuneParams::default().max_cases)]
     pub tune_cases: usize,
     /// Also try weighing adjacent order lines in sparse-ease (off by default: on a synthetic
     /// history the weight that won validation lowered the hit rate with purchases).

@@ -501,10 +501,29 @@ struct Cases {
     touchpoints: [(&'static str, Vec<TestCase>, Vec<TestCase>); 3],
 }
 
+/// At most `max` of `cases`, evenly spaced over them (all when there are no more).
+fn evenly_spaced(cases: Vec<TestCase>, max: usize) -> Vec<TestCase> {
+    let len = cases.len();
+    if len <= max {
+        return cases;
+    }
+    let mut next = 0;
+    cases
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| {
+            // Case i is the chosen one of its share when the next chosen index reaches it.
+            let keep = i == next * len / max;
+            next += usize::from(keep);
+            keep
+        })
+        .map(|(_, case)| case)
+        .collect()
+}
+
 impl Cases {
     fn new(all: Vec<TestCase>, max_cases: usize) -> Self {
-        let step = all.len().div_ceil(max_cases.max(1)).max(1);
-        let chosen: Vec<TestCase> = all.into_iter().step_by(step).collect();
+        let chosen = evenly_spaced(all, max_cases.max(1));
         let shape = |touchpoint: Touchpoint| {
             let with: Vec<TestCase> = chosen
                 .iter()
@@ -1101,6 +1120,24 @@ impl Tuning {
 mod tests {
     use super::*;
     use crate::offline::orders::ReadOptions;
+
+    #[test]
+    fn validation_cases_are_capped_evenly_and_exactly() {
+        let cases = |n: usize| -> Vec<TestCase> {
+            (0..n)
+                .map(|i| TestCase {
+                    cart: Vec::new(),
+                    hidden: i.to_string(),
+                    purchased: Vec::new(),
+                })
+                .collect()
+        };
+        let hidden =
+            |kept: Vec<TestCase>| -> Vec<String> { kept.into_iter().map(|c| c.hidden).collect() };
+        assert_eq!(hidden(evenly_spaced(cases(10), 4)), ["0", "2", "5", "7"]);
+        assert_eq!(evenly_spaced(cases(4001), 4000).len(), 4000);
+        assert_eq!(evenly_spaced(cases(3), 4000).len(), 3);
+    }
 
     /// Sixty days of baskets: each holds one of twelve complementary pairs (`1xx` with `2xx`),
     /// a popular filler and, every third basket, half of another pair. Titles mislead: each
