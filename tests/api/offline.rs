@@ -471,3 +471,111 @@ async fn purchases_reported_as_events_train_a_version_without_any_imported_order
     assert_eq!(neighbours.first(), Some(&"TEA-COSY"), "{neighbours:?}");
     app.stop().await;
 }
+
+/// Runs the `tandem` binary with `args` against the database at `url`, off the runtime.
+async fn run_tandem(url: &str, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "tandem {args:?} failed: {stderr}");
+    stderr
+}
+
+/// The path a new user takes, end to end, on the embedded demo's real sample: the binary
+/// imports it into a fresh database and trains a version before a cut-off, `evaluate` writes
+/// its test cases from the same database, and the server answers every case, with the cart
+/// alone and with earlier purchases, exactly as `evaluate` scored it. (Untuned, to keep a
+/// debug build's test short; tuning fits models the same way.) Some carts hold more than 100
+/// items: Online Retail's customers are retailers.
+#[tokio::test]
+async fn the_server_answers_every_test_case_as_evaluate_scored_it() {
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cases_file = dir.path().join("cases.jsonl");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/demo/online_retail_sample.csv.gz"
+    );
+    let until = "2011-10-15";
+    run_tandem(&db.url, &["import", "--orders", sample]).await;
+    run_tandem(&db.url, &["train", "--until", until, "--no-tune"]).await;
+    run_tandem(
+        &db.url,
+        &[
+            "evaluate",
+            "--until",
+            until,
+            "--serving-only",
+            "--no-tune",
+            "--cases",
+            cases_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let cases: Vec<serde_json::Value> = std::fs::read_to_string(&cases_file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(cases.len() > 500, "{} cases", cases.len());
+    assert!(cases
+        .iter()
+        .any(|c| c["cart"].as_array().unwrap().len() > 100));
+
+    let settings = test_settings(&db);
+    let app = spawn_app_with(db, settings).await;
+    app.wait_until_ready().await;
+    let mut disagree = Vec::new();
+    let (mut hits, mut hits_with) = (0, 0);
+    for (n, case) in cases.iter().enumerate() {
+        let with_purchases = !case["purchased"].as_array().unwrap().is_empty();
+        for (purchased, recorded) in [
+            (false, &case["listed"]),
+            (true, &case["listed_with_purchased"]),
+        ] {
+            let mut body = serde_json::json!({"cart": case["cart"], "k": 10});
+            if purchased && with_purchases {
+                body["purchased"] = case["purchased"].clone();
+            }
+            let response = app
+                .client
+                .post(format!("{}/recommendations", app.address))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "case {n}");
+            let answer: serde_json::Value = response.json().await.unwrap();
+            let listed = answer["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|item| item["item_id"] == case["hidden"]);
+            if listed != recorded.as_bool().unwrap() {
+                disagree.push((n, purchased));
+            }
+            if listed {
+                *(if purchased { &mut hits_with } else { &mut hits }) += 1;
+            }
+        }
+    }
+    assert!(
+        hits > 0 && hits_with > 0,
+        "{hits} hits, {hits_with} with purchases"
+    );
+    assert!(
+        disagree.is_empty(),
+        "{} of {} cases listed otherwise than evaluate scored them: {:?}",
+        disagree.len(),
+        cases.len(),
+        &disagree[..disagree.len().min(10)]
+    );
+    app.stop().await;
+}
