@@ -75,7 +75,7 @@ fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>, Vec<Request>) {
     let (requests, with_purchases): (Vec<Request>, Vec<Request>) = (split..history.len())
         .filter_map(|b| {
             let cart: Vec<String> = history
-                .basket(b)
+                .basket_in_line_order(b)
                 .iter()
                 .map(|&i| history.items[i as usize].id.clone())
                 .filter(|id| snapshot.index_of(id).is_some())
@@ -106,7 +106,7 @@ fn online_retail() -> (Snapshot, Vec<Request>, Vec<Request>, Vec<Request>) {
     let wholesale = (split..history.len())
         .map(|b| Request {
             cart: history
-                .basket(b)
+                .basket_in_line_order(b)
                 .iter()
                 .map(|&i| history.items[i as usize].id.clone())
                 .filter(|id| snapshot.index_of(id).is_some())

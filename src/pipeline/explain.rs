@@ -44,9 +44,11 @@ pub(super) fn reason(
         }
         ReasonKind::SimilarTo => {
             let e = snapshot.embedding_slice(candidate.item);
-            cart.iter().copied().max_by(|&a, &b| {
-                dot(e, snapshot.embedding_slice(a)).total_cmp(&dot(e, snapshot.embedding_slice(b)))
-            })
+            // One dot product per cart item (a wholesale cart holds hundreds).
+            cart.iter()
+                .map(|&a| (dot(e, snapshot.embedding_slice(a)), a))
+                .max_by(|x, y| x.0.total_cmp(&y.0))
+                .map(|(_, a)| a)
         }
         // The item itself is what the shopper bought: no other item to name.
         ReasonKind::BoughtBefore => return Reason { kind, anchor: None },

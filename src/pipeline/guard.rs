@@ -11,6 +11,11 @@ use super::{CapView, Request};
 /// pay for every variant of every cart item); their variants are checked per candidate.
 const MARKED_VARIANTS: usize = 256;
 
+/// Most cart items, the newest, whose substitutes are looked for: the check is a pass over
+/// the ranked candidates per cart item, and a wholesale cart of hundreds of lines would make
+/// it cart × candidates. A substitute stands in for what the shopper added lately.
+const SUBSTITUTE_ANCHORS: usize = 100;
+
 /// The hard filters of one request: not in the cart nor a variant of a cart item, in stock,
 /// within budget, not in an excluded category, not capped for this shopper.
 pub(super) struct Eligibility<'a> {
@@ -108,7 +113,8 @@ fn holds(values: &[u32], value: u32) -> bool {
 
 /// Calls `mark(i)` for every `items[i]` that is a substitute of a cart item: same category
 /// and embeddings at least `min_similarity` alike (a second camera for a camera). One SIMD
-/// pass over the items per cart item that has a category.
+/// pass over the items per cart item that has a category, for the newest
+/// [`SUBSTITUTE_ANCHORS`] cart items.
 pub(super) fn mark_substitutes(
     snapshot: &Snapshot,
     cart: &[ItemIndex],
@@ -121,7 +127,7 @@ pub(super) fn mark_substitutes(
         return;
     }
     let rows = snapshot.embedding_rows();
-    for &c in cart {
+    for &c in &cart[cart.len().saturating_sub(SUBSTITUTE_ANCHORS)..] {
         let category = attributes.category(c);
         if category == NO_CATEGORY {
             continue;
@@ -136,6 +142,52 @@ pub(super) fn mark_substitutes(
                     mark(i);
                 }
             },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelVersion;
+    use crate::model::{ItemRecord, SnapshotBuilder};
+
+    #[test]
+    fn substitutes_are_looked_for_among_the_newest_cart_items_only() {
+        let fillers: Vec<String> = (0..SUBSTITUTE_ANCHORS).map(|i| format!("f{i}")).collect();
+        let mut b = SnapshotBuilder::new(ModelVersion(1), 2, fillers.len() + 2);
+        let items = [
+            ("camera", "cameras", [1.0, 0.0]),
+            ("camera-2", "cameras", [1.0, 0.0]),
+        ]
+        .into_iter()
+        .chain(fillers.iter().map(|f| (f.as_str(), "straps", [0.0, 1.0])));
+        for (id, category, embedding) in items {
+            b.add_item(ItemRecord {
+                id,
+                popularity: 1.0,
+                category: Some(category),
+                in_stock: true,
+                ..Default::default()
+            })
+            .unwrap();
+            b.add_embedding(id, &embedding).unwrap();
+        }
+        let s = b.finish().unwrap();
+        let index = |id: &str| s.index_of(id).unwrap();
+        let twin = [index("camera-2")];
+        let marked = |cart: &[ItemIndex]| {
+            let mut marked = false;
+            mark_substitutes(&s, cart, &twin, 0.9, |_| marked = true);
+            marked
+        };
+        let mut cart: Vec<ItemIndex> = fillers.iter().map(|f| index(f)).collect();
+        cart.push(index("camera"));
+        assert!(marked(&cart), "the newest cart item is checked");
+        cart.rotate_right(1);
+        assert!(
+            !marked(&cart),
+            "the camera is older than the newest {SUBSTITUTE_ANCHORS}"
         );
     }
 }

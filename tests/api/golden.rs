@@ -328,7 +328,8 @@ fn shown(case: &Case) -> String {
     if let Some(body) = &case.body {
         let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
         if flat.len() > 1000 {
-            let _ = write!(line, "\n    {}… ({} bytes)", &flat[..120], body.len());
+            let head: String = flat.chars().take(120).collect();
+            let _ = write!(line, "\n    {head}… ({} bytes)", body.len());
         } else {
             let _ = write!(line, "\n    {flat}");
         }
