@@ -799,6 +799,7 @@ pub async fn run_evaluate(
         baselines: !args.serving_only,
         tune: args.tune.tune_params(args.model.threads),
         touchpoint: args.touchpoint,
+        record_cases: args.cases.is_some(),
     };
     let configured = settings.pipeline.clone();
     let report = tokio::task::spawn_blocking(move || {

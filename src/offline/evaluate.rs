@@ -68,6 +68,10 @@ pub struct EvaluateParams {
     /// The touchpoint whose requests are evaluated: each test cart is cut to what that
     /// touchpoint knows ([`touchpoint_cart`]) and served with its settings.
     pub touchpoint: Touchpoint,
+    /// Whether the report keeps every case with the serving row's hits
+    /// ([`EvaluationReport::served_cases`]; a copy of every cart, so only when asked).
+    #[serde(skip)]
+    pub record_cases: bool,
 }
 
 /// One way of recommending, evaluated as a row.
@@ -732,6 +736,8 @@ pub fn evaluate(
                 });
             if serving {
                 groups = case_groups(variant, &cases, &listed, &listed_with);
+            }
+            if serving && params.record_cases {
                 served_cases = cases
                     .iter()
                     .zip(&listed)
@@ -967,6 +973,7 @@ mod tests {
             baselines: true,
             tune: None,
             touchpoint: Touchpoint::Checkout,
+            record_cases: false,
         }
     }
 
@@ -1040,10 +1047,17 @@ mod tests {
         let params = EvaluateParams {
             baselines: false,
             touchpoint: Touchpoint::Product,
+            record_cases: true,
             ..params()
         };
         let report = evaluate(&h, &params, &config, &|_| Ok(config.clone())).unwrap();
         assert_eq!(report.serving_theta, 0.8);
+        // The recorded cases are the product page's: one cart item each, hits as scored.
+        let serving = &report.variants[0];
+        assert_eq!(report.served_cases.len(), serving.cases);
+        assert!(report.served_cases.iter().all(|c| c.cart.len() == 1));
+        let hits = report.served_cases.iter().filter(|c| c.listed).count();
+        assert_eq!(hits as f64 / serving.cases as f64, serving.hit_rate);
         assert!(report.table().contains("Touchpoint product"));
         // A product page knows one item of a pair's basket and finds the other.
         let serving = &report.variants[0];
