@@ -85,7 +85,7 @@ pub struct Variant {
 }
 
 /// One held-out item and the cart it is to be found from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestCase {
     /// Cart item ids.
     pub cart: Vec<String>,
@@ -183,12 +183,9 @@ pub struct EvaluationReport {
 /// One test case as sent to the serving row, and whether that row listed the hidden item.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServedCase {
-    /// Cart item ids, as the evaluated touchpoint knows them.
-    pub cart: Vec<String>,
-    /// The hidden item id.
-    pub hidden: String,
-    /// The customer's earlier purchases, oldest first.
-    pub purchased: Vec<String>,
+    /// The case, its cart as the evaluated touchpoint knows it.
+    #[serde(flatten)]
+    pub case: TestCase,
     /// Whether the serving row listed the hidden item for the cart alone.
     pub listed: bool,
     /// Whether it listed it with the earlier purchases.
@@ -743,9 +740,7 @@ pub fn evaluate(
                     .zip(&listed)
                     .zip(&listed_with)
                     .map(|((case, &listed), &listed_with_purchased)| ServedCase {
-                        cart: case.cart.clone(),
-                        hidden: case.hidden.clone(),
-                        purchased: case.purchased.clone(),
+                        case: case.clone(),
                         listed,
                         listed_with_purchased,
                     })
@@ -1055,7 +1050,7 @@ mod tests {
         // The recorded cases are the product page's: one cart item each, hits as scored.
         let serving = &report.variants[0];
         assert_eq!(report.served_cases.len(), serving.cases);
-        assert!(report.served_cases.iter().all(|c| c.cart.len() == 1));
+        assert!(report.served_cases.iter().all(|c| c.case.cart.len() == 1));
         let hits = report.served_cases.iter().filter(|c| c.listed).count();
         assert_eq!(hits as f64 / serving.cases as f64, serving.hit_rate);
         assert!(report.table().contains("Touchpoint product"));
