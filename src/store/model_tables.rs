@@ -231,10 +231,13 @@ pub async fn load_snapshot(
     builder.reserve_pairs(pairs.clamp(0, 1 << 28) as usize);
 
     {
+        // Items numbered by id, as training and `evaluate` number them: the number breaks ties
+        // between equal scores, so a join plan that streamed the catalogue's order instead
+        // would let the server list other items than `evaluate` scored.
         let (stats, items) = (ITEM_STATS.name, ITEMS.name);
         let statement = format!(
             "SELECT {}, {} FROM {stats} LEFT JOIN {items} ON {items}.{} = {stats}.item_id
-             WHERE {stats}.version = $1",
+             WHERE {stats}.version = $1 ORDER BY {stats}.item_id COLLATE \"C\"",
             ITEM_STATS.read(),
             ITEMS.read(),
             ITEMS.key(),

@@ -109,3 +109,56 @@ async fn bad_input_gets_400_with_its_code_through_the_real_server() {
     assert_eq!(response.status(), 413, "bodies over the limit are refused");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn equal_scores_are_listed_in_item_id_order_whatever_order_the_version_was_written_in() {
+    // `evaluate` numbers items by id, and the number breaks ties: the server must number them
+    // alike, however Postgres streams the version's rows.
+    let db = fresh_database().await;
+    let mut settings = test_settings(&db);
+    settings.pipeline.checkout.content = 0.0;
+    settings.pipeline.checkout.theta = 1.0;
+    let app = spawn_app_with(db, settings).await;
+    let pool = &app.db.pool;
+    sqlx::query(
+        "INSERT INTO items (id, title) VALUES ('x', 'X'), ('c', 'C'), ('b', 'B'), ('a', 'A')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let version = tandem::store::begin_version(pool, 0, 0, &serde_json::json!({}), None)
+        .await
+        .unwrap();
+    for item in ["x", "c", "b", "a"] {
+        sqlx::query("INSERT INTO item_stats (version, item_id, popularity) VALUES ($1, $2, 1)")
+            .bind(version.0)
+            .bind(item)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for other in ["c", "b", "a"] {
+        sqlx::query(
+            "INSERT INTO co_purchase (version, item_id, other_item_id, score) VALUES ($1, 'x', $2, 0.5)",
+        )
+        .bind(version.0)
+        .bind(other)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    tandem::store::mark_ready(pool, version, &serde_json::json!({}))
+        .await
+        .unwrap();
+    app.wait_until_ready().await;
+    let (status, body) = app.get_json("/recommendations?cart=x&k=3").await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["a", "b", "c"]);
+    app.stop().await;
+}
