@@ -51,7 +51,7 @@ error_codes! {
         "`viewed` has more than 50 ids, or an id that is empty, longer than 128 bytes or holds a \
          control character"),
     InvalidPurchased = ("invalid_purchased", BAD_REQUEST,
-        "`purchased` has more than 200 ids, or an id that is empty, longer than 128 bytes or holds \
+        "`purchased` has more than 10000 ids, or an id that is empty, longer than 128 bytes or holds \
          a control character"),
     InvalidK = ("invalid_k", BAD_REQUEST, "`k` is not a whole number from 1 to 50"),
     InvalidTouchpoint = ("invalid_touchpoint", BAD_REQUEST,
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn descriptions_give_the_limits_the_code_enforces() {
         use super::super::request::{
-            MAX_CART_ITEMS, MAX_EXCLUDED_CATEGORIES, MAX_PURCHASED_ITEMS, MAX_VIEWED_ITEMS,
+            MAX_CART_ITEMS, MAX_EXCLUDED_CATEGORIES, MAX_PURCHASED_SENT, MAX_VIEWED_ITEMS,
         };
         use crate::domain::MAX_ID_BYTES;
         use crate::pipeline::MAX_K;
@@ -189,7 +189,7 @@ mod tests {
             ),
             (
                 ErrorCode::InvalidPurchased,
-                vec![MAX_PURCHASED_ITEMS, MAX_ID_BYTES],
+                vec![MAX_PURCHASED_SENT, MAX_ID_BYTES],
             ),
             (ErrorCode::InvalidK, vec![MAX_K]),
             (ErrorCode::InvalidShopper, vec![MAX_ID_BYTES]),

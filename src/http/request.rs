@@ -12,7 +12,7 @@ use crate::pipeline::{Request, MAX_K};
 pub const MAX_CART_ITEMS: usize = 2000;
 /// Most viewed items one request may carry.
 pub const MAX_VIEWED_ITEMS: usize = 50;
-pub use crate::pipeline::MAX_PURCHASED_ITEMS;
+pub use crate::pipeline::MAX_PURCHASED_SENT;
 /// Most excluded categories one request may carry.
 pub const MAX_EXCLUDED_CATEGORIES: usize = 50;
 
@@ -190,7 +190,7 @@ fn finish(lists: Lists, fields: Fields) -> Result<Request, RequestError> {
         ErrorCode::InvalidPurchased,
         "purchased",
         &purchased,
-        MAX_PURCHASED_ITEMS,
+        MAX_PURCHASED_SENT,
     )?;
     if exclude_categories.len() > MAX_EXCLUDED_CATEGORIES {
         return Err(RequestError::new(

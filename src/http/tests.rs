@@ -139,6 +139,41 @@ async fn earlier_purchases_are_offered_again_with_their_own_reason_but_not_after
 }
 
 #[tokio::test]
+async fn a_whole_purchase_history_is_read_from_its_newest_purchases_and_a_flood_is_refused() {
+    let s = state(true);
+    let post = |purchased: Vec<&str>| {
+        Request::post("/recommendations")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({"cart": ["bag"], "purchased": purchased, "k": 4}).to_string(),
+            ))
+            .unwrap()
+    };
+    let sent = crate::pipeline::MAX_PURCHASED_SENT;
+    let newest = crate::pipeline::MAX_PURCHASED_ITEMS;
+    // The mug was bought long ago; the newest purchases are all of the strap.
+    let history: Vec<&str> = std::iter::repeat_n("mug", sent - newest)
+        .chain(std::iter::repeat_n("strap", newest))
+        .collect();
+    let (status, body) = call(&s, post(history)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bought_before: Vec<&Value> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["reason"]["kind"] == "bought_before")
+        .map(|i| &i["item_id"])
+        .collect();
+    assert!(!bought_before.contains(&&Value::from("mug")), "{body}");
+
+    let (status, body) = call(&s, post(vec!["mug"; sent + 1])).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_purchased"))
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_400_with_a_stable_code() {
     let s = state(true);
     let too_many = vec!["a"; crate::http::request::MAX_CART_ITEMS + 1].join(",");

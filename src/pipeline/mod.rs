@@ -24,4 +24,4 @@ pub use config::{PipelineConfig, TouchpointConfig};
 pub use explain::{reason_text, ReasonText};
 pub use recommend::recommend;
 pub use recommendation::{Contributions, Reason, ReasonKind, Recommendation, Recommendations};
-pub use request::{Request, MAX_K, MAX_PURCHASED_ITEMS};
+pub use request::{Request, MAX_K, MAX_PURCHASED_ITEMS, MAX_PURCHASED_SENT};

@@ -4,7 +4,7 @@
 
 use super::{
     candidates, dpp, explain, guard, signals, CapView, PipelineConfig, Recommendation,
-    Recommendations, Request, TouchpointConfig, MAX_K,
+    Recommendations, Request, TouchpointConfig, MAX_K, MAX_PURCHASED_ITEMS,
 };
 use crate::domain::ItemIndex;
 use crate::model::Snapshot;
@@ -38,8 +38,8 @@ pub fn recommend<'r>(
         Vec::new()
     };
     let (purchased, bought_beside) = if request.personalize && weights.purchased > 0.0 {
-        let resolved: Vec<Option<ItemIndex>> = request
-            .purchased
+        let newest = request.purchased.len().saturating_sub(MAX_PURCHASED_ITEMS);
+        let resolved: Vec<Option<ItemIndex>> = request.purchased[newest..]
             .iter()
             .map(|id| snapshot.index_of(id))
             .collect();
@@ -498,6 +498,36 @@ mod tests {
         };
         let on = recommend(&s, &req, &config, &NoCaps);
         assert!(purchased(&on, "strap") > purchased(&on, "mug"));
+    }
+
+    #[test]
+    fn only_the_newest_purchases_are_read_of_a_long_history() {
+        let s = small_snapshot();
+        let mut long = request(&["cable"], 6);
+        // Thousands of old purchases of the mug, then the newest ones.
+        let newest: Vec<String> = ["strap", "bag"]
+            .iter()
+            .cycle()
+            .take(MAX_PURCHASED_ITEMS)
+            .map(|id| id.to_string())
+            .collect();
+        long.purchased = std::iter::repeat_n("mug".to_string(), 5 * MAX_PURCHASED_ITEMS)
+            .chain(newest.iter().cloned())
+            .collect();
+        long.explain = true;
+        let mut short = long.clone();
+        short.purchased = newest;
+        let config = PipelineConfig::default();
+        let listed = |r: &Recommendations<'_>| -> Vec<(ItemIndex, f32)> {
+            r.items.iter().map(|i| (i.item, i.score)).collect()
+        };
+        let from_long = recommend(&s, &long, &config, &NoCaps);
+        assert_eq!(
+            listed(&from_long),
+            listed(&recommend(&s, &short, &config, &NoCaps))
+        );
+        let mug = from_long.items.iter().find(|i| s.item_id(i.item) == "mug");
+        assert!(mug.is_none_or(|i| i.contributions.unwrap().purchased == 0.0));
     }
 
     #[test]

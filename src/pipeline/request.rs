@@ -6,8 +6,14 @@ use crate::domain::Touchpoint;
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 50;
 
-/// Most earlier purchases one request may carry (a shop sends its newest).
+/// Most earlier purchases the pipeline reads: the newest of what a request carries. More
+/// gained nothing on Online Retail and costs every request.
 pub const MAX_PURCHASED_ITEMS: usize = 200;
+
+/// Most earlier purchases one request may carry. A shop that sends a loyal shopper's whole
+/// history gets a list built from its newest [`MAX_PURCHASED_ITEMS`], not an error; the bound
+/// keeps what one request may make the server parse small.
+pub const MAX_PURCHASED_SENT: usize = 10_000;
 
 /// A validated recommendation request.
 #[derive(Debug, Clone, Default, PartialEq)]
