@@ -68,7 +68,10 @@ pub enum ApiError {
     #[error("the request body is longer than the limit of {0} bytes")]
     BodyTooLarge(usize),
     /// 414: the request target is over the limit.
-    #[error("the request target is longer than the limit of {0} bytes")]
+    #[error(
+        "the request target is longer than the limit of {0} bytes; send long lists (a large \
+         cart, a whole purchase history) as a JSON body to POST /recommendations"
+    )]
     UriTooLong(usize),
     /// 431: the header fields are over the limit.
     #[error("the request's header fields are longer than the limit of {0} bytes")]
