@@ -41,7 +41,7 @@ pub struct ColumnArgs {
     /// Column holding the item description.
     #[arg(long, default_value = "Description")]
     pub col_description: String,
-    /// Column holding the quantity.
+    /// Column holding the quantity (optional: a file without it counts each line once).
     #[arg(long, default_value = "Quantity")]
     pub col_quantity: String,
     /// Column holding the order timestamp.
@@ -456,6 +456,9 @@ fn read_history_file(path: &std::path::Path, options: &ReadOptions) -> anyhow::R
 }
 
 fn print_bad_rows(report: &orders::RowReport) {
+    if let Some(hint) = report.product_codes_hint() {
+        eprintln!("  warning: {hint}");
+    }
     for bad in &report.first_bad_rows {
         eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
     }

@@ -17,6 +17,7 @@
 //!   ashtray). Everything else is a charge, fee or voucher and is dropped entirely: `POST`,
 //!   `DOT` (postage), `C2` (carriage), `M`/`m` (manual), `D` (discount), `S` (samples),
 //!   `B` (bad debt), `BANK CHARGES`, `AMAZONFEE`, `CRUK`, `PADS`, `gift_0001_*` (vouchers);
+//! - a file without a quantity column counts each line once (one line per unit or per item);
 //! - a row with a missing field, an unparsable number or date, or an id that is empty, longer
 //!   than 128 bytes or has control characters is a bad row: counted and reported with its
 //!   line number, never fatal.
@@ -46,7 +47,7 @@ pub struct ColumnMap {
     pub item: String,
     /// Item description (optional column).
     pub description: String,
-    /// Quantity.
+    /// Quantity (optional column: without it every line is one unit).
     pub quantity: String,
     /// Order timestamp.
     pub ordered_at: String,
@@ -124,7 +125,7 @@ pub struct ColumnIndex {
     order: usize,
     item: usize,
     description: Option<usize>,
-    quantity: usize,
+    quantity: Option<usize>,
     ordered_at: usize,
     price: Option<usize>,
     customer: Option<usize>,
@@ -160,7 +161,7 @@ impl ColumnIndex {
             order: required(&map.order)?,
             item: required(&map.item)?,
             description: find(&map.description),
-            quantity: required(&map.quantity)?,
+            quantity: find(&map.quantity),
             ordered_at: required(&map.ordered_at)?,
             price: find(&map.price),
             customer: find(&map.customer),
@@ -340,14 +341,21 @@ pub fn parse_row<'r>(
     let order_id = id(field(record, columns.order, "order id")?, "order id")?;
     let item_id = id(field(record, columns.item, "item id")?, "item id")?;
     let description = optional(record, columns.description, "description")?.unwrap_or("");
-    let quantity_text = field(record, columns.quantity, "quantity")?;
-    if quantity_text.is_empty() {
-        return Err(RowError::Missing("quantity"));
-    }
-    let quantity = parse_quantity(quantity_text).ok_or_else(|| RowError::BadNumber {
-        field: "quantity",
-        value: shortened(quantity_text),
-    })?;
+    // Many shops export one line per unit, or baskets without quantities: a file without the
+    // column counts each line once (only whether a basket holds an item matters to training).
+    let quantity = match columns.quantity {
+        None => 1,
+        Some(at) => {
+            let quantity_text = field(record, at, "quantity")?;
+            if quantity_text.is_empty() {
+                return Err(RowError::Missing("quantity"));
+            }
+            parse_quantity(quantity_text).ok_or_else(|| RowError::BadNumber {
+                field: "quantity",
+                value: shortened(quantity_text),
+            })?
+        }
+    };
     let date_text = field(record, columns.ordered_at, "date")?;
     if date_text.is_empty() {
         return Err(RowError::Missing("date"));
@@ -421,6 +429,21 @@ impl RowReport {
             LineUse::NonPositive => self.non_positive_lines += 1,
             LineUse::NotAProduct => self.not_a_product_lines += 1,
         }
+    }
+
+    /// What to do when most rows were dropped as not products: the Online Retail rule takes
+    /// codes that do not start with a digit for fees and postage, and a shop whose item ids
+    /// are letters first would otherwise import next to nothing without knowing why.
+    pub fn product_codes_hint(&self) -> Option<String> {
+        (self.not_a_product_lines > 0 && self.not_a_product_lines * 2 >= self.rows).then(|| {
+            format!(
+                "{} of {} rows were dropped as not products: by default an item id is a \
+                 product only when it starts with a digit (Online Retail's rule, which drops \
+                 postage and fees); if this file's item ids are all products, pass \
+                 --all-codes-are-products",
+                self.not_a_product_lines, self.rows
+            )
+        })
     }
 
     /// One line summarising the counts.
@@ -747,5 +770,32 @@ mod tests {
         let err =
             read_lines("a,b\n".as_bytes(), &ReadOptions::default(), |_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("InvoiceNo"));
+    }
+
+    #[test]
+    fn a_file_without_quantities_counts_each_line_once_and_letter_codes_get_a_hint() {
+        let options = ReadOptions {
+            columns: ColumnMap {
+                order: "order_id".into(),
+                item: "product_id".into(),
+                ordered_at: "order_date".into(),
+                ..ColumnMap::default()
+            },
+            product_codes: ProductCodes::OnlineRetail,
+        };
+        let text = "order_id,product_id,order_date\n1,123,2024-01-02\n1,456,2024-01-02\n";
+        let mut quantities = Vec::new();
+        let report = read_lines(text.as_bytes(), &options, |_, l, _| {
+            quantities.push(l.quantity)
+        })
+        .unwrap();
+        assert_eq!((report.basket_lines, report.bad_rows), (2, 0));
+        assert_eq!(quantities, [1, 1]);
+        assert_eq!(report.product_codes_hint(), None);
+
+        let letters = "order_id,product_id,order_date\n1,P1,2024-01-02\n1,P2,2024-01-02\n";
+        let report = read_lines(letters.as_bytes(), &options, |_, _, _| {}).unwrap();
+        let hint = report.product_codes_hint().expect("a hint");
+        assert!(hint.contains("--all-codes-are-products"), "{hint}");
     }
 }
