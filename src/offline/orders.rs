@@ -308,24 +308,48 @@ fn parse_quantity(value: &str) -> Option<i32> {
     })
 }
 
-/// Parses a timestamp in the forms order-history exports use, as UTC seconds.
+/// Parses a timestamp in the forms order-history exports use, as UTC seconds: ISO dates and
+/// times (with `T`, fractional seconds or a zone), US `month/day/year` (Online Retail's),
+/// `year/month/day`, `yyyymmdd`, and Unix time in seconds or milliseconds.
 pub fn parse_timestamp(value: &str) -> Option<i64> {
-    const FORMATS: [&str; 5] = [
+    const FORMATS: [&str; 9] = [
         "%Y-%m-%d %H:%M:%S",
         "%Y-%m-%d %H:%M",
         "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
         "%m/%d/%Y %H:%M",
         "%m/%d/%Y %H:%M:%S",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y/%m/%d %H:%M",
     ];
+    const DATES: [&str; 3] = ["%Y-%m-%d", "%m/%d/%Y", "%Y/%m/%d"];
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.len() {
+            8 => NaiveDate::parse_from_str(value, "%Y%m%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp()),
+            9 | 10 => value.parse().ok(),
+            12 | 13 => value.parse::<i64>().ok().map(|ms| ms / 1000),
+            _ => None,
+        };
+    }
     FORMATS
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
         .or_else(|| {
-            NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                .ok()
+            DATES
+                .iter()
+                .find_map(|f| NaiveDate::parse_from_str(value, f).ok())
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
         .map(|t| t.and_utc().timestamp())
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|zoned| zoned.timestamp())
+        })
 }
 
 /// Customer ids exported as floats (`17850.0`) lose the `.0`.
@@ -797,5 +821,36 @@ mod tests {
         let report = read_lines(letters.as_bytes(), &options, |_, _, _| {}).unwrap();
         let hint = report.product_codes_hint().expect("a hint");
         assert!(hint.contains("--all-codes-are-products"), "{hint}");
+    }
+
+    #[test]
+    fn timestamps_in_the_forms_shops_export_are_read_as_utc() {
+        let noon = parse_timestamp("2011-12-01 12:00:00").unwrap();
+        let midnight = parse_timestamp("2011-12-01").unwrap();
+        for (text, expected) in [
+            ("2011-12-01T12:00:00", noon),
+            ("2011-12-01 12:00:00.250", noon),
+            ("2011-12-01T12:00:00Z", noon),
+            ("2011-12-01T13:00:00+01:00", noon),
+            ("12/1/2011 12:00", noon),
+            ("2011/12/01 12:00:00", noon),
+            ("12/1/2011", midnight),
+            ("2011/12/01", midnight),
+            ("20111201", midnight),
+            ("1322740800", noon),
+            ("1322740800000", noon),
+        ] {
+            assert_eq!(parse_timestamp(text), Some(expected), "{text}");
+        }
+        for text in [
+            "",
+            "1",
+            "12345",
+            "2011-13-01",
+            "next tuesday",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_timestamp(text), None, "{text}");
+        }
     }
 }
