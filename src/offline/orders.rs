@@ -550,6 +550,25 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// The field delimiter of a file that starts with `head`: whichever of comma, tab, semicolon
+/// and bar its header line holds most (spreadsheets export semicolons where the decimal mark
+/// is a comma); a comma when it holds none.
+fn delimiter_of(head: &[u8]) -> u8 {
+    let header = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let count = |d: u8| header.iter().filter(|&&b| b == d).count();
+    [b',', b'\t', b';', b'|']
+        .into_iter()
+        .fold((b',', 0), |best, d| {
+            let n = count(d);
+            if n > best.1 {
+                (d, n)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
 /// Reads every row of an order-history CSV, calling `on_line` with each well-formed product
 /// row (any [`LineUse`] but `NotAProduct`) and its line number; bad rows are counted in the
 /// returned report. Only I/O failures and an unusable header are errors.
@@ -558,9 +577,12 @@ pub fn read_lines(
     options: &ReadOptions,
     mut on_line: impl FnMut(u64, &OrderLine<'_>, LineUse),
 ) -> Result<RowReport, ReadError> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let delimiter = delimiter_of(input.fill_buf().map_err(csv::Error::from)?);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(false)
+        .delimiter(delimiter)
         .buffer_capacity(1 << 16)
         .from_reader(input);
     let mut record = ByteRecord::new();
@@ -851,6 +873,30 @@ mod tests {
             "99999999999999999999",
         ] {
             assert_eq!(parse_timestamp(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn tab_semicolon_and_bar_separated_files_are_read_like_csv() {
+        for d in ["\t", ";", "|"] {
+            let text = [
+                "InvoiceNo",
+                "StockCode",
+                "Quantity",
+                "InvoiceDate",
+                "UnitPrice",
+            ]
+            .join(d)
+                + "\n"
+                + &["536365", "85123A", "6", "2010-12-01 08:26:00", "2.55"].join(d)
+                + "\n";
+            let mut items = Vec::new();
+            let report = read_lines(text.as_bytes(), &ReadOptions::default(), |_, l, _| {
+                items.push((l.item_id.to_string(), l.unit_price))
+            })
+            .unwrap();
+            assert_eq!(report.bad_rows, 0, "{d:?}");
+            assert_eq!(items, [("85123A".to_string(), Some(2.55))], "{d:?}");
         }
     }
 }
