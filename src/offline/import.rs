@@ -87,6 +87,8 @@ struct OrderRow {
     country: Option<Box<str>>,
     ordered_at: i64,
     lines: u32,
+    /// Whether a line of it is a cancellation.
+    cancelled: bool,
 }
 
 struct Parsed {
@@ -124,6 +126,7 @@ fn parse_into_chunks(
                 country: None,
                 ordered_at: line.ordered_at,
                 lines: 0,
+                cancelled: false,
             }),
         };
         order.ordered_at = order.ordered_at.min(line.ordered_at);
@@ -134,6 +137,7 @@ fn parse_into_chunks(
             order.country = line.country.map(Into::into);
         }
         order.lines += 1;
+        order.cancelled |= line_use == LineUse::Cancellation;
         let full = lines.push(ImportLine {
             order_id: line.order_id,
             line_no: order.lines,
@@ -191,7 +195,7 @@ pub async fn import_orders(
     let mut cancelled_orders = 0;
     import
         .copy_orders(orders.iter().map(|(id, order)| {
-            let cancelled = orders::is_cancellation(id);
+            let cancelled = order.cancelled;
             cancelled_orders += usize::from(cancelled);
             ImportOrder {
                 id,

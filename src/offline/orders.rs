@@ -8,8 +8,10 @@
 //!
 //! Cleaning rules, decided from the data (4,070 stock codes, 33 of them not starting with a
 //! digit):
-//! - a row whose order id starts with `C` belongs to a cancellation: it is kept in the raw
-//!   history (the order is stored with `cancelled = true`) but never counts in a basket;
+//! - a row whose order id starts with `C` and whose quantity is negative belongs to a
+//!   cancellation: it is kept in the raw history (the order is stored with `cancelled =
+//!   true`) but never counts in a basket. Every cancellation line of Online Retail is
+//!   negative; a shop whose order ids merely start with `C` keeps its orders;
 //! - a row with quantity <= 0 or unit price <= 0 (adjustments, damages, free samples) is kept
 //!   in the raw history but never counts in a basket;
 //! - an item code is a product when it starts with an ASCII digit (`85123A`, `22386`,
@@ -205,9 +207,10 @@ pub enum LineUse {
 }
 
 impl OrderLine<'_> {
-    /// Whether the line's order is a cancellation.
+    /// Whether the line cancels an order (Online Retail's convention: a `C` order id and a
+    /// negative quantity).
     pub fn is_cancellation(&self) -> bool {
-        is_cancellation(self.order_id)
+        self.order_id.starts_with('C') && self.quantity < 0
     }
 
     /// Classifies the line by the cleaning rules of this module.
@@ -222,11 +225,6 @@ impl OrderLine<'_> {
             LineUse::Basket
         }
     }
-}
-
-/// Whether an order id marks a cancellation.
-pub fn is_cancellation(order_id: &str) -> bool {
-    order_id.starts_with('C')
 }
 
 /// Whether an item code is a product (see the module doc for the rule).
@@ -898,5 +896,24 @@ mod tests {
             assert_eq!(report.bad_rows, 0, "{d:?}");
             assert_eq!(items, [("85123A".to_string(), Some(2.55))], "{d:?}");
         }
+    }
+
+    #[test]
+    fn only_negative_lines_of_c_orders_are_cancellations() {
+        let text = "InvoiceNo,StockCode,Quantity,InvoiceDate\n\
+                    C536379,85123A,-1,2010-12-01 09:41:00\n\
+                    C100,85123A,2,2010-12-01 09:41:00\n";
+        let mut uses = Vec::new();
+        read_lines(text.as_bytes(), &ReadOptions::default(), |_, l, u| {
+            uses.push((l.order_id.to_string(), u))
+        })
+        .unwrap();
+        assert_eq!(
+            uses,
+            [
+                ("C536379".to_string(), LineUse::Cancellation),
+                ("C100".to_string(), LineUse::Basket)
+            ]
+        );
     }
 }
