@@ -14,11 +14,12 @@
 //!   negative; a shop whose order ids merely start with `C` keeps its orders;
 //! - a row with quantity <= 0 or unit price <= 0 (adjustments, damages, free samples) is kept
 //!   in the raw history but never counts in a basket;
-//! - an item code is a product when it starts with an ASCII digit (`85123A`, `22386`,
-//!   `15056bl`) or with `DCGS` (goods sold through the dotcom gift shop: party bags, an
-//!   ashtray). Everything else is a charge, fee or voucher and is dropped entirely: `POST`,
-//!   `DOT` (postage), `C2` (carriage), `M`/`m` (manual), `D` (discount), `S` (samples),
-//!   `B` (bad debt), `BANK CHARGES`, `AMAZONFEE`, `CRUK`, `PADS`, `gift_0001_*` (vouchers);
+//! - an item code is a product unless it is one of Online Retail's charges, fees and vouchers,
+//!   which are dropped entirely: `POST`, `DOT` (postage), `C2` (carriage), `M`/`m` (manual),
+//!   `D` (discount), `S` (samples), `B` (bad debt), `BANK CHARGES`, `AMAZONFEE`, `CRUK`,
+//!   `PADS`, `gift_0001_*` (vouchers). These are exactly the file's codes that do not start
+//!   with a digit, except the `DCGS` goods of its dotcom gift shop (party bags, an ashtray);
+//!   another shop's item ids that start with a letter stay products;
 //! - a file without a quantity column counts each line once (one line per unit or per item);
 //! - a row with a missing field, an unparsable number or date, or an id that is empty, longer
 //!   than 128 bytes or has control characters is a bad row: counted and reported with its
@@ -80,7 +81,7 @@ impl Default for ColumnMap {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductCodes {
-    /// The Online Retail rule of the module doc (digit first, or `DCGS`).
+    /// The Online Retail rule of the module doc (its charges, fees and vouchers dropped).
     #[default]
     OnlineRetail,
     /// Every code is a product (for shops whose files hold no fees or postage).
@@ -227,9 +228,25 @@ impl OrderLine<'_> {
     }
 }
 
+/// Online Retail's codes for charges, fees and adjustments: not products.
+const ONLINE_RETAIL_CHARGES: [&str; 12] = [
+    "POST",
+    "DOT",
+    "C2",
+    "M",
+    "m",
+    "D",
+    "S",
+    "B",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "CRUK",
+    "PADS",
+];
+
 /// Whether an item code is a product (see the module doc for the rule).
 pub fn is_product_code(item_id: &str) -> bool {
-    item_id.as_bytes().first().is_some_and(u8::is_ascii_digit) || item_id.starts_with("DCGS")
+    !(ONLINE_RETAIL_CHARGES.contains(&item_id) || item_id.starts_with("gift_0001_"))
 }
 
 /// Why a row was rejected.
@@ -453,15 +470,15 @@ impl RowReport {
         }
     }
 
-    /// What to do when most rows were dropped as not products: the Online Retail rule takes
-    /// codes that do not start with a digit for fees and postage, and a shop whose item ids
-    /// are letters first would otherwise import next to nothing without knowing why.
+    /// What to do when most rows were dropped as not products: a shop whose item ids happen
+    /// to be Online Retail's codes for charges would otherwise import next to nothing without
+    /// knowing why.
     pub fn product_codes_hint(&self) -> Option<String> {
         (self.not_a_product_lines > 0 && self.not_a_product_lines * 2 >= self.rows).then(|| {
             format!(
-                "{} of {} rows were dropped as not products: by default an item id is a \
-                 product only when it starts with a digit (Online Retail's rule, which drops \
-                 postage and fees); if this file's item ids are all products, pass \
+                "{} of {} rows were dropped as not products: by default the codes Online \
+                 Retail uses for postage, fees and vouchers (POST, DOT, M, D, S, ...) are not \
+                 products; if this file's item ids are all products, pass \
                  --all-codes-are-products",
                 self.not_a_product_lines, self.rows
             )
@@ -797,27 +814,32 @@ mod tests {
             },
             product_codes: ProductCodes::OnlineRetail,
         };
-        let text = "when,sku,qty,basket\n2024-01-02,A1,1,b1\n2024-01-02,42,1,b1\n";
+        let text =
+            "when,sku,qty,basket\n2024-01-02,A1,1,b1\n2024-01-02,POST,1,b1\n2024-01-02,42,1,b1\n";
         let mut items = Vec::new();
         read_lines(text.as_bytes(), &options, |_, l, _| {
             items.push(l.item_id.to_string())
         })
         .unwrap();
-        assert_eq!(items, ["42"], "A1 is not a product code by the retail rule");
+        assert_eq!(
+            items,
+            ["A1", "42"],
+            "POST is a charge by the retail rule; A1 is another shop's product"
+        );
         options.product_codes = ProductCodes::All;
         items.clear();
         read_lines(text.as_bytes(), &options, |_, l, _| {
             items.push(l.item_id.to_string())
         })
         .unwrap();
-        assert_eq!(items, ["A1", "42"]);
+        assert_eq!(items, ["A1", "POST", "42"]);
         let err =
             read_lines("a,b\n".as_bytes(), &ReadOptions::default(), |_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("InvoiceNo"));
     }
 
     #[test]
-    fn a_file_without_quantities_counts_each_line_once_and_letter_codes_get_a_hint() {
+    fn a_file_without_quantities_counts_each_line_once_and_a_file_of_charges_gets_a_hint() {
         let options = ReadOptions {
             columns: ColumnMap {
                 order: "order_id".into(),
@@ -837,7 +859,7 @@ mod tests {
         assert_eq!(quantities, [1, 1]);
         assert_eq!(report.product_codes_hint(), None);
 
-        let letters = "order_id,product_id,order_date\n1,P1,2024-01-02\n1,P2,2024-01-02\n";
+        let letters = "order_id,product_id,order_date\n1,POST,2024-01-02\n1,DOT,2024-01-02\n";
         let report = read_lines(letters.as_bytes(), &options, |_, _, _| {}).unwrap();
         let hint = report.product_codes_hint().expect("a hint");
         assert!(hint.contains("--all-codes-are-products"), "{hint}");
