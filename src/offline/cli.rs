@@ -459,6 +459,12 @@ fn print_bad_rows(report: &orders::RowReport) {
     if let Some(hint) = report.product_codes_hint() {
         eprintln!("  warning: {hint}");
     }
+    if report.without_quantity {
+        eprintln!(
+            "  note: the file has no quantity column (--col-quantity names it), so each line \
+             counts as one unit and none is a return"
+        );
+    }
     for bad in &report.first_bad_rows {
         eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
     }

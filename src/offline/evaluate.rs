@@ -1064,7 +1064,6 @@ mod tests {
 
     #[test]
     fn purchased_lists_hold_the_customers_strictly_earlier_baskets_only() {
-        // Stock codes are products only when they start with a digit.
         let mut csv = String::from(
             "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
         );

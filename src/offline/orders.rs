@@ -133,6 +133,8 @@ pub struct ColumnIndex {
     price: Option<usize>,
     customer: Option<usize>,
     country: Option<usize>,
+    /// Whether numbers may use a decimal comma (a semicolon-separated file).
+    decimal_comma: bool,
 }
 
 impl ColumnIndex {
@@ -169,6 +171,7 @@ impl ColumnIndex {
             price: find(&map.price),
             customer: find(&map.customer),
             country: find(&map.country),
+            decimal_comma: false,
         })
     }
 }
@@ -199,7 +202,8 @@ pub struct OrderLine<'a> {
 pub enum LineUse {
     /// A product bought: counts in its order's basket.
     Basket,
-    /// A line of a cancellation (order id starting with `C`): kept, never in a basket.
+    /// A line of a cancellation (order id starting with `C`, negative quantity): kept, never
+    /// in a basket.
     Cancellation,
     /// Quantity or price not positive: kept, never in a basket.
     NonPositive,
@@ -229,7 +233,7 @@ impl OrderLine<'_> {
 }
 
 /// Online Retail's codes for charges, fees and adjustments: not products.
-const ONLINE_RETAIL_CHARGES: [&str; 12] = [
+const ONLINE_RETAIL_CHARGES: [&str; 16] = [
     "POST",
     "DOT",
     "C2",
@@ -242,6 +246,12 @@ const ONLINE_RETAIL_CHARGES: [&str; 12] = [
     "AMAZONFEE",
     "CRUK",
     "PADS",
+    // Adjustments and test lines of the later "Online Retail II" export, which the same reader
+    // takes.
+    "ADJUST",
+    "ADJUST2",
+    "TEST001",
+    "TEST002",
 ];
 
 /// Whether an item code is a product (see the module doc for the rule).
@@ -315,11 +325,26 @@ fn id<'r>(value: &'r str, name: &'static str) -> Result<&'r str, RowError> {
     Ok(value)
 }
 
-/// Parses an integer quantity; `"6"`, `"-2"` and `"6.0"` are accepted.
-fn parse_quantity(value: &str) -> Option<i32> {
+/// Parses an integer quantity; `"6"`, `"-2"` and `"6.0"` are accepted, and `"6,0"` where
+/// `decimal_comma`.
+fn parse_quantity(value: &str, decimal_comma: bool) -> Option<i32> {
     value.parse::<i32>().ok().or_else(|| {
-        let f = value.parse::<f64>().ok()?;
+        let f = parse_decimal(value, decimal_comma)?;
         (f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX)).then_some(f as i32)
+    })
+}
+
+/// Parses a decimal number written with a point or, where `decimal_comma` (a semicolon-
+/// separated file, as spreadsheets in much of Europe export them), with a comma: `"2,55"`.
+/// Elsewhere a comma is a thousands separator, so `"1,234"` stays unreadable rather than
+/// becoming 1.234.
+fn parse_decimal(value: &str, decimal_comma: bool) -> Option<f64> {
+    value.parse::<f64>().ok().or_else(|| {
+        let (whole, fraction) = value.split_once(',').filter(|_| decimal_comma)?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(whole.strip_prefix('-').unwrap_or(whole)) && digits(fraction))
+            .then(|| format!("{whole}.{fraction}").parse::<f64>().ok())
+            .flatten()
     })
 }
 
@@ -339,6 +364,15 @@ pub fn parse_timestamp(value: &str) -> Option<i64> {
         "%Y/%m/%d %H:%M",
     ];
     const DATES: [&str; 3] = ["%Y-%m-%d", "%m/%d/%Y", "%Y/%m/%d"];
+    // With a zone: `+01`, `+0100`, `+01:00` (`%#z`), after the time or a space.
+    const ZONED: [&str; 6] = [
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%#z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S %#z",
+        "%Y-%m-%dT%H:%M%#z",
+    ];
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return match value.len() {
             8 => NaiveDate::parse_from_str(value, "%Y%m%d")
@@ -361,8 +395,10 @@ pub fn parse_timestamp(value: &str) -> Option<i64> {
         })
         .map(|t| t.and_utc().timestamp())
         .or_else(|| {
-            chrono::DateTime::parse_from_rfc3339(value)
-                .ok()
+            ZONED
+                .iter()
+                .find_map(|f| chrono::DateTime::parse_from_str(value, f).ok())
+                .or_else(|| chrono::DateTime::parse_from_rfc3339(value).ok())
                 .map(|zoned| zoned.timestamp())
         })
 }
@@ -389,9 +425,11 @@ pub fn parse_row<'r>(
             if quantity_text.is_empty() {
                 return Err(RowError::Missing("quantity"));
             }
-            parse_quantity(quantity_text).ok_or_else(|| RowError::BadNumber {
-                field: "quantity",
-                value: shortened(quantity_text),
+            parse_quantity(quantity_text, columns.decimal_comma).ok_or_else(|| {
+                RowError::BadNumber {
+                    field: "quantity",
+                    value: shortened(quantity_text),
+                }
             })?
         }
     };
@@ -404,8 +442,8 @@ pub fn parse_row<'r>(
     let unit_price = match optional(record, columns.price, "price")? {
         None => None,
         Some(text) => Some(
-            text.parse::<f32>()
-                .ok()
+            parse_decimal(text, columns.decimal_comma)
+                .map(|p| p as f32)
                 .filter(|p| p.is_finite())
                 .ok_or_else(|| RowError::BadNumber {
                     field: "price",
@@ -458,6 +496,8 @@ pub struct RowReport {
     pub first_bad_rows: Vec<BadRow>,
     /// Bytes of (decompressed) input read.
     pub bytes: u64,
+    /// Whether the file had no quantity column (each line then counts once).
+    pub without_quantity: bool,
 }
 
 impl RowReport {
@@ -570,7 +610,17 @@ impl<R: Read> Read for CountingReader<R> {
 /// is a comma); a comma when it holds none.
 fn delimiter_of(head: &[u8]) -> u8 {
     let header = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let count = |d: u8| header.iter().filter(|&&b| b == d).count();
+    // Outside quotes only: a quoted column name may hold a comma.
+    let mut quoted = false;
+    let unquoted: Vec<u8> = header
+        .iter()
+        .filter(|&&b| {
+            quoted ^= b == b'"';
+            !quoted && b != b'"'
+        })
+        .copied()
+        .collect();
+    let count = |d: u8| unquoted.iter().filter(|&&b| b == d).count();
     [b',', b'\t', b';', b'|']
         .into_iter()
         .fold((b',', 0), |best, d| {
@@ -604,8 +654,14 @@ pub fn read_lines(
     if !reader.read_byte_record(&mut record)? {
         return Err(ReadError::NoHeader);
     }
-    let columns = ColumnIndex::from_header(&record, &options.columns)?;
-    let mut report = RowReport::default();
+    let columns = ColumnIndex {
+        decimal_comma: delimiter == b';',
+        ..ColumnIndex::from_header(&record, &options.columns)?
+    };
+    let mut report = RowReport {
+        without_quantity: columns.quantity.is_none(),
+        ..RowReport::default()
+    };
     while reader.read_byte_record(&mut record)? {
         let line = record.position().map_or(0, |p| p.line());
         report.bytes = record.position().map_or(0, |p| p.byte());
@@ -857,6 +913,7 @@ mod tests {
         .unwrap();
         assert_eq!((report.basket_lines, report.bad_rows), (2, 0));
         assert_eq!(quantities, [1, 1]);
+        assert!(report.without_quantity);
         assert_eq!(report.product_codes_hint(), None);
 
         let letters = "order_id,product_id,order_date\n1,POST,2024-01-02\n1,DOT,2024-01-02\n";
@@ -874,6 +931,10 @@ mod tests {
             ("2011-12-01 12:00:00.250", noon),
             ("2011-12-01T12:00:00Z", noon),
             ("2011-12-01T13:00:00+01:00", noon),
+            ("2011-12-01 12:00:00+00", noon),
+            ("2011-12-01T13:00:00+0100", noon),
+            ("2011-12-01 07:00:00 -0500", noon),
+            ("2011-12-01T12:00Z", noon),
             ("12/1/2011 12:00", noon),
             ("2011/12/01 12:00:00", noon),
             ("12/1/2011", midnight),
@@ -894,6 +955,26 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_semicolon_file_may_write_decimal_commas_and_a_comma_file_may_not() {
+        let semicolons = "InvoiceNo;StockCode;Quantity;InvoiceDate;UnitPrice\n\
+                          1;85123A;6;2010-12-01 08:26:00;2,55\n";
+        let mut prices = Vec::new();
+        read_lines(semicolons.as_bytes(), &ReadOptions::default(), |_, l, _| {
+            prices.push(l.unit_price)
+        })
+        .unwrap();
+        assert_eq!(prices, [Some(2.55)]);
+        let commas = "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice\n\
+                      1,85123A,6,2010-12-01 08:26:00,\"1,234\"\n";
+        let report = read_lines(commas.as_bytes(), &ReadOptions::default(), |_, _, _| {}).unwrap();
+        assert_eq!(
+            report.bad_rows, 1,
+            "a thousands separator is not a decimal comma"
+        );
+        assert_eq!(delimiter_of(b"\"order;id\",item,date\n"), b',');
     }
 
     #[test]

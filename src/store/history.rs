@@ -7,12 +7,13 @@ use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
 /// The lines that make baskets, of orders placed before `$1` (all orders when it is null):
-/// not cancelled, quantity and price positive (non-products are never imported). The same
-/// rule as `OrderLine::line_use` == Basket in `src/offline/orders.rs`; order lines are `l`,
-/// orders `o`.
+/// quantity and price positive (non-products are never imported, and a cancelling line is
+/// negative). The same rule as `OrderLine::line_use` == Basket in `src/offline/orders.rs`,
+/// whatever an order's `cancelled` flag says: a line that cancels marks its whole order, but
+/// the order's other lines count as a file read counts them. Order lines are `l`, orders `o`.
 pub(super) const BASKET_LINES: &str = "
     FROM order_lines l JOIN orders o ON o.id = l.order_id
-    WHERE NOT o.cancelled AND l.quantity > 0
+    WHERE l.quantity > 0
       AND (l.unit_price IS NULL OR l.unit_price > 0)
       AND ($1::timestamptz IS NULL OR o.ordered_at < $1)";
 

@@ -579,3 +579,55 @@ async fn the_server_answers_every_test_case_as_evaluate_scored_it() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_database_makes_the_baskets_a_file_makes_whatever_the_order_ids() {
+    // A shop whose order ids start with C, and an order with a line that cancels: the
+    // history read back from Postgres must hold the baskets reading the file gives.
+    let csv = format!(
+        "{HEADER}\
+         C100,10001,CUP,1,2011-01-01 10:00:00,1.0,1.0,UK\n\
+         C100,10002,SAUCER,1,2011-01-01 10:00:00,1.0,1.0,UK\n\
+         C200,10001,CUP,2,2011-01-02 10:00:00,1.0,2.0,UK\n\
+         C200,10002,SAUCER,-1,2011-01-02 10:00:00,1.0,2.0,UK\n\
+         C200,10003,TEAPOT,1,2011-01-02 10:00:00,5.0,2.0,UK\n\
+         300,10002,SAUCER,1,2011-01-03 10:00:00,1.0,3.0,UK\n\
+         300,10003,TEAPOT,1,2011-01-03 10:00:00,5.0,3.0,UK\n"
+    );
+    let baskets = |h: &tandem::offline::history::History| -> Vec<Vec<String>> {
+        let mut all: Vec<Vec<String>> = (0..h.len())
+            .map(|b| {
+                let mut items: Vec<String> = h
+                    .basket(b)
+                    .iter()
+                    .map(|&i| h.items[i as usize].id.clone())
+                    .collect();
+                items.sort();
+                items
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let (from_file, _) = history::History::read(csv.as_bytes(), &ReadOptions::default()).unwrap();
+    assert_eq!(
+        baskets(&from_file),
+        [
+            vec!["10001", "10002"],
+            vec!["10001", "10003"],
+            vec!["10002", "10003"]
+        ]
+    );
+    let db = fresh_database().await;
+    let report = import(&db.pool, csv).await;
+    assert_eq!(report.rows.cancellation_lines, 1);
+    let cancelled: Vec<String> = sqlx::query_scalar("SELECT id FROM orders WHERE cancelled")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(cancelled, ["C200"]);
+    let from_database = history::load_history(&db.pool, None, HistorySource::Orders, 0)
+        .await
+        .unwrap();
+    assert_eq!(baskets(&from_database), baskets(&from_file));
+}
