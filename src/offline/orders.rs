@@ -246,8 +246,8 @@ const ONLINE_RETAIL_CHARGES: [&str; 16] = [
     "AMAZONFEE",
     "CRUK",
     "PADS",
-    // Adjustments and test lines of the later "Online Retail II" export, which the same reader
-    // takes.
+    // Adjustment and test codes reported for the later "Online Retail II" export, which the
+    // same reader takes (that file is not at hand to check).
     "ADJUST",
     "ADJUST2",
     "TEST001",
@@ -342,9 +342,10 @@ fn parse_decimal(value: &str, decimal_comma: bool) -> Option<f64> {
     value.parse::<f64>().ok().or_else(|| {
         let (whole, fraction) = value.split_once(',').filter(|_| decimal_comma)?;
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        (digits(whole.strip_prefix('-').unwrap_or(whole)) && digits(fraction))
-            .then(|| format!("{whole}.{fraction}").parse::<f64>().ok())
-            .flatten()
+        if !(digits(whole.strip_prefix('-').unwrap_or(whole)) && digits(fraction)) {
+            return None;
+        }
+        format!("{whole}.{fraction}").parse::<f64>().ok()
     })
 }
 
@@ -609,29 +610,23 @@ impl<R: Read> Read for CountingReader<R> {
 /// and bar its header line holds most (spreadsheets export semicolons where the decimal mark
 /// is a comma); a comma when it holds none.
 fn delimiter_of(head: &[u8]) -> u8 {
-    let header = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    const CANDIDATES: [u8; 4] = [b',', b'\t', b';', b'|'];
+    let mut counts = [0usize; CANDIDATES.len()];
     // Outside quotes only: a quoted column name may hold a comma.
     let mut quoted = false;
-    let unquoted: Vec<u8> = header
-        .iter()
-        .filter(|&&b| {
-            quoted ^= b == b'"';
-            !quoted && b != b'"'
-        })
-        .copied()
-        .collect();
-    let count = |d: u8| unquoted.iter().filter(|&&b| b == d).count();
-    [b',', b'\t', b';', b'|']
-        .into_iter()
-        .fold((b',', 0), |best, d| {
-            let n = count(d);
-            if n > best.1 {
-                (d, n)
-            } else {
-                best
-            }
-        })
-        .0
+    for &b in head.iter().take_while(|&&b| b != b'\n') {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if let Some(at) = CANDIDATES.iter().position(|&d| d == b && !quoted) {
+            counts[at] += 1;
+        }
+    }
+    // The first of the most frequent, so a header with none of them is comma-separated.
+    let best = (0..CANDIDATES.len()).fold(
+        0,
+        |best, at| if counts[at] > counts[best] { at } else { best },
+    );
+    CANDIDATES[best]
 }
 
 /// Reads every row of an order-history CSV, calling `on_line` with each well-formed product
